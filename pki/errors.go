@@ -13,20 +13,20 @@ type Reason int
 
 // Reasons.
 const (
-	ReasonUnknown         Reason = iota
-	ReasonMalformed              // unparseable or over a size/count limit
-	ReasonExpired                // some certificate's NotAfter is before the check time
-	ReasonNotYetValid            // some certificate's NotBefore is after the check time
-	ReasonRevoked                // listed on its issuer's CRL
-	ReasonWrongRole              // role policy missing or not the one expected / issuer may not issue it
-	ReasonWrongKeyUsage          // KeyUsage or purpose policy does not match the purpose
-	ReasonUntrustedRoot          // no chain to the configured root
-	ReasonBadSignature           // a signature in the chain or on a CRL does not verify
-	ReasonCRLUnavailable         // no usable CRL (missing, expired, not yet valid, bad signature)
-	ReasonPathLength             // chain longer than a CA's path length allows
-	ReasonUnsupportedKey         // key type or size outside the allowed set
-	ReasonUnhandledCritical      // an unknown critical extension
-	ReasonPANMismatch            // card data does not match the cardholder certificate
+	ReasonUnknown           Reason = iota
+	ReasonMalformed                // unparseable or over a size/count limit
+	ReasonExpired                  // some certificate's NotAfter is before the check time
+	ReasonNotYetValid              // some certificate's NotBefore is after the check time
+	ReasonRevoked                  // listed on its issuer's CRL
+	ReasonWrongRole                // role policy missing or not the one expected / issuer may not issue it
+	ReasonWrongKeyUsage            // KeyUsage or purpose policy does not match the purpose
+	ReasonUntrustedRoot            // no chain to the configured root
+	ReasonBadSignature             // a signature in the chain or on a CRL does not verify
+	ReasonCRLUnavailable           // no usable CRL (missing, expired, not yet valid, bad signature)
+	ReasonPathLength               // chain longer than a CA's path length allows
+	ReasonUnsupportedKey           // key type or size outside the allowed set
+	ReasonUnhandledCritical        // an unknown critical extension
+	ReasonPANMismatch              // card data does not match the cardholder certificate
 )
 
 var reasonNames = map[Reason]string{
