@@ -1,0 +1,36 @@
+// Package cms reads and writes the small subset of Cryptographic Message
+// Syntax (RFC 5652) that setpay's protocol messages need, on
+// golang.org/x/crypto/cryptobyte, with DER output that `openssl cms` reads.
+//
+// Forms written:
+//
+//   - SignedData (Sign): one SignerInfo identified by issuerAndSerialNumber
+//     (or subjectKeyIdentifier), signed attributes contentType,
+//     messageDigest and signingTime always present, content attached or
+//     detached, certificates embedded only when the caller asks (peers
+//     cache them by thumbprint). Algorithms follow the key: ECDSA P-256
+//     with SHA-256 (ecdsa-with-SHA256), P-384 with SHA-384, RSA with
+//     SHA-256 as PKCS#1 v1.5 (sha256WithRSAEncryption) or RSASSA-PSS with
+//     explicit parameters (SHA-256, MGF1-SHA-256, salt 32) encoded exactly
+//     as OpenSSL does. These are the mechanisms every PKCS#11 token,
+//     SoftHSM 2.6.1 included, offers for CKM_ECDSA / CKM_RSA_PKCS(_PSS).
+//   - EnvelopedData with AES-256-CBC, or AuthEnvelopedData (RFC 5083/5084)
+//     with AES-256-GCM (12-byte nonce, 16-byte tag in mac) — GCM never goes
+//     into EnvelopedData, whose lack of an authenticator would leave the
+//     tag unprotected. The content key goes to each RSA recipient in a
+//     KeyTransRecipientInfo with RSAES-OAEP; OAEP-SHA-1 is the default
+//     because SoftHSM 2.6.1 unwraps only with it, and OAEP-SHA-256 writes
+//     both hashFunc and maskGenFunc so OpenSSL does not fall back to
+//     MGF1-SHA-1.
+//
+// Parsers take untrusted DER: they enforce Limits (input size,
+// certificates, recipients), accept only an allow-list of algorithms
+// (SHA-256/384/512 digests; ECDSA, RSA PKCS#1 v1.5 and RSA-PSS signatures;
+// RSAES-OAEP key transport; AES-256-CBC and AES-256-GCM), and return errors
+// instead of panicking. Verification checks the signature and signed
+// attributes only; certificate path validation is the pki package's job.
+//
+// Private keys are used only through crypto.Signer and crypto.Decrypter,
+// so token-backed keys work unchanged. There is no package-level
+// configuration: everything is passed in option structs.
+package cms
