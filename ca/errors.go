@@ -1,0 +1,84 @@
+package ca
+
+import (
+	"errors"
+	"fmt"
+)
+
+// Reason classifies a CA refusal. A Reason is an error, so
+// errors.Is(err, ca.ReasonRoleNotAllowed) works on errors from this package.
+type Reason int
+
+// Reasons.
+const (
+	ReasonUnknown              Reason = iota
+	ReasonBadRequest                  // malformed request fields (id, validity, card data)
+	ReasonBadCSR                      // CSR not parseable or over the size limit
+	ReasonBadProofOfPossession        // CSR signature does not verify with its public key
+	ReasonKeyNotAllowed               // key type or size outside the allowed set
+	ReasonRoleNotAllowed              // this CA may not issue the requested role/purpose
+	ReasonEnrollmentInvalid           // unknown enrollment or wrong secret
+	ReasonEnrollmentUsed              // secret already redeemed
+	ReasonEnrollmentExpired           // secret past its expiry
+	ReasonUnknownSerial               // revocation of a serial this CA did not issue
+	ReasonAlreadyRevoked              // serial already revoked
+	ReasonIssuerExpired               // the CA's own certificate leaves no validity to grant
+)
+
+var reasonNames = map[Reason]string{
+	ReasonUnknown: "unknown", ReasonBadRequest: "bad request", ReasonBadCSR: "bad CSR",
+	ReasonBadProofOfPossession: "bad proof of possession", ReasonKeyNotAllowed: "key not allowed",
+	ReasonRoleNotAllowed: "role not allowed", ReasonEnrollmentInvalid: "enrollment invalid",
+	ReasonEnrollmentUsed: "enrollment already used", ReasonEnrollmentExpired: "enrollment expired",
+	ReasonUnknownSerial: "unknown serial", ReasonAlreadyRevoked: "already revoked",
+	ReasonIssuerExpired: "issuer certificate expired",
+}
+
+func (r Reason) String() string {
+	if n, ok := reasonNames[r]; ok {
+		return n
+	}
+	return fmt.Sprintf("reason(%d)", int(r))
+}
+
+// Error makes Reason usable as an errors.Is target.
+func (r Reason) Error() string { return "ca: " + r.String() }
+
+// Error is the error type of this package.
+type Error struct {
+	Reason Reason
+	Err    error // cause, may be nil; never contains a PAN or secret
+}
+
+func (e *Error) Error() string {
+	if e.Err == nil {
+		return "ca: " + e.Reason.String()
+	}
+	return "ca: " + e.Reason.String() + ": " + e.Err.Error()
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Is matches a Reason target or an *Error target with the same Reason.
+func (e *Error) Is(target error) bool {
+	switch t := target.(type) {
+	case Reason:
+		return t == e.Reason
+	case *Error:
+		return t.Reason == e.Reason && t.Err == nil
+	}
+	return false
+}
+
+// ReasonOf returns the Reason carried by err, ReasonUnknown if none.
+func ReasonOf(err error) Reason {
+	var e *Error
+	if errors.As(err, &e) {
+		return e.Reason
+	}
+	return ReasonUnknown
+}
+
+func fail(r Reason, format string, args ...any) error {
+	return &Error{Reason: r, Err: fmt.Errorf(format, args...)}
+}

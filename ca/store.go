@@ -1,0 +1,174 @@
+package ca
+
+import (
+	"context"
+	"crypto/subtle"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"math/big"
+	"sync"
+	"time"
+
+	"github.com/setpay/setpay/pki"
+)
+
+// IssuedCert is the CA's record of one certificate it signed.
+type IssuedCert struct {
+	Serial    *big.Int
+	DER       []byte
+	Role      pki.Role
+	Purpose   pki.Purpose
+	SubjectID string // entity id or cardholder id; never card data
+	IssuedAt  time.Time
+	NotAfter  time.Time
+
+	Revoked          bool
+	RevokedAt        time.Time
+	RevocationReason int
+}
+
+// Enrollment is a pending registration of a merchant or gateway. Only the
+// SHA-256 of the secret is kept: the secret is 256 random bits, so a fast
+// hash suffices and a leaked store reveals nothing usable.
+type Enrollment struct {
+	Role       pki.Role
+	ID         string
+	SecretHash []byte
+	CreatedAt  time.Time
+	ExpiresAt  time.Time
+	UsedAt     time.Time // zero until redeemed
+}
+
+// Store persistence errors.
+var (
+	ErrNotFound       = errors.New("ca: not found")
+	ErrAlreadyRevoked = errors.New("ca: already revoked")
+	ErrAlreadyUsed    = errors.New("ca: enrollment already used")
+	ErrSecretMismatch = errors.New("ca: enrollment secret mismatch")
+)
+
+// Store keeps one CA's issued certificates, revocations, CRL counter and
+// enrollments. Implementations must make Revoke, NextCRLNumber and
+// RedeemEnrollment atomic; the lead wires a durable implementation.
+type Store interface {
+	PutIssued(ctx context.Context, rec IssuedCert) error
+	GetIssued(ctx context.Context, serial *big.Int) (IssuedCert, error)
+	// Revoke marks serial revoked; ErrNotFound or ErrAlreadyRevoked otherwise.
+	Revoke(ctx context.Context, serial *big.Int, reason int, at time.Time) error
+	// Revocations lists every revoked certificate for the next CRL.
+	Revocations(ctx context.Context) ([]x509.RevocationListEntry, error)
+	// NextCRLNumber returns a number strictly greater than any returned before.
+	NextCRLNumber(ctx context.Context) (*big.Int, error)
+
+	// PutEnrollment stores e, replacing any pending enrollment of (e.Role, e.ID).
+	PutEnrollment(ctx context.Context, e Enrollment) error
+	// RedeemEnrollment atomically marks the enrollment of (role, id) used if its
+	// secret hash equals secretHash (compared in constant time) and it is
+	// unused, and returns it. Errors: ErrNotFound, ErrSecretMismatch,
+	// ErrAlreadyUsed. Expiry is judged by the caller on the returned record.
+	RedeemEnrollment(ctx context.Context, role pki.Role, id string, secretHash []byte, at time.Time) (Enrollment, error)
+}
+
+// MemStore is an in-memory Store for tests and single-process use.
+type MemStore struct {
+	mu          sync.Mutex
+	issued      map[string]*IssuedCert
+	crlNumber   *big.Int
+	enrollments map[string]*Enrollment
+}
+
+// NewMemStore returns an empty in-memory store.
+func NewMemStore() *MemStore {
+	return &MemStore{issued: map[string]*IssuedCert{}, crlNumber: new(big.Int), enrollments: map[string]*Enrollment{}}
+}
+
+func serialKey(s *big.Int) string { return s.Text(16) }
+func enrollKey(r pki.Role, id string) string {
+	return fmt.Sprintf("%d/%s", int(r), id)
+}
+
+// PutIssued implements Store.
+func (m *MemStore) PutIssued(_ context.Context, rec IssuedCert) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	k := serialKey(rec.Serial)
+	if _, ok := m.issued[k]; ok {
+		return fmt.Errorf("ca: duplicate serial %s", k)
+	}
+	m.issued[k] = &rec
+	return nil
+}
+
+// GetIssued implements Store.
+func (m *MemStore) GetIssued(_ context.Context, serial *big.Int) (IssuedCert, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.issued[serialKey(serial)]
+	if !ok {
+		return IssuedCert{}, ErrNotFound
+	}
+	return *r, nil
+}
+
+// Revoke implements Store.
+func (m *MemStore) Revoke(_ context.Context, serial *big.Int, reason int, at time.Time) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	r, ok := m.issued[serialKey(serial)]
+	if !ok {
+		return ErrNotFound
+	}
+	if r.Revoked {
+		return ErrAlreadyRevoked
+	}
+	r.Revoked, r.RevokedAt, r.RevocationReason = true, at, reason
+	return nil
+}
+
+// Revocations implements Store.
+func (m *MemStore) Revocations(_ context.Context) ([]x509.RevocationListEntry, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	var out []x509.RevocationListEntry
+	for _, r := range m.issued {
+		if r.Revoked {
+			out = append(out, x509.RevocationListEntry{SerialNumber: new(big.Int).Set(r.Serial), RevocationTime: r.RevokedAt, ReasonCode: r.RevocationReason})
+		}
+	}
+	return out, nil
+}
+
+// NextCRLNumber implements Store.
+func (m *MemStore) NextCRLNumber(_ context.Context) (*big.Int, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.crlNumber.Add(m.crlNumber, big.NewInt(1))
+	return new(big.Int).Set(m.crlNumber), nil
+}
+
+// PutEnrollment implements Store.
+func (m *MemStore) PutEnrollment(_ context.Context, e Enrollment) error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.enrollments[enrollKey(e.Role, e.ID)] = &e
+	return nil
+}
+
+// RedeemEnrollment implements Store.
+func (m *MemStore) RedeemEnrollment(_ context.Context, role pki.Role, id string, secretHash []byte, at time.Time) (Enrollment, error) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	e, ok := m.enrollments[enrollKey(role, id)]
+	if !ok {
+		return Enrollment{}, ErrNotFound
+	}
+	if subtle.ConstantTimeCompare(e.SecretHash, secretHash) != 1 {
+		return Enrollment{}, ErrSecretMismatch
+	}
+	if !e.UsedAt.IsZero() {
+		return *e, ErrAlreadyUsed
+	}
+	e.UsedAt = at
+	return *e, nil
+}
