@@ -1,0 +1,93 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+)
+
+func (o *Order) validate() error {
+	if err := checkID("XID", o.XID); err != nil {
+		return err
+	}
+	if err := checkID("merchant order ID", o.MerchantOrderID); err != nil {
+		return err
+	}
+	if len(o.DescriptionHash) == 0 || len(o.DescriptionHash) > 64 {
+		return invalidf("description hash must be 1..64 bytes")
+	}
+	if err := checkMoney("order", o.Amount, o.Currency, false); err != nil {
+		return err
+	}
+	if err := checkID("order state", string(o.State)); err != nil {
+		return err
+	}
+	if o.CreatedAt.IsZero() {
+		return invalidf("order time must be set")
+	}
+	return nil
+}
+
+func (t *txn) InsertOrder(ctx context.Context, o *Order) error {
+	if err := o.validate(); err != nil {
+		return fmt.Errorf("store: insert order: %w", err)
+	}
+	if o.UpdatedAt.IsZero() {
+		o.UpdatedAt = o.CreatedAt
+	}
+	return t.atomic(ctx, func() error {
+		if _, err := t.exec(ctx, `INSERT INTO orders
+			(xid, merchant_order_id, description_hash, amount, currency, state, created_at, updated_at)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			o.XID, o.MerchantOrderID, o.DescriptionHash, o.Amount, o.Currency, string(o.State),
+			micros(o.CreatedAt), micros(o.UpdatedAt)); err != nil {
+			return t.writeErr(err, "insert order %s", o.XID)
+		}
+		return nil
+	})
+}
+
+func (t *txn) getOrder(ctx context.Context, col, v string) (*Order, error) {
+	var o Order
+	var state string
+	var created, updated int64
+	err := t.queryRow(ctx, `SELECT xid, merchant_order_id, description_hash, amount, currency, state,
+		created_at, updated_at FROM orders WHERE `+col+` = ?`, v).
+		Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &state, &created, &updated)
+	if err != nil {
+		return nil, notFound(err, "get order %s=%s", col, v)
+	}
+	o.State, o.CreatedAt, o.UpdatedAt = OrderState(state), fromMicros(created), fromMicros(updated)
+	return &o, nil
+}
+
+func (t *txn) GetOrder(ctx context.Context, xid string) (*Order, error) {
+	return t.getOrder(ctx, "xid", xid)
+}
+
+func (t *txn) GetOrderByMerchantOrderID(ctx context.Context, merchantOrderID string) (*Order, error) {
+	return t.getOrder(ctx, "merchant_order_id", merchantOrderID)
+}
+
+func (t *txn) SetOrderState(ctx context.Context, xid string, from, to OrderState, at time.Time) error {
+	if err := checkID("order state", string(to)); err != nil {
+		return fmt.Errorf("store: set order state: %w", err)
+	}
+	return t.atomic(ctx, func() error {
+		res, err := t.exec(ctx, `UPDATE orders SET state = ?, updated_at = ? WHERE xid = ? AND state = ?`,
+			string(to), micros(at), xid, string(from))
+		if err != nil {
+			return fmt.Errorf("store: set order %s state: %w", xid, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("store: set order %s state: %w", xid, err)
+		} else if n == 0 {
+			o, err := t.GetOrder(ctx, xid)
+			if err != nil {
+				return err
+			}
+			return fmt.Errorf("store: set order %s state %s -> %s: state is %s: %w", xid, from, to, o.State, ErrConflict)
+		}
+		return nil
+	})
+}

@@ -1,0 +1,376 @@
+// Package store is setpay's durable store: gateway authorizations, captures,
+// credits and batches; merchant orders; CA certificates, revocations,
+// enrollment secrets and CRL numbers; processed requests for exactly-once
+// handling; and a hash-chained audit log of private-key operations.
+//
+// One schema (embedded, versioned migrations) serves two engines: SQLite
+// (modernc.org/sqlite, pure Go, for a single process) and PostgreSQL (pgx/v5,
+// shared by several gateway replicas). All SQL is written once; a small
+// dialect layer rewrites placeholders and type names and classifies errors.
+//
+// Money is always integer minor units with an ISO 4217 code. PANs are never
+// stored: only a keyed hash (PANHash) and a masked form (MaskPAN).
+package store
+
+import (
+	"bytes"
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
+	_ "modernc.org/sqlite"             // registers the "sqlite" database/sql driver
+)
+
+// DB is the boundary services depend on. *Store implements it for both
+// SQLite and PostgreSQL.
+type DB interface {
+	// Idempotent runs fn exactly once per (scope, requestID); see Store.Idempotent.
+	Idempotent(ctx context.Context, scope, requestID string, requestHash []byte,
+		fn func(ctx context.Context, tx Tx) ([]byte, error)) (response []byte, replayed bool, err error)
+	// Update runs fn in one read-write transaction.
+	Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
+	// View runs fn in one read-only transaction.
+	View(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
+	// AppendAudit appends one record to the audit chain in its own transaction.
+	AppendAudit(ctx context.Context, r AuditRecord) (AuditRecord, error)
+	// VerifyAudit walks the audit chain; see Store.VerifyAudit.
+	VerifyAudit(ctx context.Context) (int64, error)
+	// PurgeProcessedRequests forgets stored answers created before t.
+	PurgeProcessedRequests(ctx context.Context, before time.Time) (int64, error)
+	Close() error
+}
+
+var _ DB = (*Store)(nil)
+
+// Store is a handle on one database. It is safe for concurrent use and holds
+// no state outside the database besides the connection pool.
+type Store struct {
+	db *sql.DB
+	d  dialect
+}
+
+const (
+	maxTxAttempts = 8
+	maxIDLen      = 256
+)
+
+// Open connects to the database named by dsn and applies pending migrations
+// in one transaction. Accepted forms:
+//
+//	sqlite:./var/setpay.db        (parent directory created 0700 if missing)
+//	postgres://user@host:5432/db?sslmode=disable   (or postgresql://)
+func Open(ctx context.Context, dsn string) (*Store, error) {
+	var (
+		s   *Store
+		err error
+	)
+	switch {
+	case strings.HasPrefix(dsn, "sqlite:"):
+		s, err = openSQLite(strings.TrimPrefix(dsn, "sqlite:"))
+	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
+		s, err = openPostgres(dsn)
+	default:
+		return nil, invalidf("open: unsupported DSN scheme (want sqlite: or postgres://)")
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := s.db.PingContext(ctx); err != nil {
+		s.db.Close()
+		return nil, fmt.Errorf("store: open %s: ping: %w", s.d.name(), err)
+	}
+	if err := s.migrate(ctx); err != nil {
+		s.db.Close()
+		return nil, err
+	}
+	return s, nil
+}
+
+func openSQLite(path string) (*Store, error) {
+	path = strings.TrimPrefix(path, "//")
+	if path == "" || strings.ContainsAny(path, "?#") || strings.HasPrefix(path, ":memory:") {
+		// An in-memory database is per connection, which would silently
+		// split state across the pool; require a file.
+		return nil, invalidf("open sqlite: need a file path without '?' or '#'")
+	}
+	if dir := filepath.Dir(path); dir != "" {
+		if err := os.MkdirAll(dir, 0o700); err != nil {
+			return nil, fmt.Errorf("store: open sqlite: create directory: %w", err)
+		}
+	}
+	// _txlock=immediate: write transactions take the write lock at BEGIN, so
+	// two writers never both read and then fail to upgrade (SQLITE_BUSY
+	// without waiting); they queue on busy_timeout instead. synchronous=FULL
+	// because a lost commit here is a forgotten authorization.
+	q := "?_txlock=immediate&_busy_timeout=10000&_foreign_keys=1&_journal_mode=WAL&_synchronous=FULL"
+	db, err := sql.Open("sqlite", path+q)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	// One writer at a time anyway; a few connections let readers proceed.
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	return &Store{db: db, d: sqliteDialect{}}, nil
+}
+
+func openPostgres(dsn string) (*Store, error) {
+	db, err := sql.Open("pgx", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("store: open postgres: %w", err)
+	}
+	db.SetMaxOpenConns(16)
+	db.SetMaxIdleConns(8)
+	db.SetConnMaxIdleTime(5 * time.Minute)
+	return &Store{db: db, d: pgDialect{}}, nil
+}
+
+// Close closes the connection pool.
+func (s *Store) Close() error { return s.db.Close() }
+
+// Dialect names the engine: "sqlite" or "postgres".
+func (s *Store) Dialect() string { return s.d.name() }
+
+// Update runs fn in one read-write transaction and commits if fn returns nil.
+// Transient engine errors (deadlock, serialization failure, SQLITE_BUSY) roll
+// back and run fn again, so fn must have no effects outside tx.
+func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error {
+	return s.runTx(ctx, false, func(ctx context.Context, t *txn) error { return fn(ctx, t) })
+}
+
+// View runs fn in one read-only transaction.
+func (s *Store) View(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error {
+	return s.runTx(ctx, true, func(ctx context.Context, t *txn) error { return fn(ctx, t) })
+}
+
+func (s *Store) runTx(ctx context.Context, readOnly bool, fn func(ctx context.Context, t *txn) error) error {
+	backoff := 2 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := s.tryTx(ctx, readOnly, fn)
+		if err == nil || attempt >= maxTxAttempts || !s.d.isRetryable(err) {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("store: retry after %v: %w", err, ctx.Err())
+		case <-time.After(backoff):
+		}
+		backoff *= 2
+	}
+}
+
+func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Context, t *txn) error) (err error) {
+	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly})
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	t := &txn{tx: sqlTx, d: s.d}
+	defer func() {
+		if err != nil {
+			_ = sqlTx.Rollback() // the original error matters, not the rollback's
+		}
+	}()
+	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	if err := sqlTx.Commit(); err != nil {
+		return fmt.Errorf("store: commit: %w", err)
+	}
+	return nil
+}
+
+// Idempotent is the exactly-once primitive. In ONE transaction it claims
+// (scope, requestID), runs fn (the state change) and stores fn's response,
+// so the effect and the answer commit together before the answer leaves.
+//
+//   - First time: fn runs; its response is stored and returned, replayed=false.
+//   - Retry with the same requestHash: the stored bytes are returned unchanged,
+//     replayed=true, and fn is not called.
+//   - Same requestID with a different requestHash: ErrIDReuse (matches ErrConflict).
+//   - Concurrent duplicates: the claim row serializes them (PostgreSQL blocks
+//     the second INSERT until the first commits; SQLite holds the write lock),
+//     so exactly one runs fn and the others return its answer.
+//   - fn returns an error: everything rolls back, nothing is stored, and the
+//     ID stays free for a later retry. To remember a refusal, return it as a
+//     response with a nil error.
+//
+// fn may be run again after a transient engine error, so it must have no
+// effects outside tx.
+func (s *Store) Idempotent(ctx context.Context, scope, requestID string, requestHash []byte,
+	fn func(ctx context.Context, tx Tx) ([]byte, error)) (response []byte, replayed bool, err error) {
+	if err := checkID("scope", scope); err != nil {
+		return nil, false, err
+	}
+	if err := checkID("request ID", requestID); err != nil {
+		return nil, false, err
+	}
+	if len(requestHash) == 0 || len(requestHash) > 64 {
+		return nil, false, invalidf("idempotent: request hash must be 1..64 bytes")
+	}
+	err = s.runTx(ctx, false, func(ctx context.Context, t *txn) error {
+		response, replayed = nil, false
+		res, err := t.exec(ctx, `INSERT INTO processed_requests (scope, request_id, request_hash, created_at)
+			VALUES (?, ?, ?, ?) ON CONFLICT (scope, request_id) DO NOTHING`,
+			scope, requestID, requestHash, time.Now().UnixMicro())
+		if err != nil {
+			return fmt.Errorf("store: idempotent %s/%s: claim: %w", scope, requestID, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("store: idempotent %s/%s: claim: %w", scope, requestID, err)
+		} else if n == 0 {
+			var hash, resp []byte
+			var pending bool
+			err := t.queryRow(ctx, `SELECT request_hash, response, response IS NULL FROM processed_requests
+				WHERE scope = ? AND request_id = ?`, scope, requestID).Scan(&hash, &resp, &pending)
+			if err != nil {
+				return fmt.Errorf("store: idempotent %s/%s: read stored answer: %w", scope, requestID, err)
+			}
+			if !bytes.Equal(hash, requestHash) {
+				return fmt.Errorf("store: idempotent %s/%s: %w", scope, requestID, ErrIDReuse)
+			}
+			if pending {
+				// Claims commit only together with their response, so this
+				// means the table was edited by hand.
+				return fmt.Errorf("store: idempotent %s/%s: claimed without a response: %w", scope, requestID, ErrConflict)
+			}
+			if resp == nil {
+				resp = []byte{}
+			}
+			response, replayed = resp, true
+			return nil
+		}
+		out, err := fn(ctx, t)
+		if err != nil {
+			return err
+		}
+		if out == nil {
+			out = []byte{} // NULL marks an unanswered claim
+		}
+		if _, err := t.exec(ctx, `UPDATE processed_requests SET response = ? WHERE scope = ? AND request_id = ?`,
+			out, scope, requestID); err != nil {
+			return fmt.Errorf("store: idempotent %s/%s: store answer: %w", scope, requestID, err)
+		}
+		response = out
+		return nil
+	})
+	if err != nil {
+		return nil, false, err
+	}
+	return response, replayed, nil
+}
+
+// PurgeProcessedRequests deletes stored answers created before t and
+// reports how many. After that, a retry of a purged request runs again, so
+// keep answers longer than any client retries.
+func (s *Store) PurgeProcessedRequests(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := s.runTx(ctx, false, func(ctx context.Context, t *txn) error {
+		res, err := t.exec(ctx, `DELETE FROM processed_requests WHERE created_at < ?`, before.UnixMicro())
+		if err != nil {
+			return fmt.Errorf("store: purge processed requests: %w", err)
+		}
+		n, err = res.RowsAffected()
+		return err
+	})
+	return n, err
+}
+
+func checkID(what, v string) error {
+	if v == "" || len(v) > maxIDLen {
+		return invalidf("%s must be 1..%d bytes", what, maxIDLen)
+	}
+	return nil
+}
+
+// txn implements Tx on a *sql.Tx.
+type txn struct {
+	tx *sql.Tx
+	d  dialect
+	sp int // savepoint counter
+}
+
+func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	return t.tx.ExecContext(ctx, t.d.rebind(q), args...)
+}
+
+func (t *txn) queryRow(ctx context.Context, q string, args ...any) *sql.Row {
+	return t.tx.QueryRowContext(ctx, t.d.rebind(q), args...)
+}
+
+func (t *txn) query(ctx context.Context, q string, args ...any) (*sql.Rows, error) {
+	return t.tx.QueryContext(ctx, t.d.rebind(q), args...)
+}
+
+// atomic runs fn inside a savepoint: if fn fails, its partial writes are
+// undone and the transaction stays usable (PostgreSQL otherwise aborts the
+// whole transaction after any failed statement). Every Tx write goes through
+// it, so a Tx method that returns an error has changed nothing.
+func (t *txn) atomic(ctx context.Context, fn func() error) error {
+	t.sp++
+	name := fmt.Sprintf("sp%d", t.sp)
+	if _, err := t.tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
+		return fmt.Errorf("store: savepoint: %w", err)
+	}
+	if err := fn(); err != nil {
+		if _, rbErr := t.tx.ExecContext(ctx, "ROLLBACK TO SAVEPOINT "+name); rbErr != nil {
+			return errors.Join(err, fmt.Errorf("store: rollback to savepoint: %w", rbErr))
+		}
+		if _, relErr := t.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); relErr != nil {
+			return errors.Join(err, fmt.Errorf("store: release savepoint: %w", relErr))
+		}
+		return err
+	}
+	if _, err := t.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); err != nil {
+		return fmt.Errorf("store: release savepoint: %w", err)
+	}
+	return nil
+}
+
+// notFound maps sql.ErrNoRows to ErrNotFound with context.
+func notFound(err error, format string, args ...any) error {
+	if errors.Is(err, sql.ErrNoRows) {
+		return fmt.Errorf("store: "+format+": %w", append(args, ErrNotFound)...)
+	}
+	return fmt.Errorf("store: "+format+": %w", append(args, err)...)
+}
+
+// writeErr classifies a failed write.
+func (t *txn) writeErr(err error, format string, args ...any) error {
+	switch {
+	case t.d.isUnique(err):
+		return fmt.Errorf("store: "+format+": already exists: %w", append(args, ErrConflict)...)
+	case t.d.isForeignKey(err):
+		return fmt.Errorf("store: "+format+": referenced record missing: %w", append(args, ErrNotFound)...)
+	}
+	return fmt.Errorf("store: "+format+": %w", append(args, err)...)
+}
+
+func micros(t time.Time) int64 { return t.UnixMicro() }
+
+func fromMicros(v int64) time.Time { return time.UnixMicro(v).UTC() }
+
+func nullMicros(t time.Time) any {
+	if t.IsZero() {
+		return nil
+	}
+	return t.UnixMicro()
+}
+
+func fromNullMicros(v sql.NullInt64) time.Time {
+	if !v.Valid {
+		return time.Time{}
+	}
+	return fromMicros(v.Int64)
+}
+
+func nullString(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}
