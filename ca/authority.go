@@ -58,6 +58,7 @@ type Authority struct {
 	enrTTL  time.Duration
 	org     string
 	randSrc io.Reader
+	kx      kxTable
 }
 
 // NewAuthority checks cfg (CA certificate with a CA role policy, signer
@@ -92,6 +93,7 @@ func NewAuthority(cfg Config) (*Authority, error) {
 		signer: cfg.Signer, cert: cfg.Certificate, chain: cfg.Chain, role: role,
 		store: cfg.Store, now: cfg.Clock, log: cfg.Logger, crlTTL: cfg.CRLValidity,
 		enrTTL: cfg.EnrollmentTTL, org: cfg.Organization, randSrc: rand.Reader,
+		kx: kxTable{pending: map[[32]byte]pendingKX{}},
 	}
 	if a.store == nil {
 		a.store = NewMemStore()

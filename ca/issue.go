@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
@@ -112,12 +113,17 @@ func expiryEnd(expiry string) (time.Time, error) {
 // signature and key-exchange certificates, authorised by the enrollment
 // secret from Enroll.
 type EntityRequest struct {
-	Role           pki.Role // merchant or gateway
-	ID             string   // merchant id / gateway id, as enrolled
-	Secret         string   // single-use enrollment secret
-	SignatureCSR   []byte   // PKCS#10 DER of the signature key
-	KeyExchangeCSR []byte   // PKCS#10 DER of the key-exchange key
-	Validity       time.Duration
+	Role         pki.Role // merchant or gateway
+	ID           string   // merchant id / gateway id, as enrolled
+	Secret       string   // single-use enrollment secret
+	SignatureCSR []byte   // PKCS#10 DER of the signature key
+	// The key-exchange key proves possession either by a CSR (keys that may
+	// sign) or, for token keys that may not, by KeyExchangeKey (SPKI DER) and
+	// KeyExchangeProof (the answer to KeyExchangeChallenge). Exactly one way.
+	KeyExchangeCSR   []byte
+	KeyExchangeKey   []byte
+	KeyExchangeProof []byte
+	Validity         time.Duration
 }
 
 // EntityCertificates are the two certificates of a merchant or gateway.
@@ -142,11 +148,23 @@ func (a *Authority) IssueEntity(ctx context.Context, req EntityRequest) (*Entity
 	if err != nil {
 		return nil, fmt.Errorf("signature CSR: %w", err)
 	}
-	kxCSR, err := parseCSR(req.KeyExchangeCSR)
-	if err != nil {
-		return nil, fmt.Errorf("key-exchange CSR: %w", err)
+	var kxPub crypto.PublicKey
+	switch {
+	case len(req.KeyExchangeCSR) > 0 && len(req.KeyExchangeKey) == 0 && len(req.KeyExchangeProof) == 0:
+		kxCSR, err := parseCSR(req.KeyExchangeCSR)
+		if err != nil {
+			return nil, fmt.Errorf("key-exchange CSR: %w", err)
+		}
+		kxPub = kxCSR.PublicKey
+	case len(req.KeyExchangeCSR) == 0 && len(req.KeyExchangeKey) > 0:
+		kxPub, err = a.checkKXProof(req.Role, req.ID, req.KeyExchangeKey, req.KeyExchangeProof)
+		if err != nil {
+			return nil, fmt.Errorf("key-exchange key: %w", err)
+		}
+	default:
+		return nil, fail(ReasonBadRequest, "give either a key-exchange CSR or a key-exchange key with its proof")
 	}
-	if pubEqual(sigCSR.PublicKey, kxCSR.PublicKey) {
+	if pubEqual(sigCSR.PublicKey, kxPub) {
 		return nil, fail(ReasonKeyNotAllowed, "signature and key-exchange keys must differ")
 	}
 	if err := a.redeem(ctx, req.Role, req.ID, req.Secret); err != nil {
@@ -161,7 +179,7 @@ func (a *Authority) IssueEntity(ctx context.Context, req EntityRequest) (*Entity
 	if err != nil {
 		return nil, err
 	}
-	kx, err := a.sign(ctx, profile{pub: kxCSR.PublicKey, role: req.Role, purpose: pki.PurposeKeyExchange, subject: subj, subjectID: req.ID, validity: validity})
+	kx, err := a.sign(ctx, profile{pub: kxPub, role: req.Role, purpose: pki.PurposeKeyExchange, subject: subj, subjectID: req.ID, validity: validity})
 	if err != nil {
 		return nil, err
 	}
