@@ -325,7 +325,7 @@ func (l Limits) ParseEnvelope(der []byte) (*Envelope, error) {
 		icv := int64(12)
 		if !params.ReadASN1(&gp, cbasn1.SEQUENCE) || !params.Empty() ||
 			!gp.ReadASN1Bytes(&env.iv, cbasn1.OCTET_STRING) ||
-			!gp.ReadOptionalASN1Integer(&icv, cbasn1.INTEGER, int64(12)) || !gp.Empty() {
+			(gp.PeekASN1Tag(cbasn1.INTEGER) && !gp.ReadASN1Integer(&icv)) || !gp.Empty() {
 			return nil, malformed("GCMParameters")
 		}
 		if len(env.iv) != gcmNonce || icv != gcmTagLen {
@@ -503,7 +503,7 @@ func (e *Envelope) Decrypt(cert *x509.Certificate, key crypto.Decrypter) ([]byte
 		}
 		sealed := make([]byte, 0, len(e.ciphertext)+len(e.tag))
 		sealed = append(append(sealed, e.ciphertext...), e.tag...)
-		out, err := aead.Open(nil, e.iv, sealed, e.aad)
+		out, err := aead.Open(make([]byte, 0, len(e.ciphertext)), e.iv, sealed, e.aad)
 		if err != nil {
 			return nil, errDecrypt
 		}
