@@ -1,0 +1,21 @@
+#!/usr/bin/env bash
+# Installs the system packages setpay needs (SoftHSM2 as the dev/CI token, OpenSC's
+# pkcs11-tool and OpenSSL's PKCS#11 engine for the independent-tool tests).
+# Idempotent: does nothing when everything is present.
+set -euo pipefail
+
+pkgs=(softhsm2 opensc openssl libengine-pkcs11-openssl)
+missing=()
+for p in "${pkgs[@]}"; do
+  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")
+done
+[ ${#missing[@]} -eq 0 ] && exit 0
+
+if [ "$(id -u)" -ne 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+  echo "setpay needs: ${missing[*]}. Run: sudo apt-get install -y ${missing[*]}" >&2
+  exit 1
+fi
+echo "installing: ${missing[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
