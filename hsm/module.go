@@ -1,0 +1,214 @@
+// Package hsm gives setpay access to any PKCS#11 token — SoftHSM in development, a
+// network HSM or a TPM in production — by configuration alone. Keys are generated inside
+// the token, sensitive and never extractable, with one usage each, and are used through
+// crypto.Signer, crypto.Decrypter and an ECDH method. Sessions are pooled per token with
+// cached object handles, and lost sessions or logins are recovered transparently.
+package hsm
+
+import (
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync"
+
+	"github.com/miekg/pkcs11"
+)
+
+// Module is a loaded PKCS#11 library. A process should open each library once and share
+// the Module: C_Initialize and C_Finalize are per process, not per handle.
+type Module struct {
+	path   string
+	ctx    *pkcs11.Ctx
+	owned  bool // false when something else in the process had already initialised it
+	logger *slog.Logger
+
+	mu     sync.Mutex
+	closed bool
+}
+
+// TokenInfo describes a token present in a slot.
+type TokenInfo struct {
+	Slot         uint
+	Label        string
+	Serial       string
+	Manufacturer string
+	Model        string
+	Initialized  bool
+}
+
+// OpenModule loads and initialises the PKCS#11 library at path. If another component
+// of the process (crypto11, say) initialised it first, the Module shares it and leaves
+// finalisation to that owner.
+func OpenModule(path string, logger *slog.Logger) (*Module, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if path == "" {
+		return nil, fmt.Errorf("hsm: no PKCS#11 module path configured: %w", ErrModule)
+	}
+	ctx := pkcs11.New(path)
+	if ctx == nil {
+		return nil, fmt.Errorf("hsm: cannot load PKCS#11 module %s (missing file or not a PKCS#11 library): %w", path, ErrModule)
+	}
+	m := &Module{path: path, ctx: ctx, owned: true, logger: logger}
+	if err := ctx.Initialize(); err != nil {
+		if c, ok := CKR(err); ok && c == pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
+			m.owned = false
+		} else {
+			ctx.Destroy()
+			return nil, fmt.Errorf("hsm: initialise %s: %w: %w", path, ErrModule, err)
+		}
+	}
+	return m, nil
+}
+
+// Path is the library's file path.
+func (m *Module) Path() string { return m.path }
+
+// Close finalises the library if this Module initialised it. Tokens opened from it
+// must be closed first.
+func (m *Module) Close() error {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if m.closed {
+		return nil
+	}
+	m.closed = true
+	var err error
+	if m.owned {
+		err = m.ctx.Finalize()
+	}
+	m.ctx.Destroy()
+	if err != nil {
+		return fmt.Errorf("hsm: finalise %s: %w", m.path, err)
+	}
+	return nil
+}
+
+// Tokens lists the slots with a token present.
+func (m *Module) Tokens() ([]TokenInfo, error) {
+	slots, err := m.ctx.GetSlotList(true)
+	if err != nil {
+		return nil, &Error{Op: "list slots", Err: err}
+	}
+	out := make([]TokenInfo, 0, len(slots))
+	for _, s := range slots {
+		ti, err := m.ctx.GetTokenInfo(s)
+		if err != nil {
+			return nil, &Error{Op: fmt.Sprintf("token info of slot %d", s), Err: err}
+		}
+		out = append(out, TokenInfo{
+			Slot:         s,
+			Label:        strings.TrimRight(ti.Label, " \x00"),
+			Serial:       strings.TrimRight(ti.SerialNumber, " \x00"),
+			Manufacturer: strings.TrimRight(ti.ManufacturerID, " \x00"),
+			Model:        strings.TrimRight(ti.Model, " \x00"),
+			Initialized:  ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0,
+		})
+	}
+	return out, nil
+}
+
+// Selector picks one token: by label, serial or slot (exactly one of them).
+type Selector struct {
+	Label  string
+	Serial string
+	Slot   *uint
+}
+
+func (s Selector) String() string {
+	switch {
+	case s.Label != "":
+		return "token=" + s.Label
+	case s.Serial != "":
+		return "serial=" + s.Serial
+	case s.Slot != nil:
+		return fmt.Sprintf("slot-id=%d", *s.Slot)
+	}
+	return "(no token selected)"
+}
+
+// Find returns the one initialised token matching sel.
+func (m *Module) Find(sel Selector) (TokenInfo, error) {
+	n := 0
+	for _, set := range []bool{sel.Label != "", sel.Serial != "", sel.Slot != nil} {
+		if set {
+			n++
+		}
+	}
+	if n != 1 {
+		return TokenInfo{}, fmt.Errorf("hsm: select a token by exactly one of label, serial or slot: %w", ErrBadRequest)
+	}
+	tokens, err := m.Tokens()
+	if err != nil {
+		return TokenInfo{}, err
+	}
+	var found []TokenInfo
+	for _, t := range tokens {
+		if !t.Initialized {
+			continue
+		}
+		if (sel.Label != "" && t.Label == sel.Label) || (sel.Serial != "" && t.Serial == sel.Serial) || (sel.Slot != nil && t.Slot == *sel.Slot) {
+			found = append(found, t)
+		}
+	}
+	switch len(found) {
+	case 0:
+		return TokenInfo{}, fmt.Errorf("hsm: no token %s in module %s: %w", sel, m.path, ErrTokenNotFound)
+	case 1:
+		return found[0], nil
+	default:
+		return TokenInfo{}, fmt.Errorf("hsm: %d tokens match %s in module %s; select by serial: %w", len(found), sel, m.path, ErrBadRequest)
+	}
+}
+
+// InitToken initialises the first uninitialised token of the module with label, sets
+// its SO PIN and user PIN, and returns its slot. It is how dev and CI tokens are made;
+// production tokens are initialised in a key ceremony with the vendor's tools.
+func (m *Module) InitToken(label, soPIN, userPIN string) (uint, error) {
+	if label == "" || len(label) > 32 {
+		return 0, fmt.Errorf("hsm: token label must be 1 to 32 bytes: %w", ErrBadRequest)
+	}
+	if _, err := m.Find(Selector{Label: label}); err == nil {
+		return 0, fmt.Errorf("hsm: token %q already exists: %w", label, ErrKeyExists)
+	} else if !errors.Is(err, ErrTokenNotFound) {
+		return 0, err
+	}
+	tokens, err := m.Tokens()
+	if err != nil {
+		return 0, err
+	}
+	var slot *uint
+	for _, t := range tokens {
+		if !t.Initialized {
+			s := t.Slot
+			slot = &s
+			break
+		}
+	}
+	if slot == nil {
+		return 0, fmt.Errorf("hsm: module %s has no uninitialised token: %w", m.path, ErrTokenNotFound)
+	}
+	if err := m.ctx.InitToken(*slot, soPIN, label); err != nil {
+		return 0, &Error{Op: "initialise token", Token: label, Err: err}
+	}
+	// SoftHSM renumbers slots after C_InitToken, so look the token up again by label.
+	ti, err := m.Find(Selector{Label: label})
+	if err != nil {
+		return 0, err
+	}
+	sh, err := m.ctx.OpenSession(ti.Slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	if err != nil {
+		return 0, &Error{Op: "open session", Token: label, Err: err}
+	}
+	defer func() { _ = m.ctx.CloseSession(sh) }()
+	if err := m.ctx.Login(sh, pkcs11.CKU_SO, soPIN); err != nil {
+		return 0, &Error{Op: "SO login", Token: label, Err: err}
+	}
+	defer func() { _ = m.ctx.Logout(sh) }()
+	if err := m.ctx.InitPIN(sh, userPIN); err != nil {
+		return 0, &Error{Op: "set user PIN", Token: label, Err: err}
+	}
+	return ti.Slot, nil
+}
