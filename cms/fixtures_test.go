@@ -31,12 +31,12 @@ type party struct {
 func (p party) decrypter() crypto.Decrypter { return p.key.(crypto.Decrypter) }
 
 type fixture struct {
-	root      party
-	rsa       party // RSA-2048, signing and key exchange
-	rsa2      party // second RSA recipient
-	p256      party
-	p384      party
-	impostor  party // same issuer and serial as p256, different key
+	root     party
+	rsa      party // RSA-2048, signing and key exchange
+	rsa2     party // second RSA recipient
+	p256     party
+	p384     party
+	impostor party // same issuer and serial as p256, different key
 }
 
 var (
