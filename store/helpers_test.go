@@ -1,0 +1,120 @@
+package store
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/sha256"
+	"database/sql"
+	"encoding/hex"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/require"
+)
+
+const pgEnv = "SETPAY_TEST_PG_DSN"
+
+// forEachBackend runs fn on a fresh SQLite store and, when SETPAY_TEST_PG_DSN
+// is set, on a fresh PostgreSQL schema.
+func forEachBackend(t *testing.T, fn func(t *testing.T, s *Store)) {
+	t.Helper()
+	t.Run("sqlite", func(t *testing.T) { fn(t, openTestSQLite(t)) })
+	t.Run("postgres", func(t *testing.T) { fn(t, openTestPG(t)) })
+}
+
+func openTestSQLite(t testing.TB) *Store {
+	t.Helper()
+	path := filepath.Join(t.TempDir(), "var", "setpay.db")
+	s, err := Open(context.Background(), "sqlite:"+path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+// pgSchemaDSN creates an empty schema and returns a DSN whose search_path
+// points at it, so each test starts from an empty database.
+func pgSchemaDSN(t testing.TB) string {
+	t.Helper()
+	dsn := os.Getenv(pgEnv)
+	if dsn == "" {
+		t.Skipf("%s not set; run: scripts/pg-test.sh run go test -race ./store/...", pgEnv)
+	}
+	admin, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+	var rnd [6]byte
+	_, err = rand.Read(rnd[:])
+	require.NoError(t, err)
+	schema := "t_" + hex.EncodeToString(rnd[:])
+	ctx := context.Background()
+	_, err = admin.ExecContext(ctx, "CREATE SCHEMA "+schema)
+	require.NoError(t, err)
+	t.Cleanup(func() {
+		_, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
+		if err != nil {
+			t.Logf("drop schema %s: %v", schema, err)
+		}
+	})
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "search_path=" + schema
+}
+
+func openTestPG(t testing.TB) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), pgSchemaDSN(t))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
+}
+
+var (
+	testPANKey = []byte("0123456789abcdef0123456789abcdef")
+	t0         = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
+)
+
+func testAuth(t testing.TB, merchant, xid string, amount int64) *Authorization {
+	t.Helper()
+	ph, err := PANHash(testPANKey, "4111111111111111")
+	require.NoError(t, err)
+	mask, err := MaskPAN("4111111111111111")
+	require.NoError(t, err)
+	return &Authorization{
+		MerchantID: merchant, XID: xid, Amount: amount, Currency: "EUR", AuthorizedAmount: amount,
+		Status: AuthAuthorized, AuthCode: "A1B2C3", PANHash: ph, PANMask: mask, CardExpiry: "202812",
+		CaptureTokenID: "ct-" + xid, CreatedAt: t0, ExpiresAt: t0.Add(7 * 24 * time.Hour),
+	}
+}
+
+func insertAuth(t testing.TB, s *Store, a *Authorization) {
+	t.Helper()
+	require.NoError(t, s.Update(context.Background(), func(ctx context.Context, tx Tx) error {
+		return tx.InsertAuthorization(ctx, a)
+	}))
+}
+
+func getAuth(t testing.TB, s *Store, merchant, xid string) *Authorization {
+	t.Helper()
+	var a *Authorization
+	require.NoError(t, s.View(context.Background(), func(ctx context.Context, tx Tx) error {
+		var err error
+		a, err = tx.GetAuthorization(ctx, merchant, xid)
+		return err
+	}))
+	return a
+}
+
+func reqHash(s string) []byte {
+	h := sha256.Sum256([]byte(s))
+	return h[:]
+}
+
+var (
+	longAgo   = time.Unix(1, 0)
+	farFuture = time.Date(2100, 1, 1, 0, 0, 0, 0, time.UTC)
+)
