@@ -102,8 +102,10 @@ func (v *Verifier) Verify(ctx context.Context, leaf *x509.Certificate, intermedi
 	roots := x509.NewCertPool()
 	roots.AddCert(v.root)
 	pool := x509.NewCertPool()
-	for _, c := range chain[1 : len(chain)-1] {
-		pool.AddCert(c)
+	for _, c := range chain[1:] {
+		if !c.Equal(v.root) {
+			pool.AddCert(c)
+		}
 	}
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pool, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, newError(ReasonUnknown, leaf, fmt.Errorf("x509 verification: %w", err))

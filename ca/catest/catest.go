@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
+	"log/slog"
 	"sync"
 	"testing"
 	"time"
@@ -91,6 +92,7 @@ func New(t testing.TB) *Fixture {
 	f := &Fixture{RootKeys: NewTokenKeys(t), Keys: NewTokenKeys(t), CRLs: pki.NewMemoryCRLs()}
 	h, err := ca.BuildHierarchy(context.Background(), ca.HierarchyConfig{
 		RootKeys: f.RootKeys, Keys: f.Keys, Org: "SETPay Test", Brand: "SETPay Test",
+		Logger: slog.New(slog.DiscardHandler),
 	})
 	require.NoError(t, err)
 	f.H = h
