@@ -82,6 +82,9 @@ func (m *MemoryCRLs) All() []*x509.RevocationList {
 	return out
 }
 
+// CRLClockSkew is how far in the future a CRL's thisUpdate may lie.
+const CRLClockSkew = 5 * time.Minute
+
 // checkCRL validates crl as the current CRL of issuer at time at, and reports
 // whether cert's serial is listed.
 func checkCRL(crl *x509.RevocationList, issuer, cert *x509.Certificate, at time.Time) error {
@@ -94,7 +97,9 @@ func checkCRL(crl *x509.RevocationList, issuer, cert *x509.Certificate, at time.
 	if err := crl.CheckSignatureFrom(issuer); err != nil {
 		return newError(ReasonCRLUnavailable, issuer, fmt.Errorf("CRL signature: %w", err))
 	}
-	if at.Before(crl.ThisUpdate) {
+	// A CRL from a CA whose clock runs slightly ahead is still the newest
+	// statement about revocation; refusing it would only hide revocations.
+	if at.Add(CRLClockSkew).Before(crl.ThisUpdate) {
 		return newError(ReasonCRLUnavailable, issuer, fmt.Errorf("CRL thisUpdate %s is after %s", crl.ThisUpdate.UTC().Format(time.RFC3339), at.UTC().Format(time.RFC3339)))
 	}
 	if crl.NextUpdate.IsZero() || !at.Before(crl.NextUpdate) {
