@@ -10,6 +10,17 @@
 //
 // Money is always integer minor units with an ISO 4217 code. PANs are never
 // stored: only a keyed hash (PANHash) and a masked form (MaskPAN).
+//
+// Services use Store.Idempotent for every state-changing request so that a
+// retried or duplicated request has exactly one effect and gets the same
+// answer bytes. Functions passed to Idempotent, Update and View must use only
+// the Tx they are given (never the Store, which would deadlock SQLite's single
+// writer) and must have no effects outside it, since a transient engine error
+// runs them again.
+//
+// Tests run on SQLite always and on PostgreSQL when SETPAY_TEST_PG_DSN is set:
+//
+//	scripts/pg-test.sh run go test -race ./store/...
 package store
 
 import (

@@ -316,3 +316,13 @@ func TestPurgeProcessedRequests(t *testing.T) {
 		assert.False(t, replayed)
 	})
 }
+
+func TestOpenRelativeSQLitePath(t *testing.T) {
+	t.Chdir(t.TempDir())
+	s, err := Open(context.Background(), "sqlite:./var/setpay.db")
+	require.NoError(t, err)
+	defer s.Close()
+	assert.Equal(t, "sqlite", s.Dialect())
+	insertAuth(t, s, testAuth(t, "m1", "x1", 5))
+	assert.FileExists(t, filepath.Join("var", "setpay.db"))
+}
