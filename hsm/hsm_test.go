@@ -9,6 +9,8 @@ import (
 	"crypto/rsa"
 	"crypto/sha256"
 	"crypto/sha512"
+	"encoding/asn1"
+	"math/big"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -475,4 +477,27 @@ func FuzzParseURI(f *testing.F) {
 			t.Fatalf("round trip changed %q to %q", u.String(), again.String())
 		}
 	})
+}
+
+func TestECDSADEREncodingMatchesStandardLibrary(t *testing.T) {
+	ctx := context.Background()
+	tok := softhsmtest.NewToken(t)
+	for _, alg := range []hsm.Algorithm{hsm.ECDSAP256, hsm.ECDSAP384} {
+		k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "der-" + string(alg), Algorithm: alg, Usage: hsm.UsageSign})
+		require.NoError(t, err)
+		// Many signatures so r or s with a high bit or a leading zero byte turn up.
+		for i := range 200 {
+			d := sha256.Sum256([]byte{byte(i), byte(i >> 8)})
+			sig, err := k.Sign(rand.Reader, d[:], crypto.SHA256)
+			require.NoError(t, err)
+			var parsed struct{ R, S *big.Int }
+			rest, err := asn1.Unmarshal(sig, &parsed)
+			require.NoError(t, err)
+			require.Empty(t, rest)
+			again, err := asn1.Marshal(parsed)
+			require.NoError(t, err)
+			require.Equal(t, again, sig, "canonical DER")
+			require.True(t, ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), d[:], sig))
+		}
+	}
 }

@@ -6,10 +6,8 @@ import (
 	"crypto/ecdh"
 	"crypto/ecdsa"
 	"crypto/rsa"
-	"encoding/asn1"
 	"fmt"
 	"io"
-	"math/big"
 	"sync/atomic"
 	"time"
 
@@ -111,7 +109,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	input := digest
 	switch pub := k.pub.(type) {
 	case *ecdsa.PublicKey:
-		mech, mechName = pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil), "CKM_ECDSA"
+		mech, mechName = mechECDSA, "CKM_ECDSA"
 	case *rsa.PublicKey:
 		if pss, ok := opts.(*rsa.PSSOptions); ok {
 			hm, mgf, err := hashMechs(hash)
@@ -134,7 +132,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 				return nil, k.fail("sign", fmt.Errorf("hash %v not offered for PKCS#1 v1.5: %w", hash, ErrBadRequest))
 			}
 			input = append(append(make([]byte, 0, len(prefix)+len(digest)), prefix...), digest...)
-			mech, mechName = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil), "CKM_RSA_PKCS"
+			mech, mechName = mechRSAPKCS, "CKM_RSA_PKCS"
 		}
 	default:
 		return nil, k.fail("sign", fmt.Errorf("key type %T: %w", k.pub, ErrUnsupported))
@@ -160,13 +158,42 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	return raw, nil
 }
 
-// ecdsaDER converts PKCS#11's r||s into the ASN.1 form crypto.Signer callers expect.
+// Parameterless mechanisms are built once: the token only reads them.
+var (
+	mechECDSA   = pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)
+	mechRSAPKCS = pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)
+)
+
+// ecdsaDER converts PKCS#11's r||s into the ASN.1 SEQUENCE{INTEGER r, INTEGER s} that
+// crypto.Signer callers expect. It is written out by hand because it sits on the
+// signing hot path, where encoding/asn1 with big.Int costs several allocations.
 func ecdsaDER(raw []byte) ([]byte, error) {
-	if len(raw) == 0 || len(raw)%2 != 0 {
+	if len(raw) == 0 || len(raw)%2 != 0 || len(raw) > 2*66 {
 		return nil, fmt.Errorf("hsm: ECDSA signature of %d bytes from token: %w", len(raw), ErrUnsupported)
 	}
 	n := len(raw) / 2
-	return asn1.Marshal(struct{ R, S *big.Int }{new(big.Int).SetBytes(raw[:n]), new(big.Int).SetBytes(raw[n:])})
+	r, s := derInt(raw[:n]), derInt(raw[n:])
+	body := 2 + len(r) + 2 + len(s)
+	out := make([]byte, 0, 3+body)
+	out = append(out, 0x30)
+	if body >= 0x80 {
+		out = append(out, 0x81)
+	}
+	out = append(out, byte(body), 0x02, byte(len(r)))
+	out = append(out, r...)
+	out = append(out, 0x02, byte(len(s)))
+	return append(out, s...), nil
+}
+
+// derInt returns the minimal two's-complement content octets of a non-negative integer.
+func derInt(b []byte) []byte {
+	for len(b) > 1 && b[0] == 0 {
+		b = b[1:]
+	}
+	if len(b) > 0 && b[0]&0x80 != 0 {
+		return append([]byte{0}, b...)
+	}
+	return b
 }
 
 // Decrypt implements crypto.Decrypter for RSA-OAEP (opts must be *rsa.OAEPOptions).

@@ -212,3 +212,8 @@ func (m *Module) InitToken(label, soPIN, userPIN string) (uint, error) {
 	}
 	return ti.Slot, nil
 }
+
+// Raw exposes the underlying PKCS#11 context for benchmarks and diagnostics that
+// must compare against, or do, what this package does not wrap. It is not for key
+// operations in product code.
+func (m *Module) Raw() *pkcs11.Ctx { return m.ctx }

@@ -147,4 +147,3 @@ func (s *Service) Decrypt(ctx context.Context, name string, ciphertext []byte, o
 	}
 	return d.Decrypt(rand.Reader, ciphertext, opts)
 }
-
