@@ -4,6 +4,7 @@ import (
 	"crypto"
 	"crypto/aes"
 	"crypto/cipher"
+	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/subtle"
@@ -81,9 +82,19 @@ func Encrypt(content []byte, opts EncryptOptions) ([]byte, error) {
 		return nil, fmt.Errorf("cms: generating content key: %w", err)
 	}
 	ris := make([][]byte, 0, len(opts.Recipients))
+	hasKARI := false
 	for i, rc := range opts.Recipients {
 		if rc == nil {
 			return nil, fmt.Errorf("cms: recipient %d is nil", i)
+		}
+		if ecPub, ok := rc.PublicKey.(*ecdsa.PublicKey); ok {
+			ri, err := encodeKARI(rc, ecPub, cek)
+			if err != nil {
+				return nil, fmt.Errorf("cms: recipient %d (%s): %w", i, rc.Subject, err)
+			}
+			ris = append(ris, ri)
+			hasKARI = true
+			continue
 		}
 		pub, ok := rc.PublicKey.(*rsa.PublicKey)
 		if !ok {
@@ -126,7 +137,12 @@ func Encrypt(content []byte, opts EncryptOptions) ([]byte, error) {
 			addOID(b, oidEnvelopedData)
 			b.AddASN1(tagCtx0Cons, func(b *cryptobyte.Builder) {
 				b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
-					b.AddASN1Int64(0) // only version-0 KeyTransRecipientInfos
+					// RFC 5652 §6.1: 0 with only version-0 KeyTransRecipientInfos, 2 with key agreement.
+					if hasKARI {
+						b.AddASN1Int64(2)
+					} else {
+						b.AddASN1Int64(0)
+					}
 					addSetOf(b, cbasn1.SET, ris)
 					addEncryptedContentInfo(b, ct, oidAES256CBC, func(b *cryptobyte.Builder) { b.AddASN1OctetString(iv) }, buf)
 				})
@@ -215,6 +231,7 @@ type Recipient struct {
 
 	id           issuerSerial
 	encryptedKey []byte
+	kari         *kariRecipient // nil for key transport
 }
 
 // Matches reports whether the RecipientInfo is addressed to cert.
@@ -280,11 +297,11 @@ func (l Limits) ParseEnvelope(der []byte) (*Envelope, error) {
 		if len(env.Recipients) >= l.maxRecipients() {
 			return nil, fmt.Errorf("cms: more than %d recipients", l.maxRecipients())
 		}
-		r, err := parseRecipientInfo(&ris)
+		rs, err := parseRecipientInfo(&ris, l.maxRecipients()-len(env.Recipients))
 		if err != nil {
 			return nil, err
 		}
-		env.Recipients = append(env.Recipients, r)
+		env.Recipients = append(env.Recipients, rs...)
 	}
 	if len(env.Recipients) == 0 {
 		return nil, errors.New("cms: envelope has no recipients")
@@ -354,48 +371,55 @@ func (l Limits) ParseEnvelope(der []byte) (*Envelope, error) {
 	return env, nil
 }
 
-func parseRecipientInfo(s *cryptobyte.String) (Recipient, error) {
+func parseRecipientInfo(s *cryptobyte.String, limit int) ([]Recipient, error) {
 	var r Recipient
 	var elem cryptobyte.String
 	var tag cbasn1.Tag
 	if !s.ReadAnyASN1Element(&elem, &tag) {
-		return r, malformed("RecipientInfo")
+		return nil, malformed("RecipientInfo")
+	}
+	if tag == tagCtx1Cons {
+		var kari cryptobyte.String
+		if !elem.ReadASN1(&kari, tagCtx1Cons) {
+			return nil, malformed("KeyAgreeRecipientInfo")
+		}
+		return parseKARI(kari, limit)
 	}
 	if tag != cbasn1.SEQUENCE {
-		r.Unsupported = fmt.Errorf("cms: RecipientInfo choice [%d] (not key transport) not supported", tag&0x1f)
-		return r, nil
+		r.Unsupported = fmt.Errorf("cms: RecipientInfo choice [%d] (KEK, password or other) not supported", tag&0x1f)
+		return []Recipient{r}, nil
 	}
 	var ktri cryptobyte.String
 	var version int64
 	if !elem.ReadASN1(&ktri, cbasn1.SEQUENCE) || !ktri.ReadASN1Integer(&version) {
-		return r, malformed("KeyTransRecipientInfo")
+		return nil, malformed("KeyTransRecipientInfo")
 	}
 	if version != 0 && version != 2 {
-		return r, fmt.Errorf("cms: unsupported KeyTransRecipientInfo version %d", version)
+		return nil, fmt.Errorf("cms: unsupported KeyTransRecipientInfo version %d", version)
 	}
 	var err error
 	if r.id, err = readSignerID(&ktri); err != nil {
-		return r, err
+		return nil, err
 	}
 	r.Issuer, r.SerialNumber, r.SubjectKeyID = r.id.issuer, r.id.serial, r.id.ski
 	var alg string
 	var params cryptobyte.String
 	if !readAlgID(&ktri, &alg, &params) || !ktri.ReadASN1Bytes(&r.encryptedKey, cbasn1.OCTET_STRING) || !ktri.Empty() {
-		return r, malformed("KeyTransRecipientInfo")
+		return nil, malformed("KeyTransRecipientInfo")
 	}
 	r.KeyEncryption = mustOIDLenient(alg)
 	switch alg {
 	case oidRSAESOAEP:
 		r.OAEPHash, r.MGFHash, err = parseOAEPParams(params)
 		if err != nil {
-			return r, err
+			return nil, err
 		}
 	case oidRSAEncryption:
 		r.Unsupported = errors.New("cms: RSA PKCS#1 v1.5 key transport is not accepted (padding-oracle prone); use RSAES-OAEP")
 	default:
 		r.Unsupported = fmt.Errorf("cms: key encryption algorithm %s not supported", oidString(alg))
 	}
-	return r, nil
+	return []Recipient{r}, nil
 }
 
 // parseOAEPParams reads RSAES-OAEP-params (RFC 4055); absent parameters
@@ -473,6 +497,9 @@ func (e *Envelope) Decrypt(cert *x509.Certificate, key crypto.Decrypter) ([]byte
 	if r.Unsupported != nil {
 		return nil, r.Unsupported
 	}
+	if r.kari != nil {
+		return nil, errors.New("cms: the RecipientInfo for this certificate is key agreement; use DecryptAgree")
+	}
 	if eq, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(cert.PublicKey) {
 		return nil, errors.New("cms: decryption key does not match the recipient certificate")
 	}
@@ -480,6 +507,14 @@ func (e *Envelope) Decrypt(cert *x509.Certificate, key crypto.Decrypter) ([]byte
 	if err != nil {
 		return nil, fmt.Errorf("cms: unwrapping content key (RSAES-OAEP %v/MGF1-%v): %w", r.OAEPHash, r.MGFHash, err)
 	}
+	if len(cek) != cekSize {
+		return nil, fmt.Errorf("cms: content key is %d bytes, want %d for AES-256", len(cek), cekSize)
+	}
+	return e.decryptContent(cek)
+}
+
+// decryptContent decrypts the content with the unwrapped content key.
+func (e *Envelope) decryptContent(cek []byte) ([]byte, error) {
 	if len(cek) != cekSize {
 		return nil, fmt.Errorf("cms: content key is %d bytes, want %d for AES-256", len(cek), cekSize)
 	}

@@ -67,7 +67,7 @@ func TestEncryptOptionErrors(t *testing.T) {
 		want string
 	}{
 		{"no recipients", cms.EncryptOptions{}, "at least one recipient"},
-		{"EC recipient", cms.EncryptOptions{Recipients: []*x509.Certificate{f.p256.cert}}, "not supported"},
+		{"nil recipient", cms.EncryptOptions{Recipients: []*x509.Certificate{nil}}, "is nil"},
 		{"MD5 OAEP", cms.EncryptOptions{Recipients: []*x509.Certificate{f.rsa.cert}, OAEPHash: crypto.MD5}, "OAEP hash"},
 		{"bad cipher", cms.EncryptOptions{Recipients: []*x509.Certificate{f.rsa.cert}, Cipher: cms.Cipher(9)}, "unknown cipher"},
 	}

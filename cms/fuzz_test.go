@@ -107,6 +107,13 @@ func envelopeSeeds(f *testing.F) {
 			f.Add(der)
 		}
 	}
+	for _, c := range []cms.Cipher{cms.AES256CBC, cms.AES256GCM} {
+		der, err := cms.Encrypt(message, cms.EncryptOptions{Recipients: []*x509.Certificate{fx.p256.cert}, Cipher: c})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(der)
+	}
 	for _, c := range []string{"-aes256", "-aes-256-gcm"} {
 		if b := opensslSeed(f, "-encrypt", c, "-recip", "CERT", "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"); b != nil {
 			f.Add(b)
@@ -134,6 +141,7 @@ func FuzzDecrypt(f *testing.F) {
 	fx := getFixture(f)
 	f.Fuzz(func(t *testing.T, der []byte) {
 		_, _, _ = cms.Decrypt(der, fx.rsa.cert, fx.rsa.decrypter())
+		_, _, _ = cms.DecryptAgree(t.Context(), der, fx.p256.cert, agreer(fx.p256))
 	})
 }
 
