@@ -115,6 +115,15 @@ func openSQLite(path string) (*Store, error) {
 			return nil, fmt.Errorf("store: open sqlite: create directory: %w", err)
 		}
 	}
+	// Create the file owner-only before SQLite does (it would use 0644);
+	// SQLite gives the -wal and -shm files the same mode.
+	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
+	if err := f.Close(); err != nil {
+		return nil, fmt.Errorf("store: open sqlite: %w", err)
+	}
 	// _txlock=immediate: write transactions take the write lock at BEGIN, so
 	// two writers never both read and then fail to upgrade (SQLITE_BUSY
 	// without waiting); they queue on busy_timeout instead. synchronous=FULL

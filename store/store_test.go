@@ -5,6 +5,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"os"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -325,4 +326,80 @@ func TestOpenRelativeSQLitePath(t *testing.T) {
 	assert.Equal(t, "sqlite", s.Dialect())
 	insertAuth(t, s, testAuth(t, "m1", "x1", 5))
 	assert.FileExists(t, filepath.Join("var", "setpay.db"))
+}
+
+func TestReplicasShareExactlyOnce(t *testing.T) {
+	// Two Store handles on one database stand in for two gateway replicas.
+	ctx := context.Background()
+	for _, be := range []struct {
+		name string
+		dsn  func(t *testing.T) string
+	}{
+		{"sqlite", func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "shared.db") }},
+		{"postgres", func(t *testing.T) string { return pgSchemaDSN(t) }},
+	} {
+		t.Run(be.name, func(t *testing.T) {
+			dsn := be.dsn(t)
+			replicas := make([]*Store, 2)
+			for i := range replicas {
+				s, err := Open(ctx, dsn)
+				require.NoError(t, err)
+				t.Cleanup(func() { _ = s.Close() })
+				replicas[i] = s
+			}
+			insertAuth(t, replicas[0], testAuth(t, "m1", "x1", 1000))
+			const n = 10
+			resps := make([][]byte, n)
+			errs := make([]error, n)
+			var calls atomic.Int32
+			var wg sync.WaitGroup
+			for i := 0; i < n; i++ {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					resps[i], _, errs[i] = replicas[i%2].Idempotent(ctx, "capture", "req-r", reqHash("r"),
+						captureFn("m1", "x1", "c-r", 100, &calls))
+				}()
+			}
+			wg.Wait()
+			for i := 0; i < n; i++ {
+				require.NoError(t, errs[i])
+				assert.Equal(t, resps[0], resps[i])
+			}
+			assert.Equal(t, int64(100), getAuth(t, replicas[1], "m1", "x1").CapturedTotal)
+			// fn may be rerun after a transient error, but only one run commits.
+			assert.GreaterOrEqual(t, calls.Load(), int32(1))
+		})
+	}
+}
+
+func TestOpenRefusesNewerSchema(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "setpay.db")
+	s, err := Open(ctx, "sqlite:"+path)
+	require.NoError(t, err)
+	_, err = s.db.ExecContext(ctx, `INSERT INTO schema_migrations (version, name, applied_at) VALUES (99, 'future', 0)`)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	_, err = Open(ctx, "sqlite:"+path)
+	assert.ErrorContains(t, err, "newer than this program")
+}
+
+func TestSQLiteFileIsOwnerOnly(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "setpay.db")
+	s := openAt(t, path)
+	insertAuth(t, s, testAuth(t, "m1", "x1", 5))
+	for _, p := range []string{path, path + "-wal"} {
+		fi, err := os.Stat(p)
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), fi.Mode().Perm(), p)
+	}
+}
+
+func openAt(t *testing.T, path string) *Store {
+	t.Helper()
+	s, err := Open(context.Background(), "sqlite:"+path)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = s.Close() })
+	return s
 }
