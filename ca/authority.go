@@ -225,7 +225,7 @@ func (a *Authority) sign(ctx context.Context, p profile) (*x509.Certificate, err
 		}
 		tmpl.KeyUsage = ku
 	}
-	der, err := x509.CreateCertificate(a.randSrc, tmpl, a.cert, p.pub, a.signer)
+	der, err := x509.CreateCertificate(a.randSrc, tmpl, a.cert, p.pub, withContext(ctx, a.signer))
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign %s certificate: %w", p.role, err)
 	}
@@ -272,4 +272,29 @@ func (a *Authority) subject(cn string) pkix.Name {
 		n.Organization = []string{a.org}
 	}
 	return n
+}
+
+// contextSigner is implemented by token keys (hsm.Key) whose signing can be
+// bounded by a context, e.g. while waiting for a free token session.
+type contextSigner interface {
+	crypto.Signer
+	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+}
+
+// ctxSigner carries the request's context into crypto.Signer.Sign, which
+// crypto/x509 calls without one.
+type ctxSigner struct {
+	contextSigner
+	ctx context.Context
+}
+
+func (s ctxSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return s.SignContext(s.ctx, digest, opts)
+}
+
+func withContext(ctx context.Context, s crypto.Signer) crypto.Signer {
+	if cs, ok := s.(contextSigner); ok {
+		return ctxSigner{contextSigner: cs, ctx: ctx}
+	}
+	return s
 }

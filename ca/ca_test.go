@@ -460,3 +460,51 @@ func TestValidityClampedToIssuer(t *testing.T) {
 	assert.Equal(t, x509.KeyUsageKeyEncipherment, certs.KeyExchange.KeyUsage, "RSA key-exchange via CSR")
 	assert.NotEqual(t, 0, certs.Signature.SerialNumber.Cmp(certs.KeyExchange.SerialNumber))
 }
+
+func TestConcurrentIssuance(t *testing.T) {
+	f := catest.New(t)
+	ctx := context.Background()
+	const n = 6
+	csrs := make([][]byte, n)
+	for i := range csrs {
+		csrs[i] = catest.CSR(t, f.Key(t, pki.AlgECDSAP256, hsm.UsageSign), "c")
+	}
+	certs := make([]*x509.Certificate, n)
+	errs := make([]error, n)
+	done := make(chan int)
+	for i := 0; i < n; i++ {
+		go func(i int) {
+			defer func() { done <- i }()
+			nonce, err := f.H.CCA.NewCANonce()
+			if err != nil {
+				errs[i] = err
+				return
+			}
+			secret := make([]byte, 32)
+			if _, err := rand.Read(secret); err != nil {
+				errs[i] = err
+				return
+			}
+			certs[i], errs[i] = f.H.CCA.IssueCardholder(ctx, ca.CardholderRequest{CSR: csrs[i], PAN: testPAN, Expiry: testExpiry, WalletSecret: secret, CANonce: nonce})
+		}(i)
+	}
+	for i := 0; i < n; i++ {
+		<-done
+	}
+	seen := map[string]bool{}
+	for i := 0; i < n; i++ {
+		require.NoError(t, errs[i])
+		assert.False(t, seen[certs[i].SerialNumber.String()], "unique serials")
+		seen[certs[i].SerialNumber.String()] = true
+		// Same card, different secrets: unlinkable cardholder ids.
+		assert.False(t, seen[certs[i].Subject.CommonName])
+		seen[certs[i].Subject.CommonName] = true
+	}
+	// The revocation list is consistent after concurrent issuance.
+	require.NoError(t, f.H.CCA.Revoke(ctx, certs[0].SerialNumber, ca.RevokeCessationOfOperation))
+	crl, err := f.H.CCA.CRL(ctx)
+	require.NoError(t, err)
+	require.Len(t, crl.RevokedCertificateEntries, 1)
+	assert.Equal(t, 0, crl.RevokedCertificateEntries[0].SerialNumber.Cmp(certs[0].SerialNumber))
+	assert.Equal(t, ca.RevokeCessationOfOperation, crl.RevokedCertificateEntries[0].ReasonCode)
+}

@@ -76,7 +76,7 @@ func (a *Authority) CRL(ctx context.Context) (*x509.RevocationList, error) {
 		ThisUpdate:                this,
 		NextUpdate:                next,
 	}
-	der, err := x509.CreateRevocationList(a.randSrc, tmpl, a.cert, a.signer)
+	der, err := x509.CreateRevocationList(a.randSrc, tmpl, a.cert, withContext(ctx, a.signer))
 	if err != nil {
 		return nil, fmt.Errorf("ca: sign CRL: %w", err)
 	}

@@ -48,10 +48,9 @@ var (
 	ErrSecretMismatch = errors.New("ca: enrollment secret mismatch")
 )
 
-// Store keeps one CA's issued certificates, revocations, CRL counter and
-// enrollments. Implementations must make Revoke, NextCRLNumber and
-// RedeemEnrollment atomic; the lead wires a durable implementation.
-type Store interface {
+// CertStore keeps one CA's issued certificates, revocations and CRL counter.
+// Implementations must make Revoke and NextCRLNumber atomic.
+type CertStore interface {
 	PutIssued(ctx context.Context, rec IssuedCert) error
 	GetIssued(ctx context.Context, serial *big.Int) (IssuedCert, error)
 	// Revoke marks serial revoked; ErrNotFound or ErrAlreadyRevoked otherwise.
@@ -60,7 +59,10 @@ type Store interface {
 	Revocations(ctx context.Context) ([]x509.RevocationListEntry, error)
 	// NextCRLNumber returns a number strictly greater than any returned before.
 	NextCRLNumber(ctx context.Context) (*big.Int, error)
+}
 
+// EnrollmentStore keeps pending merchant/gateway enrollments.
+type EnrollmentStore interface {
 	// PutEnrollment stores e, replacing any pending enrollment of (e.Role, e.ID).
 	PutEnrollment(ctx context.Context, e Enrollment) error
 	// RedeemEnrollment atomically marks the enrollment of (role, id) used if its
@@ -68,6 +70,13 @@ type Store interface {
 	// unused, and returns it. Errors: ErrNotFound, ErrSecretMismatch,
 	// ErrAlreadyUsed. Expiry is judged by the caller on the returned record.
 	RedeemEnrollment(ctx context.Context, role pki.Role, id string, secretHash []byte, at time.Time) (Enrollment, error)
+}
+
+// Store is everything one Authority persists; the lead wires a durable
+// implementation, MemStore serves tests and single-process use.
+type Store interface {
+	CertStore
+	EnrollmentStore
 }
 
 // MemStore is an in-memory Store for tests and single-process use.
