@@ -20,7 +20,7 @@ var (
 	tagCtx0Prim = cbasn1.Tag(0).ContextSpecific()
 )
 
-// errTruncated is returned, wrapped with context, when DER is malformed.
+// errMalformed is returned, wrapped with context, when DER is malformed.
 var errMalformed = errors.New("malformed or truncated DER")
 
 func malformed(what string) error {
@@ -157,7 +157,7 @@ func readSignerID(s *cryptobyte.String) (issuerSerial, error) {
 	return id, nil
 }
 
-// readOptionalAny skips an optional element with the given tag.
+// skipOptional skips an optional element with the given tag.
 func skipOptional(s *cryptobyte.String, tag cbasn1.Tag) bool {
 	return s.SkipOptionalASN1(tag)
 }

@@ -15,22 +15,27 @@
 //     as OpenSSL does. These are the mechanisms every PKCS#11 token,
 //     SoftHSM 2.6.1 included, offers for CKM_ECDSA / CKM_RSA_PKCS(_PSS).
 //   - EnvelopedData with AES-256-CBC, or AuthEnvelopedData (RFC 5083/5084)
-//     with AES-256-GCM (12-byte nonce, 16-byte tag in mac) — GCM never goes
-//     into EnvelopedData, whose lack of an authenticator would leave the
-//     tag unprotected. The content key goes to each RSA recipient in a
+//     with AES-256-GCM (12-byte nonce, 16-byte tag in mac). GCM never goes
+//     into EnvelopedData: it has no field for the tag, so such messages
+//     are non-standard and other readers cannot check them. The content key goes to each RSA recipient in a
 //     KeyTransRecipientInfo with RSAES-OAEP; OAEP-SHA-1 is the default
 //     because SoftHSM 2.6.1 unwraps only with it, and OAEP-SHA-256 writes
 //     both hashFunc and maskGenFunc so OpenSSL does not fall back to
-//     MGF1-SHA-1.
+//     MGF1-SHA-1. EC recipient certificates get a KeyAgreeRecipientInfo
+//     (RFC 5753 dhSinglePass-stdDH-sha256kdf-scheme, ephemeral-static ECDH,
+//     AES-256 key wrap); the recipient side needs only raw ECDH
+//     (KeyAgreer), which PKCS#11 tokens offer as CKM_ECDH1_DERIVE.
 //
 // Parsers take untrusted DER: they enforce Limits (input size,
 // certificates, recipients), accept only an allow-list of algorithms
 // (SHA-256/384/512 digests; ECDSA, RSA PKCS#1 v1.5 and RSA-PSS signatures;
-// RSAES-OAEP key transport; AES-256-CBC and AES-256-GCM), and return errors
+// RSAES-OAEP key transport; ECDH with an SHA-2 X9.63 KDF and AES-256 key
+// wrap; AES-256-CBC and AES-256-GCM), and return errors
 // instead of panicking. Verification checks the signature and signed
 // attributes only; certificate path validation is the pki package's job.
 //
-// Private keys are used only through crypto.Signer and crypto.Decrypter,
+// Private keys are used only through crypto.Signer, crypto.Decrypter and
+// KeyAgreer,
 // so token-backed keys work unchanged. There is no package-level
 // configuration: everything is passed in option structs.
 package cms

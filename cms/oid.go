@@ -53,7 +53,9 @@ var oidNames = map[string]string{
 	oidSHA512WithRSA: "sha512WithRSAEncryption", oidECPublicKey: "id-ecPublicKey",
 	oidECDSAWithSHA1: "ecdsa-with-SHA1", oidECDSAWithSHA256: "ecdsa-with-SHA256",
 	oidECDSAWithSHA384: "ecdsa-with-SHA384", oidECDSAWithSHA512: "ecdsa-with-SHA512",
-	oidAES256CBC: "aes256-CBC", oidAES256GCM: "aes256-GCM",
+	oidAES256CBC: "aes256-CBC", oidAES256GCM: "aes256-GCM", oidAES256Wrap: "id-aes256-wrap",
+	oidECDHStdSHA256KDF:                    "dhSinglePass-stdDH-sha256kdf-scheme",
+	"\x2b\x81\x05\x10\x86\x48\x3f\x00\x02": "dhSinglePass-stdDH-sha1kdf-scheme",
 }
 
 // oidString renders a DER-content OID for error messages.
@@ -68,7 +70,7 @@ func oidString(der string) string {
 	return o.String()
 }
 
-// digestOIDs is the allow-list of message digests, both for signatures and
+// hashByOID is the allow-list of message digests, both for signatures and
 // for the OAEP hash/MGF1 functions (where SHA-1 is additionally allowed).
 var hashByOID = map[string]crypto.Hash{
 	oidSHA1: crypto.SHA1, oidSHA256: crypto.SHA256, oidSHA384: crypto.SHA384, oidSHA512: crypto.SHA512,

@@ -374,6 +374,8 @@ func parsePSSParams(p cryptobyte.String) (sigScheme, error) {
 			return bad("trailerField must be 1")
 		}
 	}
+	// A saltLength of 0 reaches crypto/rsa as PSSSaltLengthAuto, which
+	// accepts the (valid) zero-salt signature along with any other length.
 	return sigScheme{kind: sigPSS, hash: h, saltLen: int(saltLen)}, nil
 }
 
