@@ -79,12 +79,19 @@ func NewAuthority(cfg Config) (*Authority, error) {
 		return nil, fmt.Errorf("ca: signer public key does not match the %s certificate", role)
 	}
 	// The chain must link the certificate up to a self-signed root, role by role.
-	cur := cfg.Certificate
+	cur, curRole := cfg.Certificate, role
 	for _, up := range cfg.Chain {
 		if err := cur.CheckSignatureFrom(up); err != nil {
 			return nil, fmt.Errorf("ca: chain link %q -> %q: %w", cur.Subject, up.Subject, err)
 		}
-		cur = up
+		upRole, err := pki.RoleOf(up)
+		if err != nil || upRole != curRole.Issuer() {
+			return nil, fmt.Errorf("ca: chain: %s certificate issued by %s, want %s", curRole, upRole, curRole.Issuer())
+		}
+		cur, curRole = up, upRole
+	}
+	if curRole != pki.RoleRoot {
+		return nil, fmt.Errorf("ca: chain ends at %s, not at the root", curRole)
 	}
 	if err := cur.CheckSignatureFrom(cur); err != nil {
 		return nil, fmt.Errorf("ca: chain does not end at a self-signed root: %w", err)

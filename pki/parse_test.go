@@ -2,9 +2,11 @@ package pki_test
 
 import (
 	"bytes"
+	"context"
 	"fmt"
 	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -131,4 +133,35 @@ func TestErrorsIsAs(t *testing.T) {
 	assert.Equal(t, "CN=x", pe.Subject)
 	assert.Equal(t, pki.ReasonRevoked, pki.ReasonOf(err))
 	assert.Equal(t, pki.ReasonUnknown, pki.ReasonOf(fmt.Errorf("plain")))
+}
+
+// FuzzParsePEMAndCRL covers the other untrusted inputs of this package: PEM
+// certificate bundles and DER CRLs handed to a CRL source.
+func FuzzParsePEMAndCRL(f *testing.F) {
+	fx := catest.New(f)
+	f.Add(pki.EncodePEM(fx.H.MCA.Chain()...))
+	for _, c := range fx.CRLs.All() {
+		f.Add(c.Raw)
+		f.Add(pki.EncodeCRLPEM(c))
+	}
+	f.Fuzz(func(t *testing.T, in []byte) {
+		if certs, err := pki.ParsePEMCertificates(in); err == nil {
+			assert.LessOrEqual(t, len(certs), pki.MaxChainLength)
+		} else {
+			assert.Equal(t, pki.ReasonMalformed, pki.ReasonOf(err))
+		}
+		crls := pki.NewMemoryCRLs()
+		if crls.PutDER(in) != nil {
+			return
+		}
+		// A parsed CRL is only believed if its issuer signed it: checking the
+		// brand against the fuzzed "root CRL" either passes (an unmodified
+		// seed) or fails closed.
+		v, err := pki.NewVerifier(fx.H.Root.Certificate(), crls)
+		require.NoError(t, err)
+		_, err = v.Verify(context.Background(), fx.H.Brand.Certificate(), nil, pki.Expect{Role: pki.RoleBrand}, time.Now())
+		if err != nil {
+			assert.Equal(t, pki.ReasonCRLUnavailable, pki.ReasonOf(err), err.Error())
+		}
+	})
 }
