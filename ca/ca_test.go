@@ -205,7 +205,7 @@ func TestOpenSSLVerify(t *testing.T) {
 		l := leaves[name]
 		chain := write(name+"-chain.pem", pki.EncodePEM(l.chain...))
 		leaf := write(name+".pem", pki.EncodePEM(l.cert))
-		return openssl("verify", "-crl_check_all", "-CAfile", rootPEM, "-untrusted", chain, "-CRLfile", crls, leaf)
+		return openssl("verify", "-x509_strict", "-crl_check_all", "-CAfile", rootPEM, "-untrusted", chain, "-CRLfile", crls, leaf)
 	}
 	for name := range leaves {
 		out, err := verify(name)
