@@ -1,0 +1,27 @@
+# setpay: the README's two commands are `make demo` and `make test`.
+GO ?= go
+VAR ?= ./var
+
+.PHONY: demo test deps vet unit bench-sign fuzz clean
+
+deps:
+	@bash scripts/install-deps.sh
+
+# The main job: the end-to-end run on an embedded SoftHSM token and an embedded store.
+demo: deps
+	$(GO) run ./cmd/setpay demo --var $(VAR)
+
+vet:
+	$(GO) vet ./...
+	@test -z "$$(gofmt -l $$(git ls-files '*.go'))" || (echo "gofmt needed:"; gofmt -l $$(git ls-files '*.go'); exit 1)
+
+# Unit and integration tests on real SoftHSM tokens, real gRPC on loopback, real
+# SQLite, and a throwaway PostgreSQL cluster (scripts/pg-test.sh installs and starts it).
+test: deps vet
+	bash scripts/pg-test.sh run $(GO) test -race -count=1 -timeout 20m ./...
+
+bench-sign: deps
+	$(GO) run ./cmd/setpay bench sign --softhsm --mech ecdsa-p256,rsa2048-pkcs1,rsa2048-pss,rsa2048-oaep-decrypt,ecdh-p256 --concurrency 1,2,4,8,16 --duration 5s --json bench-sign.json
+
+clean:
+	rm -rf $(VAR) bench-sign.json

@@ -1,0 +1,112 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"time"
+
+	"github.com/setpay/setpay/bench"
+	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/softhsm"
+)
+
+func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay bench sign", env)
+	module := fs.String("module", "", "PKCS#11 module path (with --token)")
+	var tokens listFlag
+	fs.Var(&tokens, "token", "token label to benchmark (repeat for several tokens)")
+	pinSource := fs.String("pin-source", "env:SETPAY_PIN", "user PIN source of the tokens: env:NAME or file:/path")
+	useSoftHSM := fs.Bool("softhsm", false, "benchmark a throwaway SoftHSM2 token made for this run")
+	mechs := fs.String("mech", "ecdsa-p256,rsa2048-pss", "mechanisms: ecdsa-p256, ecdsa-p384, rsa2048-pkcs1, rsa2048-pss, rsa3072-pss, rsa2048-oaep-decrypt, ecdh-p256")
+	var conc listFlag
+	fs.Var(&conc, "concurrency", "goroutines, e.g. 1,2,4,8,16 (default 1,2,4)")
+	duration := fs.Duration("duration", 5*time.Second, "measuring time per token × mechanism × concurrency × path")
+	rounds := fs.Int("rounds", 5, "split the duration into this many interleaved rounds; the median round is reported")
+	var paths listFlag
+	fs.Var(&paths, "paths", "paths to run (default raw,crypto11,signer,grpc,software)")
+	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	ms, err := bench.ParseMechanisms(*mechs)
+	if err != nil {
+		return err
+	}
+	if len(conc) == 0 {
+		conc = listFlag{"1", "2", "4"}
+	}
+	var levels []int
+	for _, c := range conc {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 || n > 1024 {
+			return fmt.Errorf("--concurrency %q: want whole numbers from 1 to 1024", c)
+		}
+		levels = append(levels, n)
+	}
+	cfg := bench.SignConfig{Mechanisms: ms, Concurrency: levels, Duration: *duration, Rounds: *rounds,
+		Paths: paths, Progress: env.stderr, Logger: env.logger}
+	switch {
+	case *useSoftHSM:
+		dir, err := os.MkdirTemp("", "setpay-bench-softhsm-*")
+		if err != nil {
+			return err
+		}
+		defer os.RemoveAll(dir)
+		d, err := softhsm.Create(dir)
+		if err != nil {
+			return err
+		}
+		if err := d.Activate(); err != nil {
+			return err
+		}
+		pin, err := d.EnsurePIN()
+		if err != nil {
+			return err
+		}
+		path, err := softhsm.FindModule()
+		if err != nil {
+			return err
+		}
+		// The token is made through a Module of its own that is closed again, so the
+		// crypto11 path can be the first to initialise the library in the run.
+		mod, err := hsm.OpenModule(path, env.logger)
+		if err != nil {
+			return err
+		}
+		err = softhsm.InitToken(mod, "setpay-bench", pin)
+		_ = mod.Close()
+		if err != nil {
+			return err
+		}
+		cfg.Tokens = []bench.TokenSpec{{Module: path, Label: "setpay-bench", PIN: hsm.PINSource("file:" + d.PINFile())}}
+	case len(tokens) > 0:
+		if *module == "" {
+			if *module, err = softhsm.FindModule(); err != nil {
+				return fmt.Errorf("--module is required with --token: %w", err)
+			}
+		}
+		for _, t := range tokens {
+			cfg.Tokens = append(cfg.Tokens, bench.TokenSpec{Module: *module, Label: t, PIN: hsm.PINSource(*pinSource)})
+		}
+	default:
+		return fmt.Errorf("name the tokens with --module PATH --token LABEL, or use --softhsm")
+	}
+	fmt.Fprintf(env.stderr, "bench sign: %d token(s), %d mechanism(s), concurrency %v, %v per path in %d rounds\n",
+		len(cfg.Tokens), len(ms), levels, *duration, *rounds)
+	rep, err := bench.RunSign(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteTable(env.stdout); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		if err := rep.WriteJSON(*jsonOut); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "wrote %s\n", *jsonOut)
+	}
+	return nil
+}

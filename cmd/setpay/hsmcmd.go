@@ -1,0 +1,188 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"sort"
+	"strings"
+	"text/tabwriter"
+
+	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/softhsm"
+)
+
+// runInitSoftHSM creates a dev token directory with one token per label. The user PIN
+// is random and kept in the directory's PIN file unless --pin-source names one.
+func runInitSoftHSM(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay hsm init-softhsm", env)
+	dir := fs.String("dir", "./var/softhsm", "token directory to create")
+	var labels listFlag
+	fs.Var(&labels, "tokens", "token labels to create (comma-separated or repeated)")
+	pinSource := fs.String("pin-source", "", "user PIN source (default: a random PIN in <dir>/user-pin)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(labels) == 0 {
+		labels = listFlag{"setpay-dev"}
+	}
+	d, err := softhsm.Create(*dir)
+	if err != nil {
+		return err
+	}
+	if err := d.Activate(); err != nil {
+		return err
+	}
+	var pin string
+	if *pinSource != "" {
+		if pin, err = hsm.PINSource(*pinSource).Resolve(); err != nil {
+			return err
+		}
+	} else if pin, err = d.EnsurePIN(); err != nil {
+		return err
+	}
+	path, err := softhsm.FindModule()
+	if err != nil {
+		return err
+	}
+	mod, err := hsm.OpenModule(path, env.logger)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	for _, l := range labels {
+		if _, err := mod.Find(hsm.Selector{Label: l}); err == nil {
+			fmt.Fprintf(env.stdout, "token %q already exists in %s\n", l, d.Root)
+			continue
+		}
+		if err := softhsm.InitToken(mod, l, pin); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "created token %q in %s\n", l, d.Root)
+	}
+	src := *pinSource
+	if src == "" {
+		src = "file:" + d.PINFile()
+	}
+	fmt.Fprintf(env.stdout, "use: --softhsm-dir %s (module %s, pin-source %s)\n", d.Root, path, src)
+	return nil
+}
+
+func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay hsm keygen", env)
+	var tf tokenFlags
+	tf.register(fs)
+	label := fs.String("label", "", "key label (CKA_LABEL)")
+	alg := fs.String("alg", string(hsm.ECDSAP256), "ecdsa-p256, ecdsa-p384, rsa2048 or rsa3072")
+	usage := fs.String("usage", string(hsm.UsageSign), "sign or keyexchange")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mod, tok, err := tf.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	defer tok.Close()
+	k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: *label, Algorithm: hsm.Algorithm(*alg), Usage: hsm.Usage(*usage)})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintln(env.stdout, k.URI())
+	return nil
+}
+
+func runList(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay hsm list", env)
+	var tf tokenFlags
+	tf.register(fs)
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if tf.token == "" {
+		// No token: list the module's tokens.
+		if err := tf.resolve(); err != nil {
+			return err
+		}
+		mod, err := hsm.OpenModule(tf.module, env.logger)
+		if err != nil {
+			return err
+		}
+		defer mod.Close()
+		ts, err := mod.Tokens()
+		if err != nil {
+			return err
+		}
+		tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+		fmt.Fprintln(tw, "SLOT\tLABEL\tSERIAL\tMANUFACTURER\tMODEL\tINITIALISED")
+		for _, t := range ts {
+			fmt.Fprintf(tw, "%d\t%s\t%s\t%s\t%s\t%v\n", t.Slot, t.Label, t.Serial, t.Manufacturer, t.Model, t.Initialized)
+		}
+		return tw.Flush()
+	}
+	mod, tok, err := tf.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	defer tok.Close()
+	objs, err := tok.Objects(ctx)
+	if err != nil {
+		return err
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLASS\tTYPE\tLABEL\tFLAGS\tURI")
+	for _, o := range objs {
+		var on []string
+		for name, v := range o.Flags {
+			if v {
+				on = append(on, strings.ToLower(strings.TrimPrefix(name, "CKA_")))
+			}
+		}
+		sort.Strings(on)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Class, o.KeyType, o.Label, strings.Join(on, ","), o.URI)
+	}
+	return tw.Flush()
+}
+
+func runDelete(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay hsm delete", env)
+	var tf tokenFlags
+	tf.register(fs)
+	label := fs.String("label", "", "key label")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mod, tok, err := tf.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	defer tok.Close()
+	k, err := tok.FindKey(ctx, *label)
+	if err != nil {
+		return err
+	}
+	return tok.DeleteKey(ctx, k)
+}
+
+func runRename(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay hsm rename", env)
+	var tf tokenFlags
+	tf.register(fs)
+	label := fs.String("label", "", "current key label")
+	to := fs.String("to", "", "new key label")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	mod, tok, err := tf.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	defer tok.Close()
+	k, err := tok.FindKey(ctx, *label)
+	if err != nil {
+		return err
+	}
+	return tok.RenameKey(ctx, k, *to)
+}

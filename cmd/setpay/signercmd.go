@@ -1,0 +1,172 @@
+package main
+
+import (
+	"context"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"time"
+
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"gopkg.in/yaml.v3"
+
+	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/signer"
+)
+
+// signerConfig is the signer service's YAML configuration. A real HSM differs only in
+// module, token and pin_source.
+type signerConfig struct {
+	Module    string `yaml:"module"`
+	Token     string `yaml:"token"`
+	PINSource string `yaml:"pin_source"`
+	Listen    string `yaml:"listen"`
+	TLS       struct {
+		Cert     string `yaml:"cert"`      // PEM chain, leaf first
+		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
+		ClientCA string `yaml:"client_ca"` // PEM of the CA that issues client certificates
+	} `yaml:"tls"`
+	Keys []struct {
+		Name string `yaml:"name"` // role name clients use
+		Key  string `yaml:"key"`  // pkcs11: URI in the token
+		Cert string `yaml:"cert"` // optional PEM certificate
+	} `yaml:"keys"`
+	Grants       map[string][]string `yaml:"grants"`
+	MaxSessions  int                 `yaml:"max_sessions"`
+	MaxMsgBytes  int                 `yaml:"max_message_bytes"`
+	MaxBatchSize int                 `yaml:"max_batch"`
+}
+
+func loadYAML(path string, v any) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return fmt.Errorf("read config: %w", err)
+	}
+	if len(b) > 1<<20 {
+		return fmt.Errorf("config %s larger than 1 MiB", path)
+	}
+	dec := yaml.NewDecoder(bytesReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(v); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
+func readPEMCerts(path string) ([]*x509.Certificate, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return nil, err
+	}
+	var out []*x509.Certificate
+	for {
+		var blk *pem.Block
+		blk, b = pem.Decode(b)
+		if blk == nil {
+			break
+		}
+		if blk.Type != "CERTIFICATE" {
+			continue
+		}
+		c, err := x509.ParseCertificate(blk.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", path, err)
+		}
+		out = append(out, c)
+	}
+	if len(out) == 0 {
+		return nil, fmt.Errorf("%s: no certificate", path)
+	}
+	return out, nil
+}
+
+func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay signer serve", env)
+	cfgPath := fs.String("config", "signer.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var cfg signerConfig
+	if err := loadYAML(*cfgPath, &cfg); err != nil {
+		return err
+	}
+	if cfg.Listen == "" || cfg.TLS.Cert == "" || cfg.TLS.Key == "" || cfg.TLS.ClientCA == "" {
+		return errors.New("config needs listen, tls.cert, tls.key and tls.client_ca")
+	}
+	mod, err := hsm.OpenModule(cfg.Module, env.logger)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: cfg.Token}, PIN: hsm.PINSource(cfg.PINSource), MaxSessions: cfg.MaxSessions, Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	keyByURI := func(s string) (*hsm.Key, error) {
+		u, err := hsm.ParseURI(s)
+		if err != nil {
+			return nil, err
+		}
+		return tok.KeyByURI(ctx, u)
+	}
+	svc := signer.NewService()
+	for _, k := range cfg.Keys {
+		key, err := keyByURI(k.Key)
+		if err != nil {
+			return fmt.Errorf("key %q: %w", k.Name, err)
+		}
+		e := signer.Entry{Name: k.Name, Key: key, Algorithm: string(key.Algorithm()), Usage: string(key.Usage())}
+		if k.Cert != "" {
+			certs, err := readPEMCerts(k.Cert)
+			if err != nil {
+				return err
+			}
+			e.Certificate = certs[0]
+		}
+		if err := svc.Add(e); err != nil {
+			return err
+		}
+	}
+	tlsKey, err := keyByURI(cfg.TLS.Key)
+	if err != nil {
+		return fmt.Errorf("TLS key: %w", err)
+	}
+	chain, err := readPEMCerts(cfg.TLS.Cert)
+	if err != nil {
+		return err
+	}
+	cas, err := readPEMCerts(cfg.TLS.ClientCA)
+	if err != nil {
+		return err
+	}
+	pool := x509.NewCertPool()
+	for _, c := range cas {
+		pool.AddCert(c)
+	}
+	id := signer.Identity{Cert: chain[0], Key: tlsKey, Chain: chain[1:]}
+	gs, health := signer.NewGRPCServer(signer.ServerTLS(id, pool), cfg.MaxMsgBytes)
+	signer.NewServer(svc, signer.Grants(cfg.Grants), signer.Limits{MaxBatch: cfg.MaxBatchSize}, env.logger).Register(gs)
+	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	lis, err := net.Listen("tcp", cfg.Listen)
+	if err != nil {
+		return err
+	}
+	env.logger.Info("signer serving", "addr", lis.Addr().String(), "token", tok.Label(), "keys", svc.Names())
+	fmt.Fprintf(env.stdout, "signer listening on %s with %d keys\n", lis.Addr(), len(svc.Names()))
+	go func() {
+		<-ctx.Done()
+		health.Shutdown()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			gs.Stop()
+		}
+	}()
+	return gs.Serve(lis)
+}
