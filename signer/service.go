@@ -7,6 +7,7 @@ package signer
 import (
 	"context"
 	"crypto"
+	"crypto/ecdh"
 	"crypto/rand"
 	"crypto/x509"
 	"errors"
@@ -146,4 +147,22 @@ func (s *Service) Decrypt(ctx context.Context, name string, ciphertext []byte, o
 		return nil, fmt.Errorf("signer: key %q cannot decrypt", name)
 	}
 	return d.Decrypt(rand.Reader, ciphertext, opts)
+}
+
+// ECDHKey is a key-exchange key that agrees keys by ECDH inside its token.
+type ECDHKey interface {
+	ECDH(ctx context.Context, peer *ecdh.PublicKey) ([]byte, error)
+}
+
+// ECDH agrees a shared secret with peer using the named EC key-exchange key.
+func (s *Service) ECDH(ctx context.Context, name string, peer *ecdh.PublicKey) ([]byte, error) {
+	e, err := s.Entry(name)
+	if err != nil {
+		return nil, err
+	}
+	k, ok := e.Key.(ECDHKey)
+	if !ok {
+		return nil, fmt.Errorf("signer: key %q cannot do ECDH", name)
+	}
+	return k.ECDH(ctx, peer)
 }
