@@ -93,7 +93,10 @@ func (ks *keyset) newOp(path string, mod *hsm.Module, slot uint) (op, func(), er
 	case PathSigner:
 		switch ks.mech.Kind {
 		case "sign":
-			return func(ctx context.Context) error { _, err := ks.svc.Sign(ctx, ks.name, in.digest, ks.mech.Opts); return err }, nop, nil
+			return func(ctx context.Context) error {
+				_, err := ks.svc.Sign(ctx, ks.name, in.digest, ks.mech.Opts)
+				return err
+			}, nop, nil
 		case "decrypt":
 			return func(ctx context.Context) error {
 				_, err := ks.svc.Decrypt(ctx, ks.name, in.ciphertext, oaepOpts)
@@ -108,7 +111,10 @@ func (ks *keyset) newOp(path string, mod *hsm.Module, slot uint) (op, func(), er
 		}
 		switch ks.mech.Kind {
 		case "sign":
-			return func(ctx context.Context) error { _, err := ks.remote.SignContext(ctx, in.digest, ks.mech.Opts); return err }, nop, nil
+			return func(ctx context.Context) error {
+				_, err := ks.remote.SignContext(ctx, in.digest, ks.mech.Opts)
+				return err
+			}, nop, nil
 		case "decrypt":
 			return func(ctx context.Context) error {
 				_, err := ks.remote.DecryptContext(ctx, in.ciphertext, oaepOpts)

@@ -274,7 +274,6 @@ func (t *target) startGRPC(ctx context.Context) error {
 	return nil
 }
 
-
 func (t *target) shutdown(context.Context) {
 	for i := len(t.close) - 1; i >= 0; i-- {
 		t.close[i]()

@@ -167,22 +167,22 @@ func (k *RemoteKey) DecryptContext(ctx context.Context, ciphertext []byte, opts 
 
 // pipeline multiplexes sign requests from many goroutines over one stream: a sender
 // gathers whatever is queued into one batch, a receiver hands results back by id.
+//
+// Sending is flat-combined: a caller that finds nobody sending sends everything queued
+// so far in one batch; callers arriving meanwhile only queue. So there is no sender
+// goroutine to wake, and batches grow exactly when the stream is busy.
 type pipeline struct {
 	stream  grpc.BidiStreamingClient[signerpb.SignBatch, signerpb.SignResults]
 	cancel  context.CancelFunc
-	queue   chan *pending
 	max     int
 	nextID  atomic.Uint64
 	mu      sync.Mutex
 	waiting map[uint64]chan *signerpb.SignResult
+	queued  []*signerpb.SignRequest
+	sending bool
 	dead    chan struct{}
 	err     error // set before dead is closed
 	once    sync.Once
-}
-
-type pending struct {
-	req *signerpb.SignRequest
-	ch  chan *signerpb.SignResult
 }
 
 func (c *Client) pipelineSign(ctx context.Context, req *signerpb.SignRequest) ([]byte, error) {
@@ -192,14 +192,7 @@ func (c *Client) pipelineSign(ctx context.Context, req *signerpb.SignRequest) ([
 	}
 	req.Id = p.nextID.Add(1)
 	ch := make(chan *signerpb.SignResult, 1)
-	select {
-	case p.queue <- &pending{req: req, ch: ch}:
-	case <-p.dead:
-		c.dropPipeline(p)
-		return nil, fmt.Errorf("signer: sign with %q: %w", req.Key, p.err)
-	case <-ctx.Done():
-		return nil, ctx.Err()
-	}
+	p.submit(req, ch)
 	select {
 	case r := <-ch:
 		if r.GetCode() != 0 {
@@ -226,9 +219,8 @@ func (c *Client) currentPipeline() (*pipeline, error) {
 		cancel()
 		return nil, fmt.Errorf("signer: open sign stream: %w", err)
 	}
-	p := &pipeline{stream: stream, cancel: cancel, queue: make(chan *pending, 4*c.opts.MaxBatch), max: c.opts.MaxBatch,
+	p := &pipeline{stream: stream, cancel: cancel, max: c.opts.MaxBatch,
 		waiting: map[uint64]chan *signerpb.SignResult{}, dead: make(chan struct{})}
-	go p.send()
 	go p.receive()
 	c.pipe = p
 	return p, nil
@@ -253,33 +245,35 @@ func (p *pipeline) fail(err error) {
 
 func (p *pipeline) close() { p.fail(errors.New("signer: client closed")) }
 
-func (p *pipeline) send() {
-	for {
-		var first *pending
-		select {
-		case first = <-p.queue:
-		case <-p.dead:
-			return
-		}
-		batch := &signerpb.SignBatch{Requests: []*signerpb.SignRequest{first.req}}
-		p.mu.Lock()
-		p.waiting[first.req.Id] = first.ch
-	more:
-		for len(batch.Requests) < p.max {
-			select {
-			case n := <-p.queue:
-				batch.Requests = append(batch.Requests, n.req)
-				p.waiting[n.req.Id] = n.ch
-			default:
-				break more
-			}
-		}
+// submit queues req and, if nobody is sending, sends the queue in batches until it
+// is empty. A send error kills the pipeline; waiting callers see it through dead.
+func (p *pipeline) submit(req *signerpb.SignRequest, ch chan *signerpb.SignResult) {
+	p.mu.Lock()
+	p.waiting[req.Id] = ch
+	p.queued = append(p.queued, req)
+	if p.sending {
 		p.mu.Unlock()
-		if err := p.stream.Send(batch); err != nil {
+		return
+	}
+	p.sending = true
+	for len(p.queued) > 0 {
+		n := min(len(p.queued), p.max)
+		batch := &signerpb.SignBatch{Requests: p.queued[:n:n]}
+		p.queued = p.queued[n:]
+		p.mu.Unlock()
+		err := p.stream.Send(batch)
+		p.mu.Lock()
+		if err != nil {
+			p.queued = nil
+			p.sending = false
+			p.mu.Unlock()
 			p.fail(fmt.Errorf("sign stream send: %w", err))
 			return
 		}
 	}
+	p.queued = nil
+	p.sending = false
+	p.mu.Unlock()
 }
 
 func (p *pipeline) receive() {

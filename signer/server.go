@@ -205,15 +205,17 @@ func (s *Server) Sign(ctx context.Context, r *signerpb.SignRequest) (*signerpb.S
 }
 
 // SignStream implements signerpb.SignerServer: each batch's requests run on a bounded
-// pool of workers (so several token sessions work at once), and finished results are
-// sent back in batches as they complete.
+// pool of workers (so several token sessions work at once). Results go back by flat
+// combining: a worker that finishes while nobody is sending becomes the sender and
+// sends everything finished so far in one message; under load that batches results,
+// at low load it adds no goroutine hand-off.
 func (s *Server) SignStream(stream grpc.BidiStreamingServer[signerpb.SignBatch, signerpb.SignResults]) error {
 	ctx := stream.Context()
 	if _, err := clientName(ctx); err != nil {
 		return err
 	}
+	out := &combiner{stream: stream}
 	work := make(chan *signerpb.SignRequest, s.limits.MaxBatch)
-	results := make(chan *signerpb.SignResult, s.limits.MaxBatch)
 	var workers sync.WaitGroup
 	for range s.limits.StreamWorkers {
 		workers.Add(1)
@@ -228,33 +230,10 @@ func (s *Server) SignStream(stream grpc.BidiStreamingServer[signerpb.SignBatch, 
 				} else {
 					res.Signature = sig
 				}
-				results <- res
+				out.add(res)
 			}
 		}()
 	}
-	sendErr := make(chan error, 1)
-	go func() {
-		var err error
-		for res := range results {
-			batch := &signerpb.SignResults{Results: []*signerpb.SignResult{res}}
-		more:
-			for len(batch.Results) < s.limits.MaxBatch {
-				select {
-				case r, ok := <-results:
-					if !ok {
-						break more
-					}
-					batch.Results = append(batch.Results, r)
-				default:
-					break more
-				}
-			}
-			if err == nil {
-				err = stream.Send(batch)
-			}
-		}
-		sendErr <- err
-	}()
 	var recvErr error
 	for {
 		b, err := stream.Recv()
@@ -274,11 +253,45 @@ func (s *Server) SignStream(stream grpc.BidiStreamingServer[signerpb.SignBatch, 
 	}
 	close(work)
 	workers.Wait()
-	close(results)
-	if err := <-sendErr; err != nil && recvErr == nil {
+	if err := out.failed(); err != nil && recvErr == nil {
 		recvErr = err
 	}
 	return recvErr
+}
+
+// combiner sends results on a stream by flat combining (see SignStream).
+type combiner struct {
+	stream  grpc.BidiStreamingServer[signerpb.SignBatch, signerpb.SignResults]
+	mu      sync.Mutex
+	pending []*signerpb.SignResult
+	sending bool
+	err     error
+}
+
+func (c *combiner) add(r *signerpb.SignResult) {
+	c.mu.Lock()
+	c.pending = append(c.pending, r)
+	if c.sending {
+		c.mu.Unlock()
+		return
+	}
+	c.sending = true
+	for len(c.pending) > 0 && c.err == nil {
+		batch := &signerpb.SignResults{Results: c.pending}
+		c.pending = nil
+		c.mu.Unlock()
+		err := c.stream.Send(batch)
+		c.mu.Lock()
+		c.err = err
+	}
+	c.sending = false
+	c.mu.Unlock()
+}
+
+func (c *combiner) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 // Decrypt implements signerpb.SignerServer (RSA-OAEP only).

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"fmt"
-	"os"
 	"strconv"
 	"time"
 
@@ -49,38 +48,12 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 		Paths: paths, Progress: env.stderr, Logger: env.logger}
 	switch {
 	case *useSoftHSM:
-		dir, err := os.MkdirTemp("", "setpay-bench-softhsm-*")
+		spec, cleanup, err := bench.ThrowawaySoftHSM(env.logger)
 		if err != nil {
 			return err
 		}
-		defer os.RemoveAll(dir)
-		d, err := softhsm.Create(dir)
-		if err != nil {
-			return err
-		}
-		if err := d.Activate(); err != nil {
-			return err
-		}
-		pin, err := d.EnsurePIN()
-		if err != nil {
-			return err
-		}
-		path, err := softhsm.FindModule()
-		if err != nil {
-			return err
-		}
-		// The token is made through a Module of its own that is closed again, so the
-		// crypto11 path can be the first to initialise the library in the run.
-		mod, err := hsm.OpenModule(path, env.logger)
-		if err != nil {
-			return err
-		}
-		err = softhsm.InitToken(mod, "setpay-bench", pin)
-		_ = mod.Close()
-		if err != nil {
-			return err
-		}
-		cfg.Tokens = []bench.TokenSpec{{Module: path, Label: "setpay-bench", PIN: hsm.PINSource("file:" + d.PINFile())}}
+		defer cleanup()
+		cfg.Tokens = []bench.TokenSpec{spec}
 	case len(tokens) > 0:
 		if *module == "" {
 			if *module, err = softhsm.FindModule(); err != nil {
