@@ -175,6 +175,9 @@ type profile struct {
 	subjectID string
 	validity  time.Duration
 	notAfter  time.Time // optional extra cap (card expiry)
+	// caKeyExchange marks the key-exchange certificate of a CA (role cca/mca/pca,
+	// purpose key exchange, not a CA certificate): see IssueCAKeyExchange.
+	caKeyExchange bool
 }
 
 // sign builds and signs a certificate for p; the only path to the CA key.
@@ -220,7 +223,7 @@ func (a *Authority) sign(ctx context.Context, p profile) (*x509.Certificate, err
 		BasicConstraintsValid: true,
 		Policies:              pki.Policies(p.role, p.purpose),
 	}
-	if p.role.IsCA() {
+	if p.role.IsCA() && !p.caKeyExchange {
 		tmpl.IsCA = true
 		tmpl.KeyUsage = pki.CAKeyUsage
 		tmpl.MaxPathLen = p.role.MaxPathLen()
