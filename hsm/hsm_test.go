@@ -23,7 +23,6 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/hsm"
-	"github.com/setpay/setpay/softhsm"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 )
 
@@ -44,10 +43,19 @@ func TestGeneratedKeysStayInTheTokenWithOneUsage(t *testing.T) {
 		{hsm.RSA2048, hsm.UsageKeyExchange, map[string]bool{"CKA_SIGN": false, "CKA_DECRYPT": true, "CKA_UNWRAP": true, "CKA_DERIVE": false}},
 		{hsm.RSA3072, hsm.UsageSign, map[string]bool{"CKA_SIGN": true, "CKA_DECRYPT": false, "CKA_UNWRAP": false, "CKA_DERIVE": false}},
 	}
+	made := 0
 	for _, c := range cases {
 		label := string(c.alg) + "-" + string(c.usage)
 		k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: c.alg, Usage: c.usage})
+		if c.usage == hsm.UsageKeyExchange && c.alg != hsm.RSA2048 && !softhsmtest.Supports(softhsmtest.ECDH) {
+			// The refusal must be clear and name what is missing and where.
+			assert.ErrorIs(t, err, hsm.ErrUnsupported, label)
+			assert.ErrorContains(t, err, "CKM_ECDH1_DERIVE")
+			assert.ErrorContains(t, err, tok.Label())
+			continue
+		}
 		require.NoError(t, err, label)
+		made++
 		assert.Equal(t, c.alg, k.Algorithm())
 		assert.Equal(t, c.usage, k.Usage())
 	}
@@ -86,7 +94,7 @@ func TestGeneratedKeysStayInTheTokenWithOneUsage(t *testing.T) {
 			assert.True(t, strings.HasPrefix(o.URI, "pkcs11:token="), o.URI)
 		})
 	}
-	assert.Equal(t, len(cases), privs)
+	assert.Equal(t, made, privs)
 }
 
 // TestPkcs11ToolSeesSensitiveKeys reads the token with OpenSC, which nobody here wrote.
@@ -147,6 +155,12 @@ func TestSignaturesVerifyWithTheStandardLibrary(t *testing.T) {
 			k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: c.name, Algorithm: c.alg, Usage: hsm.UsageSign})
 			require.NoError(t, err)
 			sig, err := k.Sign(rand.Reader, c.dig, c.opts)
+			if _, isRSA := k.Public().(*rsa.PublicKey); isRSA && !softhsmtest.Supports(softhsmtest.RSASign) {
+				assert.ErrorIs(t, err, hsm.ErrUnsupported)
+				assert.ErrorContains(t, err, "CKM_RSA_PKCS")
+				assert.ErrorContains(t, err, tok.Label())
+				softhsmtest.Require(t, softhsmtest.RSASign)
+			}
 			require.NoError(t, err)
 			switch pub := k.Public().(type) {
 			case *ecdsa.PublicKey:
@@ -209,6 +223,12 @@ func TestECDHMatchesSoftwarePeer(t *testing.T) {
 	ctx := context.Background()
 	tok := softhsmtest.NewToken(t)
 	k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "ecdh", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageKeyExchange})
+	if !softhsmtest.Supports(softhsmtest.ECDH) {
+		assert.ErrorIs(t, err, hsm.ErrUnsupported)
+		assert.ErrorContains(t, err, "ECDH (CKM_ECDH1_DERIVE)")
+		assert.ErrorContains(t, err, tok.Label())
+		softhsmtest.Require(t, softhsmtest.ECDH)
+	}
 	require.NoError(t, err)
 	peer, err := ecdh.P256().GenerateKey(rand.Reader)
 	require.NoError(t, err)
@@ -231,13 +251,17 @@ func TestClearErrors(t *testing.T) {
 	tok := softhsmtest.NewToken(t)
 	signKey, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "s", Algorithm: hsm.RSA2048, Usage: hsm.UsageSign})
 	require.NoError(t, err)
-	kexKey, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "x", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageKeyExchange})
+	kexAlg := hsm.ECDSAP256
+	if !softhsmtest.Supports(softhsmtest.ECDH) {
+		kexAlg = hsm.RSA2048
+	}
+	kexKey, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "x", Algorithm: kexAlg, Usage: hsm.UsageKeyExchange})
 	require.NoError(t, err)
 	mod := softhsmtest.Module(t)
 	digest := sha256.Sum256([]byte("x"))
 	t.Setenv("WRONG_PIN", "not-the-pin-9876")
 	fresh := softhsmtest.NewLabel(t) + "-fresh"
-	require.NoError(t, softhsm.InitToken(mod, fresh, softhsmtest.PIN))
+	softhsmtest.InitToken(t, fresh)
 
 	cases := []struct {
 		name    string

@@ -5,6 +5,7 @@ import (
 	"crypto"
 	"crypto/ecdh"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/rsa"
 	"fmt"
 	"io"
@@ -150,7 +151,7 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 		return err
 	})
 	if err != nil {
-		return nil, k.fail("sign with "+mechName, usageErr(err))
+		return nil, k.fail("sign with "+mechName, k.signErr(mechName, err))
 	}
 	if _, ok := k.pub.(*ecdsa.PublicKey); ok {
 		return ecdsaDER(raw)
@@ -282,13 +283,19 @@ func (k *Key) ProbeOAEP(ctx context.Context, hash, mgfHash crypto.Hash) error {
 	}
 	name := fmt.Sprintf("oaep/%v/%v", hash, mgfHash)
 	return k.tok.probe(name, func() error {
-		err := k.withHandle(ctx, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+		// A real ciphertext, so the trial ends the operation by succeeding: some modules
+		// (tpm2-pkcs11) leave it active after a failed C_Decrypt, and some TPMs answer an
+		// all-zero block with TPM_RC_FAILURE.
+		ct, err := rsa.EncryptOAEP(hash.New(), rand.Reader, pub, []byte("setpay OAEP probe"), nil)
+		if err != nil {
+			return fmt.Errorf("hsm: OAEP probe: %w", err)
+		}
+		err = k.withHandle(ctx, func(sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
 			if err := k.tok.mod.ctx.DecryptInit(sh, []*pkcs11.Mechanism{mech}, h); err != nil {
 				return err
 			}
-			// End the operation the only portable way: a decrypt that fails.
-			_, _ = k.tok.mod.ctx.Decrypt(sh, make([]byte, pub.Size()))
-			return nil
+			_, err := k.tok.mod.ctx.Decrypt(sh, ct)
+			return err
 		})
 		if c, ok := CKR(err); ok && (c == pkcs11.CKR_ARGUMENTS_BAD || c == pkcs11.CKR_MECHANISM_PARAM_INVALID || c == pkcs11.CKR_MECHANISM_INVALID) {
 			return fmt.Errorf("hsm: token %q refuses RSA-OAEP with %v/MGF1-%v (%s); SHA-1 OAEP is the portable choice: %w",
@@ -351,6 +358,27 @@ func (k *Key) ECDH(ctx context.Context, peer *ecdh.PublicKey) (secret []byte, er
 		return nil, k.fail("ecdh", usageErr(err))
 	}
 	return secret, nil
+}
+
+// signErr explains refusals of a mechanism the token lists: tpm2-pkcs11 1.9, for one,
+// does CKM_RSA_PKCS_PSS only as hash-and-sign (CKR_MECHANISM_INVALID on a digest) and
+// CKM_RSA_PKCS signing as a raw RSA decryption, which a key that may only sign is
+// refused (CKR_GENERAL_ERROR). Both are ErrUnsupported for setpay's one-usage keys; the
+// CKR code stays in the chain.
+func (k *Key) signErr(mechName string, err error) error {
+	c, ok := CKR(err)
+	if !ok {
+		return usageErr(err)
+	}
+	_, isRSA := k.pub.(*rsa.PublicKey)
+	switch {
+	case c == pkcs11.CKR_MECHANISM_INVALID || c == pkcs11.CKR_MECHANISM_PARAM_INVALID:
+		return fmt.Errorf("token %q refuses %s on a precomputed digest: %w: %w", k.tok.info.Label, mechName, ErrUnsupported, err)
+	case isRSA && mechName == "CKM_RSA_PKCS" && (c == pkcs11.CKR_GENERAL_ERROR || c == pkcs11.CKR_FUNCTION_FAILED):
+		return fmt.Errorf("token %q (%s %s) failed %s signing; some modules do it only with keys that may also decrypt, which setpay never makes: %w: %w",
+			k.tok.info.Label, k.tok.info.Manufacturer, k.tok.info.Model, mechName, ErrUnsupported, err)
+	}
+	return usageErr(err)
 }
 
 // usageErr adds ErrWrongUsage to the token's answer when it refused the key's usage.

@@ -114,6 +114,7 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 	)
 	var mech *pkcs11.Mechanism
 	var mechName string
+	var pubUsage []*pkcs11.Attribute // usage of the public half; see generateKeyPair
 	if _, oid, ok := spec.Algorithm.curve(); ok {
 		params, err := asn1.Marshal(oid)
 		if err != nil {
@@ -123,8 +124,8 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 		pub = append(pub,
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 			pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, params),
-			pkcs11.NewAttribute(pkcs11.CKA_VERIFY, sign),
 		)
+		pubUsage = []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_VERIFY, sign)}
 		priv = append(priv,
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 			pkcs11.NewAttribute(pkcs11.CKA_DERIVE, kex),
@@ -142,10 +143,12 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
 			pkcs11.NewAttribute(pkcs11.CKA_MODULUS_BITS, bits),
 			pkcs11.NewAttribute(pkcs11.CKA_PUBLIC_EXPONENT, []byte{1, 0, 1}),
+		)
+		pubUsage = []*pkcs11.Attribute{
 			pkcs11.NewAttribute(pkcs11.CKA_VERIFY, sign),
 			pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, kex),
 			pkcs11.NewAttribute(pkcs11.CKA_WRAP, kex),
-		)
+		}
 		priv = append(priv,
 			pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_RSA),
 			pkcs11.NewAttribute(pkcs11.CKA_DECRYPT, kex),
@@ -158,17 +161,89 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 	if mi, ok := t.mechs[mech.Mechanism]; !ok || mi.Flags&pkcs11.CKF_GENERATE_KEY_PAIR == 0 {
 		return nil, t.requireMechanism(mech.Mechanism, pkcs11.CKF_GENERATE_KEY_PAIR, mechName)
 	}
-	var privH pkcs11.ObjectHandle
-	err := t.do(ctx, func(sh pkcs11.SessionHandle) error {
-		var err error
-		_, privH, err = t.mod.ctx.GenerateKeyPair(sh, []*pkcs11.Mechanism{mech}, pub, priv)
-		return err
-	})
+	privH, err := t.generateKeyPair(ctx, mech, pub, pubUsage, priv)
 	if err != nil {
 		return nil, &Error{Op: "generate " + string(spec.Algorithm) + " key", Key: t.keyURI(spec.Label, id), Err: err}
 	}
+	k, err := t.loadKey(ctx, privH)
+	if err == nil && k.usage != spec.Usage {
+		// The token made a key that permits more (or other) than asked: never hand it out.
+		err = &Error{Op: "generate " + string(spec.Algorithm) + " key", Key: k.uri,
+			Err: fmt.Errorf("token %q made a key whose attributes do not restrict it to %s: %w", t.info.Label, spec.Usage, ErrUnsupported)}
+	}
+	if err != nil {
+		_ = t.do(ctx, func(sh pkcs11.SessionHandle) error {
+			for _, h := range t.handlesWithID(sh, id) {
+				_ = t.mod.ctx.DestroyObject(sh, h)
+			}
+			return nil
+		})
+		return nil, err
+	}
 	t.logger.Info("generated key", "key", t.keyURI(spec.Label, id), "algorithm", spec.Algorithm, "usage", spec.Usage)
-	return t.loadKey(ctx, privH)
+	return k, nil
+}
+
+// generateKeyPair creates the pair, first with the public half's usage attributes
+// (CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP) set to match the private half's. Some modules
+// derive the public half's usage themselves and refuse a template that states it:
+// tpm2-pkcs11 maps CKA_VERIFY onto the TPM's decrypt bit and answers
+// CKR_GENERAL_ERROR. The usage that matters is the private key's, which the token
+// enforces, so for such tokens the public usage is left to the module; the token
+// remembers this so later keys skip the failing attempt.
+func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub, pubUsage, priv []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	gen := func(pubTmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+		var privH pkcs11.ObjectHandle
+		err := t.do(ctx, func(sh pkcs11.SessionHandle) error {
+			var err error
+			_, privH, err = t.mod.ctx.GenerateKeyPair(sh, []*pkcs11.Mechanism{mech}, pubTmpl, priv)
+			return err
+		})
+		return privH, err
+	}
+	if !t.pubUsageRefused.Load() {
+		h, err := gen(append(pub[:len(pub):len(pub)], pubUsage...))
+		if err == nil || !templateRefused(err) {
+			return h, err
+		}
+		h, err2 := gen(pub)
+		if err2 != nil {
+			return 0, err // the first answer is the one that names the real problem
+		}
+		t.pubUsageRefused.Store(true)
+		t.logger.Info("token refuses usage attributes on public keys; leaving them to the module", "ckr", ckrName(err))
+		return h, nil
+	}
+	return gen(pub)
+}
+
+// templateRefused reports answers a module gives when it will not take a template as
+// stated, as opposed to lost sessions or exhausted resources.
+func templateRefused(err error) bool {
+	c, ok := CKR(err)
+	if !ok {
+		return false
+	}
+	switch c {
+	case pkcs11.CKR_GENERAL_ERROR, pkcs11.CKR_TEMPLATE_INCONSISTENT, pkcs11.CKR_ATTRIBUTE_VALUE_INVALID,
+		pkcs11.CKR_ATTRIBUTE_TYPE_INVALID, pkcs11.CKR_ATTRIBUTE_READ_ONLY:
+		return true
+	}
+	return false
+}
+
+// handlesWithID finds every object with this CKA_ID on an open session, for cleaning
+// up after a refused key; errors just leave nothing to clean.
+func (t *Token) handlesWithID(sh pkcs11.SessionHandle, id []byte) []pkcs11.ObjectHandle {
+	if err := t.mod.ctx.FindObjectsInit(sh, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, id)}); err != nil {
+		return nil
+	}
+	defer func() { _ = t.mod.ctx.FindObjectsFinal(sh) }()
+	hs, _, err := t.mod.ctx.FindObjects(sh, 16)
+	if err != nil {
+		return nil
+	}
+	return hs
 }
 
 // FindKey returns the private key with this label (CKA_LABEL).

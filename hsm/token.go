@@ -48,14 +48,17 @@ type Token struct {
 	// gen is the session generation; recover bumps it so sessions opened before a loss
 	// are closed rather than reused. mu makes "check gen, push to idle" atomic against
 	// the bump: release holds it shared, recover and Close exclusively.
-	mu        sync.RWMutex
-	gen       atomic.Uint64
-	closed    bool
-	mechs     map[uint]pkcs11.MechanismInfo
-	probeMu   sync.Mutex
-	probes    map[string]error
-	stats     Stats
-	observers []Observer
+	mu      sync.RWMutex
+	gen     atomic.Uint64
+	closed  bool
+	mechs   map[uint]pkcs11.MechanismInfo
+	probeMu sync.Mutex
+	probes  map[string]error
+	// pubUsageRefused records that the module refuses usage attributes on public key
+	// templates (tpm2-pkcs11 does); see generateKeyPair.
+	pubUsageRefused atomic.Bool
+	stats           Stats
+	observers       []Observer
 }
 
 // Stats counts what a Token did; read them with Token.Stats.
@@ -115,6 +118,17 @@ func (m *Module) OpenToken(ctx context.Context, cfg TokenConfig) (*Token, error)
 		}
 		t.mechs[mech.Mechanism] = mi
 	}
+	// The list should be complete, but tpm2-pkcs11 1.9 leaves out CKM_RSA_PKCS_PSS while
+	// answering C_GetMechanismInfo for it; ask directly about the ones setpay uses.
+	for _, mech := range usedMechanisms {
+		if _, ok := t.mechs[mech]; ok {
+			continue
+		}
+		mi, err := m.ctx.GetMechanismInfo(info.Slot, []*pkcs11.Mechanism{pkcs11.NewMechanism(mech, nil)})
+		if err == nil && mi.Flags != 0 {
+			t.mechs[mech] = mi
+		}
+	}
 	// Open the first session now so a wrong PIN fails here, clearly, not on first use.
 	s, err := t.acquire(ctx)
 	if err != nil {
@@ -122,6 +136,12 @@ func (m *Module) OpenToken(ctx context.Context, cfg TokenConfig) (*Token, error)
 	}
 	t.release(s, false)
 	return t, nil
+}
+
+// usedMechanisms are the mechanisms setpay's key operations need.
+var usedMechanisms = []uint{
+	pkcs11.CKM_EC_KEY_PAIR_GEN, pkcs11.CKM_RSA_PKCS_KEY_PAIR_GEN, pkcs11.CKM_ECDSA, pkcs11.CKM_RSA_PKCS,
+	pkcs11.CKM_RSA_PKCS_PSS, pkcs11.CKM_RSA_PKCS_OAEP, pkcs11.CKM_ECDH1_DERIVE,
 }
 
 // Info describes the token.
@@ -272,6 +292,12 @@ func (t *Token) do(ctx context.Context, op func(pkcs11.SessionHandle) error) err
 		if err == nil {
 			t.release(s, false)
 			return nil
+		}
+		if c, ok := CKR(err); ok && c == pkcs11.CKR_OPERATION_ACTIVE && attempt == 0 {
+			// A module that leaves an operation active after it failed (tpm2-pkcs11 does,
+			// against the standard) has spoilt this session; use another.
+			t.release(s, true)
+			continue
 		}
 		if recoverable(err) || (staleHandle(err) && t.loggedOut(s.h)) {
 			t.release(s, true)
