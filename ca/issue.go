@@ -186,7 +186,10 @@ func (a *Authority) IssueEntity(ctx context.Context, req EntityRequest) (*Entity
 	return &EntityCertificates{Signature: sig, KeyExchange: kx}, nil
 }
 
+// pubEqual compares public keys. The standard library's keys implement
+// Equal(crypto.PublicKey), a defined type distinct from any, so the interface
+// must name crypto.PublicKey or no key ever matches.
 func pubEqual(a, b any) bool {
-	k, ok := a.(interface{ Equal(x any) bool })
+	k, ok := a.(interface{ Equal(x crypto.PublicKey) bool })
 	return ok && k.Equal(b)
 }

@@ -21,15 +21,25 @@ import (
 	"github.com/setpay/setpay/pki"
 )
 
-// Content types of the CA's signed messages (ProtocolContentType numbers
-// 101..106), distinct per message so no signed answer can pass for another.
+// Content types of the CA's signed messages (cms.ProtocolContentType
+// numbers 101..106), distinct per message so no signed answer can pass for
+// another.
 const (
-	ctCardCInit = 101 + iota
-	ctRegForm
-	ctCertReq
-	ctCertRes
-	ctRenew
-	ctRevoke
+	ContentTypeCardCInit = 101 + iota
+	ContentTypeRegForm
+	ContentTypeCertReq
+	ContentTypeCertRes
+	ContentTypeRenew
+	ContentTypeRevoke
+)
+
+const (
+	ctCardCInit = ContentTypeCardCInit
+	ctRegForm   = ContentTypeRegForm
+	ctCertReq   = ContentTypeCertReq
+	ctCertRes   = ContentTypeCertRes
+	ctRenew     = ContentTypeRenew
+	ctRevoke    = ContentTypeRevoke
 )
 
 // Limits of the registration service.

@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"io"
@@ -11,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/signer"
 )
 
 type ioReader = io.Reader
@@ -114,4 +116,14 @@ func upperSnake(s string) string {
 		}
 	}
 	return string(out)
+}
+
+// ServerTLSConfig is the registration service's TLS: TLS 1.3 with server
+// authentication only, since registering clients have no certificate yet
+// (requests that need one carry it in a CMS signature instead).
+func ServerTLSConfig(id signer.Identity) *tls.Config {
+	c := signer.ServerTLS(id, nil)
+	c.ClientAuth = tls.NoClientCert
+	c.ClientCAs = nil
+	return c
 }
