@@ -573,4 +573,3 @@ func (c *crlCache) byRole(ctx context.Context, r pki.Role) (*x509.RevocationList
 	c.cached[r] = cachedCRL{crl: crl, revoked: len(revs)}
 	return crl, nil
 }
-
