@@ -89,6 +89,7 @@ type Verified struct {
 	Chain       []*x509.Certificate // leaf first, root last
 	EntityID    string              // the id in the signer's CN (merchant id, gateway id, cardholder id)
 	SigningTime time.Time
+	Embedded    []*x509.Certificate // certificates the message carried (not validated)
 }
 
 // Open parses an untrusted SignedData of the given kind, verifies its signature with
@@ -144,7 +145,7 @@ func (t *Trust) Open(ctx context.Context, der []byte, refs [][]byte, kind setpb.
 	for _, c := range sd.Certificates() {
 		t.Cache.Add(c)
 	}
-	return &Verified{Content: sd.Content(), Signer: signer, Chain: chain, EntityID: id, SigningTime: sd.SigningTime()}, nil
+	return &Verified{Content: sd.Content(), Signer: signer, Chain: chain, EntityID: id, SigningTime: sd.SigningTime(), Embedded: sd.Certificates()}, nil
 }
 
 // VerifyKeyExchange verifies a key-exchange certificate of role r found in certs (or

@@ -1,0 +1,247 @@
+// Package gateway is the SET payment gateway: it opens the merchant's authorization
+// request and the cardholder's payment instructions with its key-exchange key inside a
+// token, checks the merchant, the dual signature and the card binding, asks the issuer,
+// records the authorization exactly once and answers, signed and enveloped, to the
+// merchant.
+package gateway
+
+import (
+	"context"
+	"crypto"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/store"
+)
+
+// DefaultAuthValidity is how long an authorization may be captured.
+const DefaultAuthValidity = 7 * 24 * time.Hour
+
+// Config configures a Gateway.
+type Config struct {
+	Sign       setproto.Party    // the gateway's signature key (token) and certificate
+	KXCert     *x509.Certificate // the gateway's key-exchange certificate
+	KXKey      crypto.Decrypter  // its token key
+	Trust      *setproto.Trust
+	Store      store.DB
+	PANHashKey []byte // keys store.PANHash; at least 16 bytes
+	Issuer     Issuer
+	// Envelope sets the key transport of answers to merchants.
+	Envelope     setproto.EnvelopeOptions
+	AuthValidity time.Duration // 0: DefaultAuthValidity
+	Clock        func() time.Time
+	Logger       *slog.Logger
+}
+
+// Gateway serves setpb.GatewayServer.
+type Gateway struct {
+	setpb.UnimplementedGatewayServer
+	cfg Config
+	id  string
+}
+
+// New checks cfg and returns the gateway.
+func New(cfg Config) (*Gateway, error) {
+	switch {
+	case cfg.Sign.Key == nil || cfg.Sign.Cert == nil || cfg.KXCert == nil || cfg.KXKey == nil:
+		return nil, errors.New("gateway: signature and key-exchange keys and certificates are required")
+	case cfg.Trust == nil || cfg.Store == nil || cfg.Issuer == nil:
+		return nil, errors.New("gateway: trust, store and issuer are required")
+	case len(cfg.PANHashKey) < 16:
+		return nil, errors.New("gateway: PAN hash key must be at least 16 bytes")
+	}
+	r, id, err := pki.EntityID(cfg.Sign.Cert)
+	if err != nil || r != pki.RoleGateway {
+		return nil, fmt.Errorf("gateway: signature certificate is not a gateway's: %v", err)
+	}
+	if r2, id2, err := pki.EntityID(cfg.KXCert); err != nil || r2 != pki.RoleGateway || id2 != id {
+		return nil, fmt.Errorf("gateway: key-exchange certificate is not gateway %q's", id)
+	}
+	if cfg.AuthValidity == 0 {
+		cfg.AuthValidity = DefaultAuthValidity
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Gateway{cfg: cfg, id: id}, nil
+}
+
+// ID is the gateway id.
+func (g *Gateway) ID() string { return g.id }
+
+// Register adds the service to a gRPC server.
+func (g *Gateway) Register(s grpc.ServiceRegistrar) { setpb.RegisterGatewayServer(s, g) }
+
+// Authorize implements setpb.GatewayServer.
+func (g *Gateway) Authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.Enveloped, error) {
+	out, err := g.authorize(ctx, in)
+	if err != nil {
+		g.cfg.Logger.Warn("authorization refused", "reason", setproto.ReasonOf(err).String(), "err", err)
+		return nil, setproto.Status(err)
+	}
+	return out, nil
+}
+
+// checked is an authorization request that passed every check.
+type checked struct {
+	req          *setpb.AuthRequest
+	reqHash      []byte
+	pi           *setpb.PaymentInstructions
+	merchantKX   *x509.Certificate
+	cardholderID string
+}
+
+func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, error) {
+	inner, err := setproto.Unseal(in.GetCms(), setpb.ContentKind_AUTH_REQUEST, g.cfg.KXCert, g.cfg.KXKey)
+	if err != nil {
+		return nil, err
+	}
+	v, err := g.cfg.Trust.Open(ctx, inner, in.GetCertRefs(), setpb.ContentKind_AUTH_REQUEST,
+		pki.Expect{Role: pki.RoleMerchant, Purpose: pki.PurposeSignature})
+	if err != nil {
+		return nil, err
+	}
+	req, err := setproto.ParseAuthRequest(v.Content)
+	if err != nil {
+		return nil, err
+	}
+	if req.GetMerchantId() != v.EntityID {
+		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "request names merchant %q but %q signed it", req.GetMerchantId(), v.EntityID)
+	}
+	mkx, mid, err := g.cfg.Trust.VerifyKeyExchange(ctx, req.GetMerchantKxThumbprint(), nil, pki.RoleMerchant)
+	if err != nil {
+		return nil, err
+	}
+	if mid != v.EntityID {
+		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "key-exchange certificate of %q offered by %q", mid, v.EntityID)
+	}
+	piBytes, err := setproto.Unseal(req.GetPiEnvelope(), setpb.ContentKind_PAYMENT_INSTRUCTIONS, g.cfg.KXCert, g.cfg.KXKey)
+	if err != nil {
+		return nil, err
+	}
+	pi, err := setproto.ParsePaymentInstructions(piBytes)
+	if err != nil {
+		return nil, err
+	}
+	switch {
+	case pi.GetMerchantId() != req.GetMerchantId():
+		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "the PI is for another merchant than %q", req.GetMerchantId())
+	case pi.GetXid() != req.GetXid():
+		return nil, setproto.Errorf(setpb.Reason_XID_MISMATCH, "the PI belongs to another transaction than %s", req.GetXid())
+	case subtle.ConstantTimeCompare(pi.GetOiHash(), req.GetOiHash()) != 1:
+		return nil, setproto.Errorf(setpb.Reason_HASH_MISMATCH, "the PI's H(OI) differs from the merchant's")
+	case pi.GetAmount() != req.GetAmount() || pi.GetCurrency() != req.GetCurrency():
+		return nil, setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the PI's amount differs from the merchant's %d %s", req.GetAmount(), req.GetCurrency())
+	}
+	dual, err := g.cfg.Trust.VerifyDual(ctx, req.GetDualSignature(), setproto.Hash(piBytes), req.GetOiHash())
+	if err != nil {
+		return nil, err
+	}
+	if err := pki.CheckCardholderPAN(dual.Signer, pi.GetPan(), pi.GetExpiry(), pi.GetPanSecret()); err != nil {
+		return nil, setproto.Wrap(setpb.Reason_PAN_MISMATCH, err, "card %s", pki.MaskPAN(pi.GetPan()))
+	}
+	return &checked{req: req, reqHash: setproto.Hash(v.Content), pi: pi, merchantKX: mkx, cardholderID: dual.EntityID}, nil
+}
+
+func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.Enveloped, error) {
+	if in == nil {
+		return nil, setproto.Errorf(setpb.Reason_MALFORMED, "empty request")
+	}
+	c, err := g.check(ctx, in)
+	if err != nil {
+		return nil, err
+	}
+	req, pi := c.req, c.pi
+	now := g.cfg.Clock()
+	mask := pki.MaskPAN(pi.GetPan())
+	key := base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte(req.GetMerchantId() + "\x00" + req.GetXid())))
+	panHash, err := store.PANHash(g.cfg.PANHashKey, pi.GetPan())
+	if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "PAN hash")
+	}
+	// The issuer remembers its decision per key, so a retry or a refused replay never
+	// holds funds twice.
+	dec, err := g.cfg.Issuer.Authorize(key, pi.GetPan(), pi.GetExpiry(), pi.GetAmount(), pi.GetCurrency(), now)
+	if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "issuer")
+	}
+	resp, replayed, err := g.cfg.Store.Idempotent(ctx, "gateway/auth", key, c.reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
+		return g.record(ctx, tx, c, dec, panHash, mask, now)
+	})
+	if errors.Is(err, store.ErrIDReuse) {
+		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q was already authorized with another request", req.GetXid(), req.GetMerchantId())
+	}
+	if errors.Is(err, store.ErrConflict) {
+		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q already exists", req.GetXid(), req.GetMerchantId())
+	}
+	if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "record authorization")
+	}
+	g.cfg.Logger.Info("authorization", "merchant", req.GetMerchantId(), "xid", req.GetXid(), "pan", mask,
+		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", dec.Result.String(), "replayed", replayed)
+	return &setpb.Enveloped{Cms: resp}, nil
+}
+
+// record stores the authorization (and a sale's capture) and returns the enveloped,
+// signed answer, all in the caller's transaction: nothing is half-written.
+func (g *Gateway) record(ctx context.Context, tx store.Tx, c *checked, dec Decision, panHash []byte, mask string, now time.Time) ([]byte, error) {
+	req, pi := c.req, c.pi
+	approved := dec.Result == setpb.AuthResult_APPROVED
+	a := &store.Authorization{
+		MerchantID: req.GetMerchantId(), XID: req.GetXid(), Amount: req.GetAmount(), Currency: req.GetCurrency(),
+		Status: store.AuthDeclined, DeclineReason: dec.Result.String(), PANHash: panHash, PANMask: mask,
+		CardExpiry: pi.GetExpiry(), CreatedAt: now, ExpiresAt: now.Add(g.cfg.AuthValidity),
+	}
+	res := &setpb.AuthResponse{
+		Xid: req.GetXid(), Rrpid: req.GetRrpid(), ChallM: req.GetChallM(), MerchantId: req.GetMerchantId(),
+		Result: dec.Result, Currency: req.GetCurrency(), PanMask: mask,
+	}
+	if approved {
+		tokenID, err := setproto.NewID()
+		if err != nil {
+			return nil, err
+		}
+		a.Status, a.DeclineReason, a.AuthCode, a.AuthorizedAmount, a.CaptureTokenID = store.AuthAuthorized, "", dec.AuthCode, req.GetAmount(), tokenID
+		res.AuthCode, res.AuthorizedAmount = dec.AuthCode, req.GetAmount()
+		if !req.GetSale() {
+			tok, err := setproto.SignMessage(setpb.ContentKind_CAPTURE_TOKEN, &setpb.CaptureToken{
+				TokenId: tokenID, Xid: req.GetXid(), MerchantId: req.GetMerchantId(), Amount: req.GetAmount(),
+				Currency: req.GetCurrency(), AuthCode: dec.AuthCode, ExpiresUnix: a.ExpiresAt.Unix(),
+			}, g.cfg.Sign, now, nil)
+			if err != nil {
+				return nil, err
+			}
+			res.CaptureToken = tok
+		}
+	}
+	if err := tx.InsertAuthorization(ctx, a); err != nil {
+		return nil, err
+	}
+	if approved && req.GetSale() {
+		if _, err := tx.InsertCapture(ctx, &store.Capture{
+			MerchantID: req.GetMerchantId(), CaptureID: "sale-" + req.GetXid(), XID: req.GetXid(),
+			Amount: req.GetAmount(), Currency: req.GetCurrency(), CreatedAt: now,
+		}); err != nil {
+			return nil, err
+		}
+		res.Captured = true
+	}
+	signed, err := setproto.SignMessage(setpb.ContentKind_AUTH_RESPONSE, res, g.cfg.Sign, now, g.cfg.Sign.Certificates())
+	if err != nil {
+		return nil, err
+	}
+	return setproto.Seal(setpb.ContentKind_AUTH_RESPONSE, signed, c.merchantKX, g.cfg.Envelope)
+}

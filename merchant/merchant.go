@@ -1,0 +1,486 @@
+// Package merchant is the SET merchant: it starts purchases with a signed offer, checks
+// the cardholder's dual signature over the order without ever seeing the card, asks the
+// payment gateway for authorization (signing with its token key and forwarding the
+// cardholder's PI envelope unopened) and answers the wallet, signed.
+package merchant
+
+import (
+	"context"
+	"crypto"
+	"crypto/hmac"
+	"crypto/sha256"
+	"crypto/subtle"
+	"crypto/x509"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"google.golang.org/grpc"
+
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/store"
+)
+
+// Order states beyond the store's common ones.
+const (
+	StatePending  store.OrderState = "pending"  // the purchase request was accepted; the gateway is being asked
+	StateDeclined store.OrderState = "declined" // the issuer declined
+	StateRefused  store.OrderState = "refused"  // the gateway refused the request as invalid
+)
+
+// Offer is something the shopping phase agreed on: what the PInitRes states, signed.
+type Offer struct {
+	ID          string `yaml:"id"`
+	Description string `yaml:"description"`
+	Amount      int64  `yaml:"amount"` // minor units
+	Currency    string `yaml:"currency"`
+	Sale        bool   `yaml:"sale"` // authorize and capture at once
+}
+
+// Config configures a Merchant.
+type Config struct {
+	Sign   setproto.Party    // the merchant's signature key (token) and certificate
+	KXCert *x509.Certificate // the merchant's key-exchange certificate
+	KXKey  crypto.Decrypter  // its token key
+	Trust  *setproto.Trust
+	Store  store.DB
+	Brand  string
+	// GatewayKX is the gateway's key-exchange certificate and GatewayChain its PCA and
+	// brand: the merchant hands them to wallets and envelopes to the gateway.
+	GatewayKX    *x509.Certificate
+	GatewayChain []*x509.Certificate
+	Gateway      setpb.GatewayClient
+	Offers       []Offer
+	// ChallengeKey derives the merchant's challenges from the XID, so they need no
+	// storage; 32 random bytes when nil.
+	ChallengeKey []byte
+	Envelope     setproto.EnvelopeOptions
+	Clock        func() time.Time
+	Logger       *slog.Logger
+}
+
+// Merchant serves setpb.MerchantServer.
+type Merchant struct {
+	setpb.UnimplementedMerchantServer
+	cfg       Config
+	id        string
+	gatewayID string
+	offers    map[string]Offer
+	// gatewayHasCerts: once the gateway has answered, it caches our certificates and
+	// later requests name them by thumbprint.
+	gatewayHasCerts atomic.Bool
+}
+
+// New checks cfg and returns the merchant.
+func New(ctx context.Context, cfg Config) (*Merchant, error) {
+	switch {
+	case cfg.Sign.Key == nil || cfg.Sign.Cert == nil || cfg.KXCert == nil || cfg.KXKey == nil:
+		return nil, errors.New("merchant: signature and key-exchange keys and certificates are required")
+	case cfg.Trust == nil || cfg.Store == nil || cfg.Gateway == nil || cfg.GatewayKX == nil:
+		return nil, errors.New("merchant: trust, store, gateway client and gateway certificate are required")
+	case cfg.Brand == "":
+		return nil, errors.New("merchant: brand is required")
+	}
+	r, id, err := pki.EntityID(cfg.Sign.Cert)
+	if err != nil || r != pki.RoleMerchant {
+		return nil, fmt.Errorf("merchant: signature certificate is not a merchant's: %v", err)
+	}
+	if r2, id2, err := pki.EntityID(cfg.KXCert); err != nil || r2 != pki.RoleMerchant || id2 != id {
+		return nil, fmt.Errorf("merchant: key-exchange certificate is not merchant %q's", id)
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.ChallengeKey == nil {
+		if cfg.ChallengeKey, err = setproto.Random(32); err != nil {
+			return nil, err
+		}
+	}
+	// The merchant checks the gateway certificate it hands out the way wallets will.
+	gkx, gid, err := cfg.Trust.VerifyKeyExchange(ctx, thumb(cfg.GatewayKX), append([]*x509.Certificate{cfg.GatewayKX}, cfg.GatewayChain...), pki.RoleGateway)
+	if err != nil {
+		return nil, fmt.Errorf("merchant: gateway key-exchange certificate: %w", err)
+	}
+	cfg.GatewayKX = gkx
+	m := &Merchant{cfg: cfg, id: id, gatewayID: gid, offers: map[string]Offer{}}
+	for _, o := range cfg.Offers {
+		if err := pki.ValidateEntityID(o.ID); err != nil {
+			return nil, fmt.Errorf("merchant: offer id: %w", err)
+		}
+		if o.Amount <= 0 || o.Amount > setproto.MaxAmount || len(o.Currency) != 3 || len(o.Description) > setproto.MaxDescriptionLen {
+			return nil, fmt.Errorf("merchant: offer %q: amount, currency or description invalid", o.ID)
+		}
+		m.offers[o.ID] = o
+	}
+	return m, nil
+}
+
+// ID is the merchant id.
+func (m *Merchant) ID() string { return m.id }
+
+// Register adds the service to a gRPC server.
+func (m *Merchant) Register(s grpc.ServiceRegistrar) { setpb.RegisterMerchantServer(s, m) }
+
+func thumb(c *x509.Certificate) []byte {
+	tp := pki.ThumbprintOf(c)
+	return tp[:]
+}
+
+// derive is HMAC(ChallengeKey, label || xid): the merchant's challenges and pair IDs
+// toward the gateway are recomputed, not stored, and are the same on a retry.
+func (m *Merchant) derive(label, xid string) []byte {
+	h := hmac.New(sha256.New, m.cfg.ChallengeKey)
+	h.Write([]byte(label + "\x00" + xid))
+	return h.Sum(nil)
+}
+
+func (m *Merchant) fail(op string, err error) error {
+	m.cfg.Logger.Warn(op+" refused", "reason", setproto.ReasonOf(err).String(), "err", err)
+	return setproto.Status(err)
+}
+
+// PurchaseInit implements setpb.MerchantServer.
+func (m *Merchant) PurchaseInit(ctx context.Context, in *setpb.PInitReq) (*setpb.Signed, error) {
+	out, err := m.purchaseInit(ctx, in)
+	if err != nil {
+		return nil, m.fail("purchase initiation", err)
+	}
+	return out, nil
+}
+
+func (m *Merchant) purchaseInit(ctx context.Context, in *setpb.PInitReq) (*setpb.Signed, error) {
+	if in == nil {
+		return nil, setproto.Errorf(setpb.Reason_MALFORMED, "empty request")
+	}
+	if err := setproto.ValidatePInitReq(in); err != nil {
+		return nil, err
+	}
+	if in.GetBrand() != m.cfg.Brand {
+		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "brand %q not accepted", in.GetBrand())
+	}
+	offer, ok := m.offers[in.GetOfferId()]
+	if !ok {
+		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "no offer %q", in.GetOfferId())
+	}
+	xid, err := setproto.NewID()
+	if err != nil {
+		return nil, err
+	}
+	now := m.cfg.Clock()
+	odHash := setproto.Hash([]byte(offer.Description))
+	if err := m.cfg.Store.Update(ctx, func(ctx context.Context, tx store.Tx) error {
+		return tx.InsertOrder(ctx, &store.Order{XID: xid, MerchantOrderID: offer.ID + "/" + xid, DescriptionHash: odHash,
+			Amount: offer.Amount, Currency: offer.Currency, State: store.OrderCreated, CreatedAt: now})
+	}); err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "store order")
+	}
+	res := &setpb.PInitRes{
+		Xid: xid, Rrpid: in.GetRrpid(), ChallEc: in.GetChallEc(), ChallM: m.derive("chall-m", xid)[:32],
+		MerchantId: m.id, Brand: m.cfg.Brand, GatewayId: m.gatewayID, GatewayKxThumbprint: thumb(m.cfg.GatewayKX),
+		OrderDescription: offer.Description, Amount: offer.Amount, Currency: offer.Currency, Sale: offer.Sale,
+	}
+	// Certificates the wallet says it holds are named by thumbprint, not sent again.
+	known := map[pki.Thumbprint]bool{}
+	for _, tp := range in.GetKnownThumbprints() {
+		known[pki.Thumbprint(tp)] = true
+	}
+	var embed []*x509.Certificate
+	var refs [][]byte
+	seen := map[pki.Thumbprint]bool{}
+	for _, c := range append(append(m.cfg.Sign.Certificates(), m.cfg.GatewayKX), m.cfg.GatewayChain...) {
+		tp := pki.ThumbprintOf(c)
+		if seen[tp] {
+			continue
+		}
+		seen[tp] = true
+		if known[tp] {
+			refs = append(refs, tp[:])
+		} else {
+			embed = append(embed, c)
+		}
+	}
+	der, err := setproto.SignMessage(setpb.ContentKind_PINIT_RES, res, m.cfg.Sign, now, embed)
+	if err != nil {
+		return nil, err
+	}
+	m.cfg.Logger.Info("purchase initiated", "xid", xid, "offer", offer.ID, "amount", offer.Amount, "currency", offer.Currency)
+	return &setpb.Signed{Cms: der, CertRefs: refs}, nil
+}
+
+// Purchase implements setpb.MerchantServer.
+func (m *Merchant) Purchase(ctx context.Context, in *setpb.PurchaseRequest) (*setpb.Signed, error) {
+	out, err := m.purchase(ctx, in)
+	if err != nil {
+		return nil, m.fail("purchase", err)
+	}
+	return out, nil
+}
+
+func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*setpb.Signed, error) {
+	if in == nil {
+		return nil, setproto.Errorf(setpb.Reason_MALFORMED, "empty request")
+	}
+	if err := setproto.ValidatePurchaseRequest(in); err != nil {
+		return nil, err
+	}
+	oi, err := setproto.ParseOrderInfo(in.GetOrderInfo())
+	if err != nil {
+		return nil, err
+	}
+	if oi.GetMerchantId() != m.id {
+		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "the OI is for merchant %q", oi.GetMerchantId())
+	}
+	if oi.GetBrand() != m.cfg.Brand {
+		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "brand %q not accepted", oi.GetBrand())
+	}
+	oiHash := setproto.Hash(in.GetOrderInfo())
+	// The merchant checks the dual signature with H(PI) as given: it cannot read the PI,
+	// the gateway recomputes H(PI) from the PI itself.
+	dual, err := m.cfg.Trust.VerifyDual(ctx, in.GetDualSignature(), in.GetPiHash(), oiHash)
+	if err != nil {
+		return nil, err
+	}
+	var order *store.Order
+	if err := m.cfg.Store.View(ctx, func(ctx context.Context, tx store.Tx) error {
+		order, err = tx.GetOrder(ctx, oi.GetXid())
+		return err
+	}); errors.Is(err, store.ErrNotFound) {
+		return nil, setproto.Errorf(setpb.Reason_UNKNOWN_TRANSACTION, "no purchase %s", oi.GetXid())
+	} else if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "read order")
+	}
+	switch {
+	case subtle.ConstantTimeCompare(oi.GetChallM(), m.derive("chall-m", oi.GetXid())[:32]) != 1:
+		return nil, setproto.Errorf(setpb.Reason_CHALLENGE_MISMATCH, "the OI does not carry the challenge of %s", oi.GetXid())
+	case subtle.ConstantTimeCompare(oi.GetOdHash(), order.DescriptionHash) != 1:
+		return nil, setproto.Errorf(setpb.Reason_HASH_MISMATCH, "H(OD) differs from the offer's")
+	case oi.GetAmount() != order.Amount || oi.GetCurrency() != order.Currency:
+		return nil, setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the OI says %d %s, the offer %d %s", oi.GetAmount(), oi.GetCurrency(), order.Amount, order.Currency)
+	}
+	wire, err := setproto.Marshal(in)
+	if err != nil {
+		return nil, err
+	}
+	reqHash := setproto.Hash(wire)
+	// Claim the XID for exactly this request: a retry (same bytes) passes, any other
+	// request for the XID (new pair ID, reused challenges, anything) is a replay.
+	_, _, err = m.cfg.Store.Idempotent(ctx, "merchant/purchase-claim", oi.GetXid(), reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
+		if err := tx.SetOrderState(ctx, oi.GetXid(), store.OrderCreated, StatePending, m.cfg.Clock()); err != nil {
+			return nil, err
+		}
+		return []byte{1}, nil
+	})
+	switch {
+	case errors.Is(err, store.ErrConflict): // ErrIDReuse, or an order no longer in state created
+		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "purchase %s was already requested", oi.GetXid())
+	case err != nil:
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "claim order")
+	}
+	out, authErr := m.Authorize(ctx, AuthInput{
+		XID: oi.GetXid(), Amount: oi.GetAmount(), Currency: oi.GetCurrency(), OIHash: oiHash, Sale: sale(order, m.offers),
+		PIEnvelope: in.GetPiEnvelope(), DualSignature: in.GetDualSignature(),
+	})
+	if authErr != nil && setproto.ReasonOf(authErr) == setpb.Reason_GATEWAY_UNAVAILABLE {
+		// Nothing decided: the order stays pending and the same request may be retried.
+		return nil, authErr
+	}
+	answer, _, err := m.cfg.Store.Idempotent(ctx, "merchant/purchase", oi.GetXid(), reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
+		return m.answer(ctx, tx, oi, out, authErr)
+	})
+	if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "record purchase")
+	}
+	sa, err := setproto.ParseStoredAnswer(answer)
+	if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "stored answer")
+	}
+	if sa.GetError() != nil {
+		return nil, setproto.FromDetail(sa.GetError())
+	}
+	m.cfg.Logger.Info("purchase", "xid", oi.GetXid(), "cardholder", dual.EntityID, "result", out.Response.GetResult().String())
+	return &setpb.Signed{Cms: sa.GetPurchaseResponse(), CertRefs: m.cfg.Sign.Thumbprints()}, nil
+}
+
+// sale tells whether the order's offer captures at once; the merchant order ID is
+// "<offer id>/<XID>".
+func sale(o *store.Order, offers map[string]Offer) bool {
+	id, _, _ := strings.Cut(o.MerchantOrderID, "/")
+	return offers[id].Sale
+}
+
+// answer moves the order to its final state and returns the stored answer: a signed
+// purchase response, or the gateway's refusal.
+func (m *Merchant) answer(ctx context.Context, tx store.Tx, oi *setpb.OrderInfo, out *AuthOutcome, authErr error) ([]byte, error) {
+	now := m.cfg.Clock()
+	if authErr != nil {
+		if err := tx.SetOrderState(ctx, oi.GetXid(), StatePending, StateRefused, now); err != nil {
+			return nil, err
+		}
+		return setproto.Marshal(&setpb.StoredAnswer{Error: setproto.DetailOf(authErr)})
+	}
+	r := out.Response
+	state := StateDeclined
+	switch {
+	case r.GetResult() == setpb.AuthResult_APPROVED && r.GetCaptured():
+		state = store.OrderCaptured
+	case r.GetResult() == setpb.AuthResult_APPROVED:
+		state = store.OrderAuthorized
+	}
+	if err := tx.SetOrderState(ctx, oi.GetXid(), StatePending, state, now); err != nil {
+		return nil, err
+	}
+	pres := &setpb.PurchaseResponse{
+		Xid: oi.GetXid(), Rrpid: oi.GetRrpid(), ChallEc: oi.GetChallEc(), Result: r.GetResult(),
+		AuthCode: r.GetAuthCode(), Amount: r.GetAuthorizedAmount(), Currency: oi.GetCurrency(), Captured: r.GetCaptured(),
+	}
+	der, err := setproto.SignMessage(setpb.ContentKind_PURCHASE_RESPONSE, pres, m.cfg.Sign, now, nil)
+	if err != nil {
+		return nil, err
+	}
+	return setproto.Marshal(&setpb.StoredAnswer{PurchaseResponse: der})
+}
+
+// AuthInput is what the merchant asks the gateway to authorize.
+type AuthInput struct {
+	XID           string
+	Amount        int64
+	Currency      string
+	OIHash        []byte
+	Sale          bool
+	PIEnvelope    []byte // the cardholder's, unopened
+	DualSignature []byte // the cardholder's
+}
+
+// AuthOutcome is the gateway's verified answer.
+type AuthOutcome struct {
+	Response *setpb.AuthResponse
+	Gateway  *x509.Certificate // the gateway's signature certificate
+}
+
+// Authorize signs an authorization request with the merchant's token key, envelopes it
+// to the gateway's key-exchange certificate and verifies the enveloped, signed answer.
+// The request content is a function of in and the XID, so a retry is recognised by the
+// gateway as the same request.
+func (m *Merchant) Authorize(ctx context.Context, in AuthInput) (*AuthOutcome, error) {
+	req := &setpb.AuthRequest{
+		Xid: in.XID, Rrpid: base64.RawURLEncoding.EncodeToString(m.derive("rrpid", in.XID)[:16]),
+		ChallM: m.derive("chall-gw", in.XID)[:32], MerchantId: m.id, Amount: in.Amount, Currency: in.Currency,
+		OiHash: in.OIHash, Sale: in.Sale, PiEnvelope: in.PIEnvelope, DualSignature: in.DualSignature,
+		MerchantKxThumbprint: thumb(m.cfg.KXCert),
+	}
+	out, err := m.callGateway(ctx, req, !m.gatewayHasCerts.Load())
+	if err != nil && setproto.ReasonOf(err) == setpb.Reason_CERT_UNKNOWN && m.gatewayHasCerts.Load() {
+		// The gateway lost its cache (a restart): send the certificates again.
+		out, err = m.callGateway(ctx, req, true)
+	}
+	if err != nil {
+		return nil, err
+	}
+	m.gatewayHasCerts.Store(true)
+	return out, nil
+}
+
+func (m *Merchant) callGateway(ctx context.Context, req *setpb.AuthRequest, embed bool) (*AuthOutcome, error) {
+	now := m.cfg.Clock()
+	mine := append(m.cfg.Sign.Certificates(), m.cfg.KXCert)
+	var certs []*x509.Certificate
+	var refs [][]byte
+	if embed {
+		certs = mine
+	} else {
+		for _, c := range mine {
+			refs = append(refs, thumb(c))
+		}
+	}
+	signed, err := setproto.SignMessage(setpb.ContentKind_AUTH_REQUEST, req, m.cfg.Sign, now, certs)
+	if err != nil {
+		return nil, err
+	}
+	sealed, err := setproto.Seal(setpb.ContentKind_AUTH_REQUEST, signed, m.cfg.GatewayKX, m.cfg.Envelope)
+	if err != nil {
+		return nil, err
+	}
+	res, err := m.cfg.Gateway.Authorize(ctx, &setpb.Enveloped{Cms: sealed, CertRefs: refs})
+	if err != nil {
+		r := setproto.ReasonOf(err)
+		return nil, &setproto.Error{Reason: r, Msg: "gateway", Err: err}
+	}
+	inner, err := setproto.Unseal(res.GetCms(), setpb.ContentKind_AUTH_RESPONSE, m.cfg.KXCert, m.cfg.KXKey)
+	if err != nil {
+		return nil, gatewayFault(err)
+	}
+	v, err := m.cfg.Trust.Open(ctx, inner, res.GetCertRefs(), setpb.ContentKind_AUTH_RESPONSE, pki.Expect{Role: pki.RoleGateway, Purpose: pki.PurposeSignature})
+	if err != nil {
+		return nil, gatewayFault(err)
+	}
+	if v.EntityID != m.gatewayID {
+		return nil, gatewayFault(setproto.Errorf(setpb.Reason_CERT_WRONG_ROLE, "answer signed by gateway %q, not %q", v.EntityID, m.gatewayID))
+	}
+	r, err := setproto.ParseAuthResponse(v.Content)
+	if err != nil {
+		return nil, gatewayFault(err)
+	}
+	if r.GetXid() != req.GetXid() || r.GetRrpid() != req.GetRrpid() || r.GetMerchantId() != m.id ||
+		subtle.ConstantTimeCompare(r.GetChallM(), req.GetChallM()) != 1 {
+		return nil, gatewayFault(setproto.Errorf(setpb.Reason_CHALLENGE_MISMATCH, "the gateway's answer is not for this request"))
+	}
+	if r.GetResult() == setpb.AuthResult_APPROVED && (r.GetAuthorizedAmount() != req.GetAmount() || r.GetCurrency() != req.GetCurrency()) {
+		return nil, gatewayFault(setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the gateway authorized another amount"))
+	}
+	return &AuthOutcome{Response: r, Gateway: v.Signer}, nil
+}
+
+// gatewayFault marks a bad answer from the gateway: to the wallet it is the gateway's
+// problem, and the same request may be retried.
+func gatewayFault(err error) error {
+	return &setproto.Error{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Msg: "invalid answer from the gateway", Err: err}
+}
+
+// Inquiry implements setpb.MerchantServer: the cardholder asks for the state of an
+// order by XID, signed; the answer is signed.
+func (m *Merchant) Inquiry(ctx context.Context, in *setpb.Signed) (*setpb.Signed, error) {
+	out, err := m.inquiry(ctx, in)
+	if err != nil {
+		return nil, m.fail("inquiry", err)
+	}
+	return out, nil
+}
+
+func (m *Merchant) inquiry(ctx context.Context, in *setpb.Signed) (*setpb.Signed, error) {
+	if in == nil {
+		return nil, setproto.Errorf(setpb.Reason_MALFORMED, "empty request")
+	}
+	v, err := m.cfg.Trust.Open(ctx, in.GetCms(), in.GetCertRefs(), setpb.ContentKind_INQUIRY_REQUEST, pki.Expect{Role: pki.RoleCardholder, Purpose: pki.PurposeSignature})
+	if err != nil {
+		return nil, err
+	}
+	req, err := setproto.ParseInquiryRequest(v.Content)
+	if err != nil {
+		return nil, err
+	}
+	var order *store.Order
+	if err := m.cfg.Store.View(ctx, func(ctx context.Context, tx store.Tx) error {
+		order, err = tx.GetOrder(ctx, req.GetXid())
+		return err
+	}); errors.Is(err, store.ErrNotFound) {
+		return nil, setproto.Errorf(setpb.Reason_UNKNOWN_TRANSACTION, "no purchase %s", req.GetXid())
+	} else if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "read order")
+	}
+	res := &setpb.InquiryResponse{Xid: req.GetXid(), Rrpid: req.GetRrpid(), ChallEc: req.GetChallEc(),
+		State: string(order.State), Amount: order.Amount, Currency: order.Currency}
+	der, err := setproto.SignMessage(setpb.ContentKind_INQUIRY_RESPONSE, res, m.cfg.Sign, m.cfg.Clock(), nil)
+	if err != nil {
+		return nil, err
+	}
+	return &setpb.Signed{Cms: der, CertRefs: m.cfg.Sign.Thumbprints()}, nil
+}
