@@ -133,7 +133,7 @@ func (t *Trust) Open(ctx context.Context, der []byte, refs [][]byte, kind setpb.
 		}
 		return nil, Wrap(setpb.Reason_BAD_SIGNATURE, err, "%s", kind)
 	}
-	inter := append(append(append([]*x509.Certificate{}, sd.Certificates()...), known...), t.Intermediates...)
+	inter := cas(sd.Certificates(), known, t.Intermediates)
 	chain, err := t.Verifier.Verify(ctx, signer, inter, want, t.now())
 	if err != nil {
 		return nil, Wrap(certReason(err), err, "%s signer", kind)
@@ -163,7 +163,7 @@ func (t *Trust) VerifyKeyExchange(ctx context.Context, tp []byte, certs []*x509.
 	if cert == nil {
 		return nil, "", Errorf(setpb.Reason_CERT_UNKNOWN, "%s key-exchange certificate not found", r)
 	}
-	inter := append(append([]*x509.Certificate{}, certs...), t.Intermediates...)
+	inter := cas(certs, t.Intermediates)
 	if _, err := t.Verifier.Verify(ctx, cert, inter, pki.Expect{Role: r, Purpose: pki.PurposeKeyExchange}, t.now()); err != nil {
 		return nil, "", Wrap(certReason(err), err, "%s key-exchange certificate", r)
 	}
@@ -250,4 +250,22 @@ func (t *Trust) VerifyDual(ctx context.Context, der, piHash, oiHash []byte) (*Ve
 		return nil, Errorf(setpb.Reason_BAD_SIGNATURE, "the dual signature does not cover this OI and PI")
 	}
 	return v, nil
+}
+
+// cas returns the distinct CA certificates among lists: the candidates for chain
+// building (the verifier bounds how many it takes).
+func cas(lists ...[]*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
+	seen := map[pki.Thumbprint]bool{}
+	for _, l := range lists {
+		for _, c := range l {
+			tp := pki.ThumbprintOf(c)
+			if !c.IsCA || seen[tp] {
+				continue
+			}
+			seen[tp] = true
+			out = append(out, c)
+		}
+	}
+	return out
 }

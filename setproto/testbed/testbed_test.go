@@ -1,0 +1,180 @@
+package testbed_test
+
+import (
+	"context"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/setproto/testbed"
+	"github.com/setpay/setpay/softhsm/softhsmtest"
+	"github.com/setpay/setpay/store"
+)
+
+func TestMain(m *testing.M) { softhsmtest.Main(m) }
+
+// Cards: index order is relied on by the tests.
+var cards = []testbed.CardSpec{
+	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 100_00},
+	{Name: "bob (poor)", PAN: "5555555555554444", Expiry: "203011", Balance: 5_00},
+	{Name: "carol (blocked)", PAN: "4012888888881881", Expiry: "203010", Balance: 1000_00, Blocked: true},
+	{Name: "dave (expired on file)", PAN: "378282246310005", Expiry: "203009", LedgerExpiry: "202401", Balance: 1000_00},
+	{Name: "erin (limit)", PAN: "6011111111111117", Expiry: "203008", Balance: 1000_00, Limit: 10_00},
+}
+
+var offers = []merchant.Offer{
+	{ID: "book", Description: "The SET book, hardcover", Amount: 25_00, Currency: "EUR"},
+	{ID: "coffee", Description: "Coffee beans 1kg", Amount: 15_00, Currency: "EUR", Sale: true},
+}
+
+// recorder keeps every request a server received.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []proto.Message
+}
+
+func (r *recorder) interceptor() grpc.ServerOption {
+	return grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		r.mu.Lock()
+		r.reqs = append(r.reqs, proto.Clone(req.(proto.Message)))
+		r.mu.Unlock()
+		return h(ctx, req)
+	})
+}
+
+func (r *recorder) all() []proto.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]proto.Message(nil), r.reqs...)
+}
+
+type env struct {
+	*testbed.Bed
+	gwRec, merRec *recorder
+}
+
+func newBed(t testing.TB) *env {
+	t.Helper()
+	caTok := softhsmtest.NewToken(t)
+	tok := softhsmtest.NewToken(t)
+	dir := t.TempDir()
+	e := &env{gwRec: &recorder{}, merRec: &recorder{}}
+	b, err := testbed.Build(context.Background(), testbed.Config{
+		CARoot: caTok, CA: caTok, Gateway: softhsmtest.NewToken(t), Merchant: softhsmtest.NewToken(t), Wallet: tok, TLS: tok,
+		GatewayDSN: "sqlite:" + filepath.Join(dir, "gw.db"), MerchantDSN: "sqlite:" + filepath.Join(dir, "mer.db"),
+		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards,
+	}, []grpc.ServerOption{e.gwRec.interceptor()}, []grpc.ServerOption{e.merRec.interceptor()})
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+	e.Bed = b
+	return e
+}
+
+// requireRefused checks a gRPC status with a SET reason (directly or wrapped by the wallet).
+func requireRefused(t *testing.T, err error, want setpb.Reason) {
+	t.Helper()
+	require.Error(t, err)
+	assert.Equal(t, want.String(), setproto.ReasonOf(err).String(), "error: %v", err)
+}
+
+func TestPurchaseOutcomes(t *testing.T) {
+	e := newBed(t)
+	ctx := context.Background()
+	tests := []struct {
+		card  int
+		offer string
+		want  setpb.AuthResult
+	}{
+		{0, "book", setpb.AuthResult_APPROVED},
+		{0, "coffee", setpb.AuthResult_APPROVED},
+		{1, "book", setpb.AuthResult_DECLINED_INSUFFICIENT_FUNDS},
+		{2, "book", setpb.AuthResult_DECLINED_BLOCKED_CARD},
+		{3, "book", setpb.AuthResult_DECLINED_EXPIRED_CARD},
+		{4, "book", setpb.AuthResult_DECLINED_OVER_LIMIT},
+	}
+	for _, tt := range tests {
+		t.Run(cards[tt.card].Name+"/"+tt.offer, func(t *testing.T) {
+			w, err := e.Wallet(tt.card)
+			require.NoError(t, err)
+			r, err := w.Buy(ctx, tt.offer)
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, r.Result)
+			assert.Equal(t, "shop-1", r.Merchant)
+			var a *store.Authorization
+			require.NoError(t, e.GatewayDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
+				a, err = tx.GetAuthorization(ctx, "shop-1", r.XID)
+				return err
+			}))
+			assert.Equal(t, pki.MaskPAN(cards[tt.card].PAN), a.PANMask)
+			var o *store.Order
+			require.NoError(t, e.MerchantDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
+				o, err = tx.GetOrder(ctx, r.XID)
+				return err
+			}))
+			inq, err := w.Inquire(ctx, r.XID)
+			require.NoError(t, err)
+			assert.Equal(t, string(o.State), inq.GetState())
+			if tt.want != setpb.AuthResult_APPROVED {
+				assert.Equal(t, store.AuthDeclined, a.Status)
+				assert.Equal(t, merchant.StateDeclined, o.State)
+				return
+			}
+			assert.Equal(t, r.Amount, a.AuthorizedAmount)
+			assert.NotEmpty(t, r.AuthCode)
+			if tt.offer == "coffee" { // a sale
+				assert.True(t, r.Captured)
+				assert.Equal(t, store.AuthCaptured, a.Status)
+				assert.Equal(t, store.OrderCaptured, o.State)
+			} else {
+				assert.False(t, r.Captured)
+				assert.Equal(t, store.AuthAuthorized, a.Status)
+				assert.Equal(t, store.OrderAuthorized, o.State)
+			}
+		})
+	}
+	bal, ok := e.Ledger.Balance(cards[0].PAN)
+	require.True(t, ok)
+	assert.Equal(t, int64(100_00-25_00-15_00), bal)
+}
+
+func TestRetryGetsSameAnswerAndReplayIsRefused(t *testing.T) {
+	e := newBed(t)
+	ctx := context.Background()
+	w, err := e.Wallet(0)
+	require.NoError(t, err)
+	s, err := w.Start(ctx, "book")
+	require.NoError(t, err)
+	req, err := w.Prepare(s)
+	require.NoError(t, err)
+	mc := setpb.NewMerchantClient(e.MerchantConn)
+	first, err := mc.Purchase(ctx, req)
+	require.NoError(t, err)
+	again, err := mc.Purchase(ctx, req)
+	require.NoError(t, err)
+	assert.Equal(t, first.GetCms(), again.GetCms(), "a retry gets the same answer bytes")
+	r, err := w.VerifyResponse(ctx, s, again)
+	require.NoError(t, err)
+	assert.True(t, r.Approved())
+
+	// The same purchase requested again under a new pair ID and fresh challenges, or
+	// with the old challenges, is a replay.
+	s.OI.Rrpid, s.PI.Rrpid = "new-pair-id", "new-pair-id"
+	req2, err := w.Prepare(s)
+	require.NoError(t, err)
+	_, err = mc.Purchase(ctx, req2)
+	requireRefused(t, err, setpb.Reason_REPLAY)
+	assert.Equal(t, codes.AlreadyExists, status.Code(err))
+	bal, _ := e.Ledger.Balance(cards[0].PAN)
+	assert.Equal(t, int64(100_00-25_00), bal, "funds held once")
+}
