@@ -362,3 +362,6 @@ func (c *Client) Revoke(ctx context.Context, key crypto.Signer, cert *x509.Certi
 	}
 	return nil
 }
+
+// Root is the trust anchor the client verifies against.
+func (c *Client) Root() *x509.Certificate { return c.root }
