@@ -435,6 +435,59 @@ func (r *Report) WriteTable(w io.Writer) error {
 	return tw.Flush()
 }
 
+// Summary is, per token and mechanism, the lowest ratio of the in-process signer to raw
+// over all concurrencies, and the ratio of gRPC to the in-process signer at the highest.
+type Summary struct {
+	Token, Mechanism  string
+	SignerVsRawMin    float64 // 0 when either path is missing
+	GRPCVsSigner      float64
+	HighestConcurrent int
+}
+
+// Summaries computes the ratios users check first.
+func (r *Report) Summaries() []Summary {
+	type key struct{ tok, mech string }
+	by := map[key]map[string]map[int]float64{}
+	var order []key
+	for _, x := range r.Results {
+		k := key{x.Token, x.Mechanism}
+		if by[k] == nil {
+			by[k] = map[string]map[int]float64{}
+			order = append(order, k)
+		}
+		if by[k][x.Path] == nil {
+			by[k][x.Path] = map[int]float64{}
+		}
+		by[k][x.Path][x.Concurrency] = x.OpsPerSec
+	}
+	var out []Summary
+	for _, k := range order {
+		s := Summary{Token: k.tok, Mechanism: k.mech}
+		raw, sig, grpc := by[k][PathRaw], by[k][PathSigner], by[k][PathGRPC]
+		for c, v := range sig {
+			if raw[c] > 0 && (s.SignerVsRawMin == 0 || v/raw[c] < s.SignerVsRawMin) {
+				s.SignerVsRawMin = v / raw[c]
+			}
+			if c > s.HighestConcurrent {
+				s.HighestConcurrent = c
+			}
+		}
+		if c := s.HighestConcurrent; sig[c] > 0 && grpc[c] > 0 {
+			s.GRPCVsSigner = grpc[c] / sig[c]
+		}
+		out = append(out, s)
+	}
+	return out
+}
+
+// WriteSummary prints Summaries under the table.
+func (r *Report) WriteSummary(w io.Writer) {
+	for _, s := range r.Summaries() {
+		fmt.Fprintf(w, "%s %s: signer/raw ≥ %.1f%% at every concurrency; grpc/signer %.1f%% at concurrency %d\n",
+			s.Token, s.Mechanism, 100*s.SignerVsRawMin, 100*s.GRPCVsSigner, s.HighestConcurrent)
+	}
+}
+
 // WriteJSON writes the report to path.
 func (r *Report) WriteJSON(path string) error {
 	b, err := json.MarshalIndent(r, "", "  ")

@@ -75,6 +75,8 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 	if err := rep.WriteTable(env.stdout); err != nil {
 		return err
 	}
+	fmt.Fprintln(env.stdout)
+	rep.WriteSummary(env.stdout)
 	if *jsonOut != "" {
 		if err := rep.WriteJSON(*jsonOut); err != nil {
 			return err
