@@ -13,6 +13,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
@@ -42,6 +43,7 @@ var offers = []merchant.Offer{
 type recorder struct {
 	mu   sync.Mutex
 	reqs []proto.Message
+	resp []proto.Message
 }
 
 func (r *recorder) interceptor() grpc.ServerOption {
@@ -49,7 +51,13 @@ func (r *recorder) interceptor() grpc.ServerOption {
 		r.mu.Lock()
 		r.reqs = append(r.reqs, proto.Clone(req.(proto.Message)))
 		r.mu.Unlock()
-		return h(ctx, req)
+		out, err := h(ctx, req)
+		if err == nil {
+			r.mu.Lock()
+			r.resp = append(r.resp, proto.Clone(out.(proto.Message)))
+			r.mu.Unlock()
+		}
+		return out, err
 	})
 }
 
@@ -61,7 +69,8 @@ func (r *recorder) all() []proto.Message {
 
 type env struct {
 	*testbed.Bed
-	gwRec, merRec *recorder
+	gwRec, merRec         *recorder
+	caTok, merTok, walTok *hsm.Token
 }
 
 func newBed(t testing.TB) *env {
@@ -69,9 +78,9 @@ func newBed(t testing.TB) *env {
 	caTok := softhsmtest.NewToken(t)
 	tok := softhsmtest.NewToken(t)
 	dir := t.TempDir()
-	e := &env{gwRec: &recorder{}, merRec: &recorder{}}
+	e := &env{gwRec: &recorder{}, merRec: &recorder{}, caTok: caTok, merTok: softhsmtest.NewToken(t), walTok: tok}
 	b, err := testbed.Build(context.Background(), testbed.Config{
-		CARoot: caTok, CA: caTok, Gateway: softhsmtest.NewToken(t), Merchant: softhsmtest.NewToken(t), Wallet: tok, TLS: tok,
+		CARoot: caTok, CA: caTok, Gateway: softhsmtest.NewToken(t), Merchant: e.merTok, Wallet: tok, TLS: tok,
 		GatewayDSN: "sqlite:" + filepath.Join(dir, "gw.db"), MerchantDSN: "sqlite:" + filepath.Join(dir, "mer.db"),
 		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards,
 	}, []grpc.ServerOption{e.gwRec.interceptor()}, []grpc.ServerOption{e.merRec.interceptor()})
