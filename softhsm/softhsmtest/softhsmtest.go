@@ -281,6 +281,11 @@ func InitToken(t testing.TB, label string) {
 	t.Helper()
 	mod := Module(t)
 	_, err := mod.InitToken(label, rand.Text(), PIN)
+	if err != nil && h.kind == TPM2 {
+		// Each logged-in tpm2-pkcs11 token holds a TPM auth session until C_Finalize, and
+		// swtpm has 64 of them, shared by every process on the TPM.
+		require.NoError(t, err, "initialise tpm2 token %q (this binary has made %d tokens; the TPM runs out of sessions after about 64 logged-in tokens in all)", label, count.Load())
+	}
 	require.NoError(t, err, "initialise %s token %q", h.kind, label)
 }
 
