@@ -51,6 +51,9 @@ func (a *Authority) redeem(ctx context.Context, role pki.Role, id, secret string
 		// Same answer for unknown id and wrong secret: no enumeration of enrolled ids.
 		return fail(ReasonEnrollmentInvalid, "no pending enrollment for %s %q with this secret", role, id)
 	case errors.Is(err, ErrAlreadyUsed):
+		if e.UsedAt.IsZero() { // a store may not report when
+			return fail(ReasonEnrollmentUsed, "enrollment of %s %q was already redeemed", role, id)
+		}
 		return fail(ReasonEnrollmentUsed, "enrollment of %s %q was redeemed at %s", role, id, e.UsedAt.UTC().Format("2006-01-02T15:04:05Z"))
 	case err != nil:
 		return fmt.Errorf("ca: redeem enrollment: %w", err)

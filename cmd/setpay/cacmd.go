@@ -2,17 +2,595 @@ package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
+	"math/big"
+	"net"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"gopkg.in/yaml.v3"
+
+	"github.com/setpay/setpay/ca"
+	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/signer"
+	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/wallet"
 )
 
-// Registration commands: owned by the CA work (issue: SET certificate hierarchy).
+// errNotYet marks commands other work still has to fill in (purchasecmd.go).
 var errNotYet = errors.New("not implemented yet")
 
-func runCAInit(ctx context.Context, env *cliEnv, args []string) error           { return errNotYet }
-func runCAServe(ctx context.Context, env *cliEnv, args []string) error          { return errNotYet }
-func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error         { return errNotYet }
-func runCARevoke(ctx context.Context, env *cliEnv, args []string) error         { return errNotYet }
-func runCACRL(ctx context.Context, env *cliEnv, args []string) error            { return errNotYet }
-func runMerchantRegister(ctx context.Context, env *cliEnv, args []string) error { return errNotYet }
-func runGatewayRegister(ctx context.Context, env *cliEnv, args []string) error  { return errNotYet }
-func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error   { return errNotYet }
+// caFileConfig is what `ca init` records in <out>/ca.yaml so the other ca
+// commands need only the directory and the token flags.
+type caFileConfig struct {
+	Store     string `yaml:"store"`
+	RootToken string `yaml:"root_token"`
+	Token     string `yaml:"token"`
+	Brand     string `yaml:"brand"`
+	TLSName   string `yaml:"tls_name"`
+}
+
+const caConfigFile = "ca.yaml"
+
+// caFlags are shared by the ca subcommands.
+type caFlags struct {
+	tf        tokenFlags
+	out       string
+	storeDSN  string
+	rootToken string
+}
+
+// register adds the flags; dirFlag names the CA directory flag ("out" for
+// init, whose product it is, "ca-dir" elsewhere).
+func (c *caFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+}, dirFlag string) {
+	fs.StringVar(&c.out, dirFlag, "./var/ca", "CA directory (certificates, CRLs, ca.yaml)")
+	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <out>/ca.yaml)")
+	fs.StringVar(&c.rootToken, "root-token", "", "token holding the root key (default: from <out>/ca.yaml for init/crl; serve keeps the root offline unless given)")
+}
+
+// defaults fills unset flags from ca.yaml.
+func (c *caFlags) defaults() (caFileConfig, error) {
+	var fc caFileConfig
+	if err := loadYAML(filepath.Join(c.out, caConfigFile), &fc); err != nil {
+		return fc, fmt.Errorf("%w (run `setpay ca init` first or pass --ca-dir)", err)
+	}
+	if c.storeDSN == "" {
+		c.storeDSN = fc.Store
+	}
+	if c.tf.token == "" {
+		c.tf.token = fc.Token
+	}
+	return fc, nil
+}
+
+// caStores opens the durable store of every CA, keyed by role name.
+func caStores(db store.DB) (func(pki.Role) ca.Store, error) {
+	m := map[pki.Role]ca.Store{}
+	for _, r := range []pki.Role{pki.RoleRoot, pki.RoleBrand, pki.RoleCCA, pki.RoleMCA, pki.RolePCA} {
+		s, err := ca.NewDBStore(db, r.String())
+		if err != nil {
+			return nil, err
+		}
+		m[r] = s
+	}
+	return func(r pki.Role) ca.Store { return m[r] }, nil
+}
+
+// openCA opens the module, the CA token (and the root token if named), the
+// store, and loads the CA directory.
+func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.Loaded, func(), error) {
+	fc, err := c.defaults()
+	if err != nil {
+		return nil, nil, err
+	}
+	if withRoot && c.rootToken == "" {
+		c.rootToken = fc.RootToken
+	}
+	if c.storeDSN == "" {
+		return nil, nil, errors.New("--store is required")
+	}
+	mod, tok, err := c.tf.open(ctx, env)
+	if err != nil {
+		return nil, nil, err
+	}
+	closers := []func(){func() { _ = mod.Close() }, func() { _ = tok.Close() }}
+	cleanup := func() {
+		for i := len(closers) - 1; i >= 0; i-- {
+			closers[i]()
+		}
+	}
+	var rootTok *hsm.Token
+	if c.rootToken != "" {
+		rootTok, err = mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: c.rootToken}, PIN: hsm.PINSource(c.tf.pinSource), Logger: env.logger})
+		if err != nil {
+			cleanup()
+			return nil, nil, err
+		}
+		closers = append(closers, func() { _ = rootTok.Close() })
+	}
+	db, err := store.Open(ctx, c.storeDSN)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	closers = append(closers, func() { _ = db.Close() })
+	stores, err := caStores(db)
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	l, err := ca.LoadDir(ctx, ca.LoadConfig{Dir: c.out, RootToken: rootTok, Token: tok, NewStore: stores, Logger: env.logger})
+	if err != nil {
+		cleanup()
+		return nil, nil, err
+	}
+	return l, cleanup, nil
+}
+
+func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay ca init", env)
+	var c caFlags
+	c.tf.register(fs)
+	c.register(fs, "out")
+	brand := fs.String("brand", "SETPay", "brand name in CA common names")
+	org := fs.String("org", "SETPay", "subject O of every certificate")
+	tlsName := fs.String("tls-name", "127.0.0.1", "DNS name or IP address of the CA service's TLS certificate")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if c.rootToken == "" {
+		c.rootToken = "setpay-root"
+	}
+	if c.tf.token == "" {
+		c.tf.token = "setpay-ca"
+	}
+	if c.storeDSN == "" {
+		return errors.New("--store is required (e.g. sqlite:./var/setpay.db)")
+	}
+	mod, tok, err := c.tf.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	defer tok.Close()
+	rootTok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: c.rootToken}, PIN: hsm.PINSource(c.tf.pinSource), Logger: env.logger})
+	if err != nil {
+		return fmt.Errorf("root token: %w", err)
+	}
+	defer rootTok.Close()
+	db, err := store.Open(ctx, c.storeDSN)
+	if err != nil {
+		return err
+	}
+	defer db.Close()
+	stores, err := caStores(db)
+	if err != nil {
+		return err
+	}
+	h, err := ca.InitDir(ctx, ca.InitConfig{RootToken: rootTok, Token: tok, Dir: c.out, NewStore: stores,
+		Brand: *brand, Org: *org, TLSName: *tlsName, Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	b, err := yaml.Marshal(caFileConfig{Store: c.storeDSN, RootToken: c.rootToken, Token: c.tf.token, Brand: *brand, TLSName: *tlsName})
+	if err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(c.out, caConfigFile), b, 0o600); err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "CA hierarchy created in tokens %q (root) and %q; certificates and CRLs in %s\n", c.rootToken, c.tf.token, c.out)
+	for _, a := range h.Authorities() {
+		fmt.Fprintf(env.stdout, "  %-6s %s serial %s\n", a.Role(), a.Certificate().Subject.CommonName, a.Certificate().SerialNumber.Text(16))
+	}
+	return nil
+}
+
+// demoCards is the issuer stand-in's ledger when --cards is not given
+// (well-known test card numbers).
+var demoCards = []ca.LedgerCard{
+	{PAN: "4111111111111111", Expiry: "203012", PostalCode: "75001"},
+	{PAN: "5555555555554444", Expiry: "203012", PostalCode: "10115"},
+	{PAN: "4012888888881881", Expiry: "203012", PostalCode: "75001", Blocked: true},
+	{PAN: "4000056655665556", Expiry: "202001", PostalCode: "75001"},
+}
+
+func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay ca serve", env)
+	var c caFlags
+	c.tf.register(fs)
+	c.register(fs, "ca-dir")
+	listen := fs.String("listen", "127.0.0.1:7440", "address to listen on")
+	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	cards := demoCards
+	if *cardsFile != "" {
+		cards = nil
+		if err := loadYAML(*cardsFile, &cards); err != nil {
+			return err
+		}
+	}
+	ledger, err := ca.NewCardLedger(cards)
+	if err != nil {
+		return err
+	}
+	l, cleanup, err := c.openCA(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	srv, err := ca.NewServer(ca.ServerConfig{Hierarchy: l.Hierarchy, RootCRL: l.RootCRL, CCASigner: l.CCASigner,
+		CCAKeyExchange: l.CCAKX, CCADecrypter: l.CCAKXKey, Ledger: ledger, Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	gs, health := signer.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
+	srv.Register(gs)
+	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	lis, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "CA listening on %s (TLS name %s)\n", lis.Addr(), l.TLS.Cert.Subject.CommonName)
+	go func() {
+		<-ctx.Done()
+		health.Shutdown()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			gs.Stop()
+		}
+	}()
+	return gs.Serve(lis)
+}
+
+func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay ca enroll", env)
+	var c caFlags
+	c.tf.register(fs)
+	c.register(fs, "ca-dir")
+	roleName := fs.String("role", "", "merchant or gateway")
+	id := fs.String("id", "", "merchant or gateway id")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	role, err := pki.ParseRole(*roleName)
+	if err != nil || (role != pki.RoleMerchant && role != pki.RoleGateway) {
+		return errors.New("--role must be merchant or gateway")
+	}
+	l, cleanup, err := c.openCA(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	secret, err := l.Hierarchy.Issuing(role).Enroll(ctx, role, *id)
+	if err != nil {
+		return err
+	}
+	// stdout carries the secret alone, for a redirect into a file.
+	fmt.Fprintln(env.stdout, secret)
+	return nil
+}
+
+var reasonNames = map[string]int{
+	"unspecified": ca.RevokeUnspecified, "keyCompromise": ca.RevokeKeyCompromise, "cACompromise": ca.RevokeCACompromise,
+	"affiliationChanged": ca.RevokeAffiliationChanged, "superseded": ca.RevokeSuperseded,
+	"cessationOfOperation": ca.RevokeCessationOfOperation, "privilegeWithdrawn": ca.RevokePrivilegeWithdrawn,
+	"aACompromise": ca.RevokeAACompromise,
+}
+
+func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay ca revoke", env)
+	var c caFlags
+	c.tf.register(fs)
+	c.register(fs, "ca-dir")
+	serialHex := fs.String("serial", "", "serial number in hex")
+	reasonName := fs.String("reason", "unspecified", "RFC 5280 reason: keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, ...")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	serial, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(*serialHex), "0x"), 16)
+	if !ok || serial.Sign() <= 0 || serial.BitLen() > 160 {
+		return errors.New("--serial must be a positive hex number")
+	}
+	reason, ok := reasonNames[*reasonName]
+	if !ok {
+		n, err := strconv.Atoi(*reasonName)
+		if err != nil {
+			return fmt.Errorf("unknown --reason %q", *reasonName)
+		}
+		reason = n
+	}
+	l, cleanup, err := c.openCA(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	for _, a := range []*ca.Authority{l.Hierarchy.CCA, l.Hierarchy.MCA, l.Hierarchy.PCA, l.Hierarchy.Brand} {
+		if _, err := a.Store().GetIssued(ctx, serial); err != nil {
+			continue
+		}
+		if err := a.Revoke(ctx, serial, reason); err != nil {
+			return err
+		}
+		crl, err := a.CRL(ctx)
+		if err != nil {
+			return err
+		}
+		if err := os.WriteFile(filepath.Join(c.out, a.Role().String()+".crl"), pki.EncodeCRLPEM(crl), 0o644); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "revoked %s (issued by %s); new CRL number %s\n", serial.Text(16), a.Role(), crl.Number)
+		return nil
+	}
+	return fmt.Errorf("serial %s was not issued by this CA", serial.Text(16))
+}
+
+func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay ca crl", env)
+	var c caFlags
+	c.tf.register(fs)
+	c.register(fs, "ca-dir")
+	which := fs.String("ca", "pca", "root, brand, cca, mca or pca")
+	outFile := fs.String("out", "", "file to write the PEM CRL to (default stdout)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	role, err := pki.ParseRole(*which)
+	if err != nil || !role.IsCA() {
+		return errors.New("--ca must be root, brand, cca, mca or pca")
+	}
+	l, cleanup, err := c.openCA(ctx, env, role == pki.RoleRoot)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	a := l.Hierarchy.ByRole(role)
+	if a == nil {
+		return errors.New("the root token is needed for the root CRL (--root-token)")
+	}
+	crl, err := a.CRL(ctx)
+	if err != nil {
+		return err
+	}
+	out := pki.EncodeCRLPEM(crl)
+	if *outFile == "" {
+		_, err = env.stdout.Write(out)
+		return err
+	}
+	return os.WriteFile(*outFile, out, 0o644)
+}
+
+// regFlags are the registration clients' connection flags.
+type regFlags struct {
+	addr, root, tlsCA, serverName string
+}
+
+func (r *regFlags) register(fs interface {
+	StringVar(*string, string, string, string)
+}) {
+	fs.StringVar(&r.addr, "ca", "127.0.0.1:7440", "CA service address")
+	fs.StringVar(&r.root, "ca-root", "./var/ca/root.pem", "the trusted SET root certificate (from the CA, out of band)")
+	fs.StringVar(&r.tlsCA, "ca-tls", "./var/ca/tls-ca.pem", "trust anchor of the CA service's TLS certificate")
+	fs.StringVar(&r.serverName, "ca-name", "", "TLS name of the CA service (default: the host of --ca)")
+}
+
+func (r *regFlags) dial() (*ca.Client, func(), error) {
+	roots, err := ca.ReadPEMFile(r.root)
+	if err != nil {
+		return nil, nil, err
+	}
+	tlsRoots, err := ca.ReadPEMFile(r.tlsCA)
+	if err != nil {
+		return nil, nil, err
+	}
+	pool := x509.NewCertPool()
+	for _, c := range tlsRoots {
+		pool.AddCert(c)
+	}
+	name := r.serverName
+	if name == "" {
+		host, _, err := net.SplitHostPort(r.addr)
+		if err != nil {
+			return nil, nil, fmt.Errorf("--ca: %w", err)
+		}
+		name = host
+	}
+	conn, err := grpc.NewClient(r.addr, grpc.WithTransportCredentials(credentials.NewTLS(&tls.Config{MinVersion: tls.VersionTLS13, RootCAs: pool, ServerName: name})),
+		grpc.WithDefaultCallOptions(grpc.MaxCallRecvMsgSize(4<<20)))
+	if err != nil {
+		return nil, nil, err
+	}
+	c, err := ca.NewClient(conn, roots[0], nil)
+	if err != nil {
+		_ = conn.Close()
+		return nil, nil, err
+	}
+	return c, func() { _ = conn.Close() }, nil
+}
+
+// readSecret reads a secret from a file or an environment variable, never argv.
+func readSecret(file, envName, what string) ([]byte, error) {
+	var b []byte
+	if file != "" {
+		st, err := os.Stat(file)
+		if err != nil {
+			return nil, err
+		}
+		if st.Size() > 4096 {
+			return nil, fmt.Errorf("%s file too large", what)
+		}
+		if b, err = os.ReadFile(file); err != nil {
+			return nil, err
+		}
+	} else {
+		b = []byte(os.Getenv(envName))
+	}
+	b = []byte(strings.TrimRight(string(b), "\r\n"))
+	if len(b) == 0 {
+		return nil, fmt.Errorf("no %s: give a file or set $%s", what, envName)
+	}
+	return b, nil
+}
+
+func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki.Role) error {
+	fs := newFlags("setpay "+role.String()+" register", env)
+	var tf tokenFlags
+	tf.register(fs)
+	var rf regFlags
+	rf.register(fs)
+	id := fs.String("id", "", role.String()+" id, as enrolled")
+	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
+	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
+	out := fs.String("out", "./var/"+role.String(), "directory for the certificates")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if err := pki.ValidateEntityID(*id); err != nil {
+		return fmt.Errorf("--id: %w", err)
+	}
+	secret, err := readSecret(*secretFile, "SETPAY_ENROLL_SECRET", "enrollment secret")
+	if err != nil {
+		return err
+	}
+	mod, tok, err := tf.open(ctx, env)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	defer tok.Close()
+	// Keys are found again if a previous attempt made them (a retry after a
+	// network failure must not leave orphan keys).
+	key := func(label string, alg hsm.Algorithm, usage hsm.Usage) (*hsm.Key, error) {
+		if k, err := tok.FindKey(ctx, label); err == nil {
+			return k, nil
+		}
+		return tok.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: alg, Usage: usage})
+	}
+	sigLabel, kxLabel := role.String()+"-"+*id+"-sig", role.String()+"-"+*id+"-kx"
+	sig, err := key(sigLabel, hsm.ECDSAP256, hsm.UsageSign)
+	if err != nil {
+		return err
+	}
+	kx, err := key(kxLabel, hsm.Algorithm(*kxAlg), hsm.UsageKeyExchange)
+	if err != nil {
+		return err
+	}
+	client, closeConn, err := rf.dial()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	res, err := client.RegisterEntity(ctx, ca.EntityRegistration{Role: role, ID: *id, Secret: string(secret), SignatureKey: sig, KeyExchangeKey: kx})
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(*out, 0o700); err != nil {
+		return err
+	}
+	files := map[string][]byte{
+		"signature.pem":   pki.EncodePEM(res.Signature),
+		"keyexchange.pem": pki.EncodePEM(res.KeyExchange),
+		"chain.pem":       pki.EncodePEM(res.Chain...),
+		"root.pem":        pki.EncodePEM(client.Root()),
+		"keys.yaml":       []byte(fmt.Sprintf("token: %s\nsignature_key: %s\nkey_exchange_key: %s\n", tok.Label(), sigLabel, kxLabel)),
+	}
+	for name, b := range files {
+		if err := os.WriteFile(filepath.Join(*out, name), b, 0o644); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintf(env.stdout, "%s %s registered: signature serial %s, key-exchange serial %s; certificates in %s\n",
+		role, *id, res.Signature.SerialNumber.Text(16), res.KeyExchange.SerialNumber.Text(16), *out)
+	return nil
+}
+
+func runMerchantRegister(ctx context.Context, env *cliEnv, args []string) error {
+	return runEntityRegister(ctx, env, args, pki.RoleMerchant)
+}
+
+func runGatewayRegister(ctx context.Context, env *cliEnv, args []string) error {
+	return runEntityRegister(ctx, env, args, pki.RoleGateway)
+}
+
+// walletCardFile is the card to register (YAML). It holds a PAN: keep it
+// private and delete it after registration; the wallet keeps the card sealed.
+type walletCardFile struct {
+	PAN            string `yaml:"pan"`
+	Expiry         string `yaml:"expiry"`
+	PostalCode     string `yaml:"postal_code"`
+	CardholderName string `yaml:"cardholder_name"`
+}
+
+func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay wallet register", env)
+	var tf tokenFlags
+	tf.register(fs)
+	var rf regFlags
+	rf.register(fs)
+	cardFile := fs.String("card-file", "", "YAML file with pan, expiry (YYYYMM), postal_code, cardholder_name")
+	out := fs.String("out", "./var/wallet", "wallet directory")
+	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *cardFile == "" {
+		return errors.New("--card-file is required")
+	}
+	var card walletCardFile
+	if err := loadYAML(*cardFile, &card); err != nil {
+		return err
+	}
+	pass, err := readSecret(*passFile, "SETPAY_WALLET_PASSPHRASE", "wallet passphrase")
+	if err != nil {
+		return err
+	}
+	opts := wallet.RegisterOptions{Dir: *out, Passphrase: pass}
+	// With token flags the wallet key lives in a PKCS#11 token.
+	if tf.token != "" || tf.softhsmDir != "" {
+		mod, tok, err := tf.open(ctx, env)
+		if err != nil {
+			return err
+		}
+		defer mod.Close()
+		defer tok.Close()
+		opts.KeyLabel = "wallet-" + strconv.FormatInt(time.Now().UnixNano(), 36)
+		k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: opts.KeyLabel, Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+		if err != nil {
+			return err
+		}
+		opts.Key = k
+	}
+	client, closeConn, err := rf.dial()
+	if err != nil {
+		return err
+	}
+	defer closeConn()
+	fields := map[string]string{"postal_code": card.PostalCode}
+	if card.CardholderName != "" {
+		fields["cardholder_name"] = card.CardholderName
+	}
+	id, err := wallet.Register(ctx, client, wallet.CardInput{PAN: card.PAN, Expiry: card.Expiry, Fields: fields}, opts)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "card %s registered: certificate %s serial %s in %s\n", pki.MaskPAN(card.PAN),
+		id.Cert.Subject.CommonName, id.Cert.SerialNumber.Text(16), *out)
+	return nil
+}
