@@ -239,12 +239,12 @@ type LoadConfig struct {
 
 // Loaded is a CA directory brought back to life with its token keys.
 type Loaded struct {
-	Hierarchy  *Hierarchy
-	CCASigner  crypto.Signer
-	CCAKX      *x509.Certificate
-	CCAKXKey   crypto.Decrypter
-	RootCRL    *x509.RevocationList // when the root is offline
-	TLS        signer.Identity
+	Hierarchy *Hierarchy
+	CCASigner crypto.Signer
+	CCAKX     *x509.Certificate
+	CCAKXKey  crypto.Decrypter
+	RootCRL   *x509.RevocationList // when the root is offline
+	TLS       signer.Identity
 }
 
 // LoadDir reads the certificates InitDir wrote and finds their keys in the
