@@ -1,0 +1,96 @@
+package testbed_test
+
+import (
+	"context"
+	"crypto/x509"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/cms"
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
+	"github.com/setpay/setpay/setproto/setpb"
+)
+
+// TestOpenSSLVerifiesEveryMessage saves one signed message of each kind from a real
+// purchase and has OpenSSL 3 verify it against the exported root and chain.
+func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
+	if _, err := exec.LookPath("openssl"); err != nil {
+		t.Skip("openssl not installed")
+	}
+	e := newBed(t)
+	ctx := context.Background()
+	w, err := e.Wallet(0)
+	require.NoError(t, err)
+	r, err := w.Buy(ctx, "book") // authorization only: the answer carries a capture token
+	require.NoError(t, err)
+	_, err = w.Inquire(ctx, r.XID)
+	require.NoError(t, err)
+
+	msgs := map[setpb.ContentKind][]byte{}
+	add := func(der []byte) {
+		sd, err := cms.ParseSignedData(der)
+		require.NoError(t, err)
+		for k := range setpb.ContentKind_name {
+			if sd.ContentType().Equal(setproto.ContentType(setpb.ContentKind(k))) {
+				msgs[setpb.ContentKind(k)] = der
+			}
+		}
+	}
+	for _, m := range append(e.merRec.all(), e.merRec.resp...) {
+		switch m := m.(type) {
+		case *setpb.Signed:
+			add(m.GetCms())
+		case *setpb.PurchaseRequest:
+			add(m.GetDualSignature())
+		}
+	}
+	for _, m := range e.gwRec.all() {
+		inner, err := setproto.Unseal(m.(*setpb.Enveloped).GetCms(), setpb.ContentKind_AUTH_REQUEST, e.GatewayEnt.KXCert, e.GatewayEnt.KXKey)
+		require.NoError(t, err)
+		add(inner)
+	}
+	for _, m := range e.gwRec.resp {
+		inner, err := setproto.Unseal(m.(*setpb.Enveloped).GetCms(), setpb.ContentKind_AUTH_RESPONSE, e.MerchantEnt.KXCert, e.MerchantEnt.KXKey)
+		require.NoError(t, err)
+		add(inner)
+		sd, err := cms.ParseSignedData(inner)
+		require.NoError(t, err)
+		res, err := setproto.ParseAuthResponse(sd.Content())
+		require.NoError(t, err)
+		add(res.GetCaptureToken())
+	}
+
+	dir := t.TempDir()
+	root := filepath.Join(dir, "root.pem")
+	chain := filepath.Join(dir, "chain.pem")
+	// openssl cms has no -untrusted: messages that name certificates by thumbprint
+	// instead of carrying them are verified with the exported CA chain next to the root
+	// (the chain still has to end at the root) and the signers' certificates as -certfile.
+	require.NoError(t, os.WriteFile(root, pki.EncodePEM(append([]*x509.Certificate{e.H.Root.Certificate()}, e.CACerts()...)...), 0o600))
+	leaves := []*x509.Certificate{e.MerchantEnt.Sign.Cert, e.GatewayEnt.Sign.Cert, e.Cardholders[0].Identity.Cert}
+	require.NoError(t, os.WriteFile(chain, pki.EncodePEM(leaves...), 0o600))
+	for k := range setpb.ContentKind_name {
+		kind := setpb.ContentKind(k)
+		if kind == setpb.ContentKind_CONTENT_KIND_UNSPECIFIED || kind == setpb.ContentKind_PINIT_REQ ||
+			kind == setpb.ContentKind_ORDER_INFO || kind == setpb.ContentKind_PAYMENT_INSTRUCTIONS {
+			continue // not signed on their own: OI and PI are covered by the dual signature
+		}
+		t.Run(kind.String(), func(t *testing.T) {
+			der, ok := msgs[kind]
+			require.True(t, ok, "no %s message captured", kind)
+			f := filepath.Join(dir, strings.ToLower(kind.String())+".der")
+			require.NoError(t, os.WriteFile(f, der, 0o600))
+			out, err := exec.Command("openssl", "cms", "-verify", "-inform", "DER", "-in", f, "-CAfile", root,
+				"-certfile", chain, "-purpose", "any", "-out", filepath.Join(dir, "content.bin")).CombinedOutput()
+			require.NoError(t, err, "%s", out)
+			assert.Contains(t, string(out), "Verification successful")
+		})
+	}
+}
