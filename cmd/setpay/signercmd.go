@@ -14,6 +14,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/signer"
 )
 
@@ -38,6 +39,8 @@ type signerConfig struct {
 	MaxSessions  int                 `yaml:"max_sessions"`
 	MaxMsgBytes  int                 `yaml:"max_message_bytes"`
 	MaxBatchSize int                 `yaml:"max_batch"`
+	// MetricsListen serves Prometheus /metrics on its own port ("" for none).
+	MetricsListen string `yaml:"metrics_listen"`
 }
 
 func loadYAML(path string, v any) error {
@@ -106,6 +109,15 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer tok.Close()
+	reg := metrics.New()
+	reg.WatchToken(tok)
+	if cfg.MetricsListen != "" {
+		addr, err := reg.Serve(ctx, cfg.MetricsListen, env.logger)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", addr)
+	}
 	keyByURI := func(s string) (*hsm.Key, error) {
 		u, err := hsm.ParseURI(s)
 		if err != nil {
@@ -148,8 +160,9 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 		pool.AddCert(c)
 	}
 	id := signer.Identity{Cert: chain[0], Key: tlsKey, Chain: chain[1:]}
-	gs, health := signer.NewGRPCServer(signer.ServerTLS(id, pool), cfg.MaxMsgBytes)
+	gs, health := signer.NewGRPCServer(signer.ServerTLS(id, pool), cfg.MaxMsgBytes, reg.GRPCServerOptions()...)
 	signer.NewServer(svc, signer.Grants(cfg.Grants), signer.Limits{MaxBatch: cfg.MaxBatchSize}, env.logger).Register(gs)
+	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	lis, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
