@@ -184,7 +184,8 @@ func TestSignaturesVerifyWithTheStandardLibrary(t *testing.T) {
 
 func TestOAEPRoundTripAndProbe(t *testing.T) {
 	ctx := context.Background()
-	tok := softhsmtest.NewToken(t)
+	// One session, so the session a failed decryption used is the one the next uses.
+	tok := softhsmtest.NewTokenWith(t, hsm.TokenConfig{MaxSessions: 1})
 	k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "kex", Algorithm: hsm.RSA2048, Usage: hsm.UsageKeyExchange})
 	require.NoError(t, err)
 	pub := k.Public().(*rsa.PublicKey)
@@ -217,6 +218,12 @@ func TestOAEPRoundTripAndProbe(t *testing.T) {
 	require.NoError(t, err)
 	_, err = k.Decrypt(rand.Reader, bad, &rsa.OAEPOptions{Hash: crypto.SHA1})
 	assert.Error(t, err)
+
+	// The failure leaves the pool usable, even on modules that keep the failed
+	// operation active on its session (tpm2-pkcs11).
+	pt, err = k.Decrypt(rand.Reader, ct, &rsa.OAEPOptions{Hash: crypto.SHA1})
+	require.NoError(t, err)
+	assert.Equal(t, secret, pt)
 }
 
 func TestECDHMatchesSoftwarePeer(t *testing.T) {
