@@ -114,3 +114,24 @@ func BenchmarkPaths(b *testing.B) {
 		}
 	}
 }
+
+func TestChartFormats(t *testing.T) {
+	rep := &Report{Results: []Result{
+		{Token: "t", Mechanism: "ecdsa-p256", Path: PathRaw, Concurrency: 1, OpsPerSec: 100},
+		{Token: "t", Mechanism: "ecdsa-p256", Path: PathRaw, Concurrency: 4, OpsPerSec: 300},
+		{Token: "t", Mechanism: "ecdsa-p256", Path: PathSigner, Concurrency: 1, OpsPerSec: 98},
+		{Token: "t", Mechanism: "ecdsa-p256", Path: PathSigner, Concurrency: 4, OpsPerSec: 297},
+	}}
+	panels := rep.SignPanels()
+	require.Len(t, panels, 1)
+	assert.Len(t, panels[0].Series, 2)
+	for _, ext := range []string{"svg", "png", "pdf"} {
+		out := t.TempDir() + "/c." + ext
+		require.NoError(t, WriteChart(out, panels), ext)
+		st, err := os.Stat(out)
+		require.NoError(t, err)
+		assert.Positive(t, st.Size(), ext)
+	}
+	assert.Error(t, WriteChart(t.TempDir()+"/noext", panels))
+	assert.Error(t, WriteChart(t.TempDir()+"/c.bmp", panels))
+}

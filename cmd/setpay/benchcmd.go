@@ -26,6 +26,7 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 	var paths listFlag
 	fs.Var(&paths, "paths", "paths to run (default raw,crypto11,signer,grpc,software)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	chartOut := fs.String("chart", "", "also draw ops/s against concurrency per path to this file (.svg, .png or .pdf)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -82,6 +83,12 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 		fmt.Fprintf(env.stderr, "wrote %s\n", *jsonOut)
+	}
+	if *chartOut != "" {
+		if err := bench.WriteChart(*chartOut, rep.SignPanels()); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "wrote %s\n", *chartOut)
 	}
 	return nil
 }

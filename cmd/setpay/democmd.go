@@ -2,25 +2,41 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
-	"github.com/setpay/setpay/bench"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/softhsm"
+	"github.com/setpay/setpay/store"
 )
 
-// runDemo is the README's main job. Until the purchase flow lands it makes the dev
-// tokens, generates the role keys inside them and runs a short signing benchmark.
+// runDemo is the README's main job: a whole SET system in one process on an embedded
+// SoftHSM token directory and embedded SQLite stores under --var, with a readable
+// transcript. Each run starts from fresh tokens and stores, so running it twice works.
 func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay demo", env)
-	varDir := fs.String("var", "./var", "directory for the embedded token and store")
+	varDir := fs.String("var", "./var", "directory for the embedded tokens and stores")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	d, err := softhsm.Create(filepath.Join(*varDir, "softhsm"))
+	began := time.Now()
+	root := mustAbs(*varDir)
+	// Reset only what the demo creates.
+	for _, p := range []string{"softhsm", "gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"} {
+		if err := os.RemoveAll(filepath.Join(root, p)); err != nil {
+			return fmt.Errorf("reset %s: %w", p, err)
+		}
+	}
+	d, err := softhsm.Create(filepath.Join(root, "softhsm"))
 	if err != nil {
 		return err
 	}
@@ -39,53 +55,158 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	const label = "setpay-demo"
-	if _, err := mod.Find(hsm.Selector{Label: label}); err != nil {
+	defer mod.Close()
+	tokens := map[string]*hsm.Token{}
+	defer func() {
+		for _, t := range tokens {
+			_ = t.Close()
+		}
+	}()
+	for _, label := range []string{"setpay-ca-root", "setpay-ca", "setpay-gateway", "setpay-merchant", "setpay-wallet", "setpay-tls"} {
 		if err := softhsm.InitToken(mod, label, pin); err != nil {
-			_ = mod.Close()
 			return err
 		}
+		tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: label}, PIN: hsm.PINSource("file:" + d.PINFile()), Logger: env.logger})
+		if err != nil {
+			return err
+		}
+		tokens[label] = tok
 	}
-	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: label}, PIN: hsm.PINSource("file:" + d.PINFile()), Logger: env.logger})
+	cards := []testbed.CardSpec{
+		{Name: "Alice", PAN: "4111111111111111", Expiry: "203012", Balance: 500_00},
+		{Name: "Bob", PAN: "5555555555554444", Expiry: "202911", Balance: 10_00},
+		{Name: "Carol", PAN: "4012888888881881", Expiry: "203106", Balance: 900_00, Blocked: true},
+	}
+	offers := []merchant.Offer{
+		{ID: "book", Description: "Applied Cryptography, 2nd edition (hardcover)", Amount: 49_90, Currency: "EUR"},
+		{ID: "coffee", Description: "Single-origin coffee beans, 1 kg", Amount: 24_50, Currency: "EUR", Sale: true},
+	}
+	w := env.stdout
+	fmt.Fprintf(w, "SET demo: every CA, gateway, merchant and cardholder private key is in a PKCS#11 token\n")
+	fmt.Fprintf(w, "(SoftHSM2 at %s), services speak gRPC over TLS on loopback, stores are SQLite in %s.\n\n", d.Root, root)
+	b, err := testbed.Build(ctx, testbed.Config{
+		CARoot: tokens["setpay-ca-root"], CA: tokens["setpay-ca"], Gateway: tokens["setpay-gateway"],
+		Merchant: tokens["setpay-merchant"], Wallet: tokens["setpay-wallet"], TLS: tokens["setpay-tls"],
+		GatewayDSN: "sqlite:" + filepath.Join(root, "gateway.db"), MerchantDSN: "sqlite:" + filepath.Join(root, "merchant.db"),
+		GatewayID: "gw-eu-1", MerchantID: "bookshop-42", Offers: offers, Cards: cards, Logger: env.logger,
+	}, nil, nil)
 	if err != nil {
-		_ = mod.Close()
 		return err
 	}
-	for _, k := range []hsm.KeySpec{
-		{Label: "gateway-sign", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign},
-		{Label: "gateway-kex", Algorithm: hsm.RSA2048, Usage: hsm.UsageKeyExchange},
-		{Label: "merchant-sign", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign},
-	} {
-		key, err := tok.FindKey(ctx, k.Label)
+	defer b.Close()
+
+	fmt.Fprintf(w, "PKI   root -> brand -> CCA / MCA / PCA   (keys in tokens setpay-ca-root, setpay-ca)\n")
+	ent := func(role string, e *testbed.Entity, issuer string) {
+		fmt.Fprintf(w, "      %-8s %-12s signature key    %s  (certificate from the %s)\n", role, e.ID, shortURI(e.SignKey.URI()), issuer)
+		fmt.Fprintf(w, "      %-8s %-12s key-exchange key %s  (RSA-2048, cannot sign)\n", "", "", shortURI(e.KXKey.URI()))
+	}
+	ent("gateway", b.GatewayEnt, "PCA")
+	ent("merchant", b.MerchantEnt, "MCA")
+	for _, c := range b.Cardholders {
+		fmt.Fprintf(w, "      card     %-12s %s  key %s  (certificate from the CCA, names no PAN)\n", c.Name, pki.MaskPAN(c.Identity.Card.PAN), shortURI(c.Key.URI()))
+	}
+	fmt.Fprintf(w, "gRPC  gateway %s (mutual TLS), merchant %s (TLS); TLS keys in token setpay-tls\n", b.GatewayAddr, b.MerchantAddr)
+
+	runs := []struct {
+		card  int
+		offer string
+	}{{0, "book"}, {0, "coffee"}, {1, "book"}, {2, "coffee"}}
+	var xids []string
+	for i, r := range runs {
+		xid, err := demoPurchase(ctx, w, b, i+1, b.Cardholders[r.card], offers, r.offer)
 		if err != nil {
-			if key, err = tok.GenerateKey(ctx, k); err != nil {
+			return err
+		}
+		xids = append(xids, xid)
+	}
+	var auths []*store.Authorization
+	if err := b.GatewayDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
+		for _, x := range xids {
+			a, err := tx.GetAuthorization(ctx, b.MerchantEnt.ID, x)
+			if err != nil {
 				return err
 			}
+			auths = append(auths, a)
 		}
-		fmt.Fprintf(env.stdout, "key %-14s %-10s %-11s %s\n", k.Label, key.Algorithm(), key.Usage(), key.URI())
-	}
-	_ = tok.Close()
-	_ = mod.Close()
-	fmt.Fprintln(env.stdout, "\nsigning throughput on this token (1 s per path):")
-	rep, err := bench.RunSign(ctx, bench.SignConfig{
-		Tokens:      []bench.TokenSpec{{Module: path, Label: label, PIN: hsm.PINSource("file:" + d.PINFile())}},
-		Mechanisms:  mustMechs("ecdsa-p256"),
-		Concurrency: []int{1, 2},
-		Duration:    time.Second,
-		Rounds:      1,
-		Paths:       []string{bench.PathRaw, bench.PathSigner, bench.PathSoftware},
-		Logger:      env.logger,
-	})
-	if err != nil {
+		return nil
+	}); err != nil {
 		return err
 	}
-	return rep.WriteTable(os.Stdout)
+	fmt.Fprintf(w, "\nGateway store (PAN kept only as a keyed hash and a mask):\n")
+	for _, a := range auths {
+		fmt.Fprintf(w, "  %s  %-17s %8s %s  %-10s %s\n", a.XID, a.PANMask, money(a.Amount), a.Currency, a.Status, a.DeclineReason)
+	}
+	fmt.Fprintf(w, "\ndone in %.1fs\n", time.Since(began).Seconds())
+	return nil
 }
 
-func mustMechs(s string) []bench.Mechanism {
-	m, err := bench.ParseMechanisms(s)
-	if err != nil {
-		panic(err) // a constant list; a typo is a programming error
+func money(minor int64) string { return fmt.Sprintf("%d.%02d", minor/100, minor%100) }
+
+func demoPurchase(ctx context.Context, w io.Writer, b *testbed.Bed, n int, ch *testbed.Cardholder, offers []merchant.Offer, offerID string) (string, error) {
+	var offer merchant.Offer
+	for _, o := range offers {
+		if o.ID == offerID {
+			offer = o
+		}
 	}
-	return m
+	kind := "authorization only"
+	if offer.Sale {
+		kind = "sale: authorize and capture"
+	}
+	fmt.Fprintf(w, "\nPurchase %d: %s (%s) buys %q for %s %s (%s)\n", n, ch.Name, pki.MaskPAN(ch.Identity.Card.PAN), offer.Description, money(offer.Amount), offer.Currency, kind)
+	wal, err := b.WalletFor(ch.Identity)
+	if err != nil {
+		return "", err
+	}
+	s, err := wal.Start(ctx, offerID)
+	if err != nil {
+		return "", err
+	}
+	m, g := b.MerchantEnt, b.GatewayEnt
+	fmt.Fprintf(w, "  1 PInitReq  wallet -> merchant   brand, language, wallet challenge (not signed)\n")
+	fmt.Fprintf(w, "  2 PInitRes  merchant -> wallet   XID %s, signed by %s\n", s.Offer.GetXid(), shortURI(m.SignKey.URI()))
+	fmt.Fprintf(w, "                                   wallet verified merchant %q (MCA) and gateway %q key exchange (PCA)\n", s.Offer.GetMerchantId(), s.Offer.GetGatewayId())
+	req, err := wal.Prepare(s)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(w, "  3 PReq      wallet -> merchant   dual signature H(H(PI)||H(OI)) by %s\n", shortURI(ch.Key.URI()))
+	fmt.Fprintf(w, "                                   OI (order, amount) readable by the merchant; PI (card) enveloped to the gateway:\n")
+	fmt.Fprintf(w, "                                   RSA-OAEP-SHA1 + AES-256-GCM, only %s can open it\n", shortURI(g.KXKey.URI()))
+	fmt.Fprintf(w, "  4 AuthReq   merchant -> gateway  signed by %s, enveloped to the gateway, PI forwarded unopened\n", shortURI(m.SignKey.URI()))
+	rc, err := wal.Send(ctx, s, req)
+	if err != nil {
+		fmt.Fprintf(w, "  refused: %v\n", err)
+		return s.Offer.GetXid(), nil
+	}
+	res := rc.Result.String()
+	if rc.Approved() {
+		res += ", auth code " + rc.AuthCode
+		if rc.Captured {
+			res += ", captured"
+		}
+	}
+	fmt.Fprintf(w, "  5 AuthRes   gateway -> merchant  opened with %s; dual signature, card binding, amounts, XID checked;\n", shortURI(g.KXKey.URI()))
+	fmt.Fprintf(w, "                                   issuer: %s; signed by %s, enveloped to the merchant\n", res, shortURI(g.SignKey.URI()))
+	fmt.Fprintf(w, "  6 PRes      merchant -> wallet   signed by %s; wallet verified: %s\n", shortURI(m.SignKey.URI()), rc.Result)
+	inq, err := wal.Inquire(ctx, rc.XID)
+	if err != nil {
+		return "", err
+	}
+	fmt.Fprintf(w, "  7 Inquiry   wallet -> merchant   signed by the cardholder; merchant answers (signed): order %s\n", inq.GetState())
+	if rc.Result == setpb.AuthResult_AUTH_RESULT_UNSPECIFIED {
+		return "", errors.New("demo: no result")
+	}
+	return rc.XID, nil
+}
+
+// shortURI drops the CKA_ID from a key URI for the transcript: token and label name it.
+func shortURI(u string) string {
+	var out []string
+	for _, p := range strings.Split(u, ";") {
+		if !strings.HasPrefix(p, "id=") && !strings.HasPrefix(p, "type=") {
+			out = append(out, p)
+		}
+	}
+	return strings.Join(out, ";")
 }
