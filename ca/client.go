@@ -284,9 +284,13 @@ type EntityRegistration struct {
 }
 
 // EntityResult holds a merchant's or gateway's verified certificates.
+// When the CA holds the request for approval, Pending is set with the
+// RequestID to pass to Inquire, and no certificate is present.
 type EntityResult struct {
 	Signature, KeyExchange *x509.Certificate
 	Chain                  []*x509.Certificate // issuing CA, brand
+	Pending                bool
+	RequestID              string
 }
 
 // RegisterEntity proves possession of both keys and redeems the enrollment
@@ -316,8 +320,29 @@ func (c *Client) RegisterEntity(ctx context.Context, r EntityRegistration) (*Ent
 	if err != nil {
 		return nil, fmt.Errorf("EntityCertReq: %w", err)
 	}
-	if res.GetStatus() != capb.Status_STATUS_ISSUED {
-		return nil, fmt.Errorf("EntityCertReq: request %q is %s", res.GetRequestId(), res.GetStatus())
+	return c.entityResult(ctx, res, r)
+}
+
+// Inquire asks about a request the CA held for approval; r gives the role
+// and the keys the certificates must carry.
+func (c *Client) Inquire(ctx context.Context, requestID string, r EntityRegistration) (*EntityResult, error) {
+	if r.SignatureKey == nil || r.KeyExchangeKey == nil {
+		return nil, errors.New("both keys are needed")
+	}
+	res, err := c.c.CertInquiry(ctx, &capb.CertInquiryRequest{RequestId: requestID})
+	if err != nil {
+		return nil, fmt.Errorf("CertInquiry: %w", err)
+	}
+	return c.entityResult(ctx, res, r)
+}
+
+func (c *Client) entityResult(ctx context.Context, res *capb.EntityCertResponse, r EntityRegistration) (*EntityResult, error) {
+	switch res.GetStatus() {
+	case capb.Status_STATUS_PENDING:
+		return &EntityResult{Pending: true, RequestID: res.GetRequestId()}, nil
+	case capb.Status_STATUS_ISSUED:
+	default:
+		return nil, fmt.Errorf("CA answered status %s", res.GetStatus())
 	}
 	sig, chain, err := c.checkIssued(ctx, res.GetSignatureCertificate(), res.GetChain(), r.SignatureKey.Public(), pki.Expect{Role: r.Role, Purpose: pki.PurposeSignature})
 	if err != nil {
@@ -327,7 +352,10 @@ func (c *Client) RegisterEntity(ctx context.Context, r EntityRegistration) (*Ent
 	if err != nil {
 		return nil, err
 	}
-	return &EntityResult{Signature: sig, KeyExchange: kx, Chain: chain}, nil
+	if id := pki.EntityCN(r.Role, r.ID); sig.Subject.CommonName != id {
+		return nil, fmt.Errorf("issued certificate names %q, want %q", sig.Subject.CommonName, id)
+	}
+	return &EntityResult{Signature: sig, KeyExchange: kx, Chain: chain, RequestID: res.GetRequestId()}, nil
 }
 
 // Renew asks for a successor of cert (signed with its key) for newKey.

@@ -138,6 +138,27 @@ type EntityCertificates struct {
 // certificate (keyEncipherment for RSA, keyAgreement for EC), both with
 // subject CN "<role>:<id>".
 func (a *Authority) IssueEntity(ctx context.Context, req EntityRequest) (*EntityCertificates, error) {
+	p, err := a.AcceptEntity(ctx, req)
+	if err != nil {
+		return nil, err
+	}
+	return a.IssueAccepted(ctx, *p)
+}
+
+// AcceptedEntity is an entity request whose proofs of possession passed and
+// whose enrollment secret was redeemed, waiting to be signed (at once, or
+// after operator approval).
+type AcceptedEntity struct {
+	Role           pki.Role
+	ID             string
+	SignatureKey   []byte // SubjectPublicKeyInfo DER
+	KeyExchangeKey []byte // SubjectPublicKeyInfo DER
+	Validity       time.Duration
+}
+
+// AcceptEntity does everything IssueEntity does before signing: both proofs
+// of possession, then the redemption of the enrollment secret.
+func (a *Authority) AcceptEntity(ctx context.Context, req EntityRequest) (*AcceptedEntity, error) {
 	if (req.Role != pki.RoleMerchant && req.Role != pki.RoleGateway) || req.Role.Issuer() != a.role {
 		return nil, fail(ReasonRoleNotAllowed, "a %s may not issue %s certificates", a.role, req.Role)
 	}
@@ -167,19 +188,50 @@ func (a *Authority) IssueEntity(ctx context.Context, req EntityRequest) (*Entity
 	if pubEqual(sigCSR.PublicKey, kxPub) {
 		return nil, fail(ReasonKeyNotAllowed, "signature and key-exchange keys must differ")
 	}
+	sigDER, err := x509.MarshalPKIXPublicKey(sigCSR.PublicKey)
+	if err != nil {
+		return nil, &Error{Reason: ReasonKeyNotAllowed, Err: err}
+	}
+	kxDER, err := x509.MarshalPKIXPublicKey(kxPub)
+	if err != nil {
+		return nil, &Error{Reason: ReasonKeyNotAllowed, Err: err}
+	}
 	if err := a.redeem(ctx, req.Role, req.ID, req.Secret); err != nil {
 		return nil, err
 	}
-	validity := req.Validity
+	return &AcceptedEntity{Role: req.Role, ID: req.ID, SignatureKey: sigDER, KeyExchangeKey: kxDER, Validity: req.Validity}, nil
+}
+
+// IssueAccepted signs the two certificates of an accepted request. The keys
+// are checked again, since an accepted request may have waited on disk.
+func (a *Authority) IssueAccepted(ctx context.Context, p AcceptedEntity) (*EntityCertificates, error) {
+	if (p.Role != pki.RoleMerchant && p.Role != pki.RoleGateway) || p.Role.Issuer() != a.role {
+		return nil, fail(ReasonRoleNotAllowed, "a %s may not issue %s certificates", a.role, p.Role)
+	}
+	if err := pki.ValidateEntityID(p.ID); err != nil {
+		return nil, &Error{Reason: ReasonBadRequest, Err: err}
+	}
+	keys := make([]crypto.PublicKey, 2)
+	for i, der := range [][]byte{p.SignatureKey, p.KeyExchangeKey} {
+		pub, err := x509.ParsePKIXPublicKey(der)
+		if err != nil {
+			return nil, &Error{Reason: ReasonBadRequest, Err: fmt.Errorf("public key: %w", err)}
+		}
+		if _, err := pki.CheckPublicKey(pub); err != nil {
+			return nil, &Error{Reason: ReasonKeyNotAllowed, Err: err}
+		}
+		keys[i] = pub
+	}
+	validity := p.Validity
 	if validity == 0 {
 		validity = DefaultEndEntityValidity
 	}
-	subj := a.subject(pki.EntityCN(req.Role, req.ID))
-	sig, err := a.sign(ctx, profile{pub: sigCSR.PublicKey, role: req.Role, purpose: pki.PurposeSignature, subject: subj, subjectID: req.ID, validity: validity})
+	subj := a.subject(pki.EntityCN(p.Role, p.ID))
+	sig, err := a.sign(ctx, profile{pub: keys[0], role: p.Role, purpose: pki.PurposeSignature, subject: subj, subjectID: p.ID, validity: validity})
 	if err != nil {
 		return nil, err
 	}
-	kx, err := a.sign(ctx, profile{pub: kxPub, role: req.Role, purpose: pki.PurposeKeyExchange, subject: subj, subjectID: req.ID, validity: validity})
+	kx, err := a.sign(ctx, profile{pub: keys[1], role: p.Role, purpose: pki.PurposeKeyExchange, subject: subj, subjectID: p.ID, validity: validity})
 	if err != nil {
 		return nil, err
 	}

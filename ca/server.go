@@ -68,8 +68,11 @@ type ServerConfig struct {
 	CCADecrypter   crypto.Decrypter
 	Ledger         *CardLedger
 	Forms          []RegForm // nil: DefaultRegForms("SETPay")
-	Clock          func() time.Time
-	Logger         *slog.Logger
+	// Pending, when set, holds merchant and gateway requests for operator
+	// approval (`setpay ca approve`) instead of issuing at once.
+	Pending *PendingQueue
+	Clock   func() time.Time
+	Logger  *slog.Logger
 }
 
 // Server implements the gRPC CA service.
@@ -373,9 +376,22 @@ func (s *Server) EntityCertReq(ctx context.Context, req *capb.EntityCertRequest)
 	if len(req.GetSecret()) > 128 {
 		return nil, refuse(codePermission, "ENROLLMENT_INVALID", "no pending enrollment with this secret")
 	}
-	certs, err := a.IssueEntity(ctx, EntityRequest{Role: role, ID: req.GetId(), Secret: req.GetSecret(),
+	req2 := EntityRequest{Role: role, ID: req.GetId(), Secret: req.GetSecret(),
 		SignatureCSR: req.GetSignatureCsr(), KeyExchangeCSR: req.GetKeyExchangeCsr(),
-		KeyExchangeKey: req.GetKeyExchangeKey(), KeyExchangeProof: req.GetKeyExchangeProof()})
+		KeyExchangeKey: req.GetKeyExchangeKey(), KeyExchangeProof: req.GetKeyExchangeProof()}
+	if s.cfg.Pending != nil {
+		acc, err := a.AcceptEntity(ctx, req2)
+		if err != nil {
+			return nil, s.caStatus(ctx, "EntityCertReq", err)
+		}
+		id, err := s.cfg.Pending.Add(*acc, s.now())
+		if err != nil {
+			return nil, s.internal(ctx, "EntityCertReq", err)
+		}
+		s.log.InfoContext(ctx, "entity request pending approval", "role", role.String(), "id", req.GetId(), "request", id)
+		return &capb.EntityCertResponse{Status: capb.Status_STATUS_PENDING, RequestId: id}, nil
+	}
+	certs, err := a.IssueEntity(ctx, req2)
 	if err != nil {
 		return nil, s.caStatus(ctx, "EntityCertReq", err)
 	}
@@ -448,13 +464,31 @@ func (s *Server) Revoke(ctx context.Context, req *capb.RevokeRequest) (*capb.Rev
 	return &capb.RevokeResponse{}, nil
 }
 
-// CertInquiry implements capb.CAServer. Requests are decided at once by
-// this service, so there is never a pending request to ask about.
+// CertInquiry implements capb.CAServer: the state of a request held for
+// approval, with its certificates once issued.
 func (s *Server) CertInquiry(ctx context.Context, req *capb.CertInquiryRequest) (*capb.EntityCertResponse, error) {
-	if n := len(req.GetRequestId()); n == 0 || n > 64 {
-		return nil, refuse(codeInvalid, "BAD_REQUEST", "request id must be 1..64 characters")
+	if !ValidRequestID(req.GetRequestId()) {
+		return nil, refuse(codeInvalid, "BAD_REQUEST", "malformed request id")
 	}
-	return nil, refuse(codeNotFound, "UNKNOWN_REQUEST", "no pending request with this id")
+	if s.cfg.Pending == nil {
+		return nil, refuse(codeNotFound, "UNKNOWN_REQUEST", "no pending request with this id")
+	}
+	r, err := s.cfg.Pending.Get(req.GetRequestId())
+	if errors.Is(err, ErrNotFound) {
+		return nil, refuse(codeNotFound, "UNKNOWN_REQUEST", "no pending request with this id")
+	}
+	if err != nil {
+		return nil, s.internal(ctx, "CertInquiry", err)
+	}
+	switch r.State {
+	case PendingWaiting:
+		return &capb.EntityCertResponse{Status: capb.Status_STATUS_PENDING, RequestId: r.ID}, nil
+	case PendingRejected:
+		return nil, refuse(codePermission, "REQUEST_REJECTED", "the operator rejected request %s", r.ID)
+	}
+	a := s.cfg.Hierarchy.Issuing(r.Accepted.Role)
+	return &capb.EntityCertResponse{Status: capb.Status_STATUS_ISSUED, RequestId: r.ID, SignatureCertificate: r.Signature,
+		KeyExchangeCertificate: r.KeyExchange, Chain: ders(a.Chain()[:2])}, nil
 }
 
 // GetCRL implements capb.CAServer.

@@ -214,6 +214,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	c.register(fs, "ca-dir")
 	listen := fs.String("listen", "127.0.0.1:7440", "address to listen on")
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
+	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until `setpay ca approve`")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -233,8 +234,14 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer cleanup()
+	var pending *ca.PendingQueue
+	if *approval {
+		if pending, err = ca.NewPendingQueue(filepath.Join(c.out, "pending")); err != nil {
+			return err
+		}
+	}
 	srv, err := ca.NewServer(ca.ServerConfig{Hierarchy: l.Hierarchy, RootCRL: l.RootCRL, CCASigner: l.CCASigner,
-		CCAKeyExchange: l.CCAKX, CCADecrypter: l.CCAKXKey, Ledger: ledger, Logger: env.logger})
+		CCAKeyExchange: l.CCAKX, CCADecrypter: l.CCAKXKey, Ledger: ledger, Pending: pending, Logger: env.logger})
 	if err != nil {
 		return err
 	}
@@ -258,6 +265,43 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 		}
 	}()
 	return gs.Serve(lis)
+}
+
+func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay ca approve", env)
+	var c caFlags
+	c.tf.register(fs)
+	c.register(fs, "ca-dir")
+	reqID := fs.String("request", "", "request id to decide (without it: list the requests)")
+	reject := fs.Bool("reject", false, "reject instead of approving")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	q, err := ca.NewPendingQueue(filepath.Join(c.out, "pending"))
+	if err != nil {
+		return err
+	}
+	if *reqID == "" {
+		list, err := q.List()
+		if err != nil {
+			return err
+		}
+		for _, r := range list {
+			fmt.Fprintf(env.stdout, "%s  %-8s %-8s %s  %s\n", r.ID, r.State, r.Accepted.Role, r.Accepted.ID, r.CreatedAt.Format(time.RFC3339))
+		}
+		return nil
+	}
+	l, cleanup, err := c.openCA(ctx, env, false)
+	if err != nil {
+		return err
+	}
+	defer cleanup()
+	r, err := q.Decide(ctx, l.Hierarchy, *reqID, !*reject, time.Now())
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "request %s (%s %s): %s\n", r.ID, r.Accepted.Role, r.Accepted.ID, r.State)
+	return nil
 }
 
 func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
@@ -459,15 +503,20 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
 	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
 	out := fs.String("out", "./var/"+role.String(), "directory for the certificates")
+	reqID := fs.String("request", "", "ask about a request the CA held for approval (same keys, no secret needed)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if err := pki.ValidateEntityID(*id); err != nil {
 		return fmt.Errorf("--id: %w", err)
 	}
-	secret, err := readSecret(*secretFile, "SETPAY_ENROLL_SECRET", "enrollment secret")
-	if err != nil {
-		return err
+	var secret []byte
+	if *reqID == "" {
+		s, err := readSecret(*secretFile, "SETPAY_ENROLL_SECRET", "enrollment secret")
+		if err != nil {
+			return err
+		}
+		secret = s
 	}
 	mod, tok, err := tf.open(ctx, env)
 	if err != nil {
@@ -497,9 +546,19 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		return err
 	}
 	defer closeConn()
-	res, err := client.RegisterEntity(ctx, ca.EntityRegistration{Role: role, ID: *id, Secret: string(secret), SignatureKey: sig, KeyExchangeKey: kx})
+	reg := ca.EntityRegistration{Role: role, ID: *id, Secret: string(secret), SignatureKey: sig, KeyExchangeKey: kx}
+	var res *ca.EntityResult
+	if *reqID != "" {
+		res, err = client.Inquire(ctx, *reqID, reg)
+	} else {
+		res, err = client.RegisterEntity(ctx, reg)
+	}
 	if err != nil {
 		return err
+	}
+	if res.Pending {
+		fmt.Fprintf(env.stdout, "request %s is pending the CA operator's approval; afterwards run the same command with --request %s\n", res.RequestID, res.RequestID)
+		return nil
 	}
 	if err := os.MkdirAll(*out, 0o700); err != nil {
 		return err

@@ -48,11 +48,12 @@ func commands() map[string]*command {
 			"sign": {summary: "per-token signing throughput across access paths", run: runBenchSign},
 		}},
 		"ca": {summary: "the SET certificate authority", sub: map[string]*command{
-			"init":   {summary: "create the CA hierarchy with every key in a token", run: runCAInit},
-			"serve":  {summary: "serve registration over gRPC", run: runCAServe},
-			"enroll": {summary: "issue a one-time enrollment secret to a merchant or gateway", run: runCAEnroll},
-			"revoke": {summary: "revoke a certificate", run: runCARevoke},
-			"crl":    {summary: "write an issuing CA's current CRL", run: runCACRL},
+			"init":    {summary: "create the CA hierarchy with every key in a token", run: runCAInit},
+			"serve":   {summary: "serve registration over gRPC", run: runCAServe},
+			"enroll":  {summary: "issue a one-time enrollment secret to a merchant or gateway", run: runCAEnroll},
+			"revoke":  {summary: "revoke a certificate", run: runCARevoke},
+			"crl":     {summary: "write an issuing CA's current CRL", run: runCACRL},
+			"approve": {summary: "list, approve or reject merchant/gateway requests held for approval", run: runCAApprove},
 		}},
 		"merchant": {summary: "the merchant", sub: map[string]*command{
 			"register": {summary: "register with the CA and get certificates", run: runMerchantRegister},
