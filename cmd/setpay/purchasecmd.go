@@ -1,9 +1,465 @@
 package main
 
-import "context"
+import (
+	"context"
+	"crypto"
+	"crypto/tls"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net"
+	"os"
+	"strings"
+	"time"
 
-// Purchase commands: owned by the purchase-flow work (issue: purchase and authorization).
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials"
+	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
-func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error { return errNotYet }
-func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error  { return errNotYet }
-func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error     { return errNotYet }
+	"github.com/setpay/setpay/gateway"
+	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/signer"
+	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/wallet"
+)
+
+// partyConfig is what gateway and merchant configurations share: the token, the keys
+// by pkcs11: URI, certificates, trust, TLS and the store.
+type partyConfig struct {
+	Module     string   `yaml:"module"`
+	Token      string   `yaml:"token"`
+	PINSource  string   `yaml:"pin_source"`
+	Listen     string   `yaml:"listen"`
+	SignKey    string   `yaml:"sign_key"`  // pkcs11: URI of the signature key
+	SignCert   string   `yaml:"sign_cert"` // PEM: certificate, then issuing CA and brand
+	KXKey      string   `yaml:"kx_key"`    // pkcs11: URI of the key-exchange key
+	KXCert     string   `yaml:"kx_cert"`   // PEM
+	Root       string   `yaml:"root"`      // PEM of the SET root
+	CAChain    []string `yaml:"ca_chain"`  // PEM files of brand, CCA, MCA, PCA
+	CRLs       []string `yaml:"crls"`      // PEM files of current CRLs
+	Store      string   `yaml:"store"`     // sqlite:... or postgres://...
+	OAEPSHA256 bool     `yaml:"oaep_sha256"`
+	TLS        struct {
+		Cert     string `yaml:"cert"`      // PEM chain, leaf first
+		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
+		ClientCA string `yaml:"client_ca"` // PEM; the gateway requires client certificates from it
+	} `yaml:"tls"`
+}
+
+type gatewayConfig struct {
+	partyConfig `yaml:",inline"`
+	// PANHashKey is where the key of stored PAN hashes comes from (env:NAME or
+	// file:/path, hex, at least 16 bytes).
+	PANHashKey string         `yaml:"pan_hash_key_source"`
+	Ledger     []gateway.Card `yaml:"ledger"` // the issuer stand-in's cards
+}
+
+type merchantConfig struct {
+	partyConfig `yaml:",inline"`
+	Brand       string           `yaml:"brand"`
+	Offers      []merchant.Offer `yaml:"offers"`
+	Gateway     struct {
+		Address    string `yaml:"address"`
+		ServerName string `yaml:"server_name"`
+		KXCert     string `yaml:"kx_cert"`  // PEM: gateway key-exchange certificate, then PCA and brand
+		TLSCA      string `yaml:"tls_ca"`   // PEM of the CA of the gateway's TLS certificate
+		ClientCert string `yaml:"tls_cert"` // PEM: our client certificate
+		ClientKey  string `yaml:"tls_key"`  // pkcs11: URI
+	} `yaml:"gateway"`
+}
+
+// running is an opened party: token, keys, trust, store.
+type running struct {
+	mod   *hsm.Module
+	tok   *hsm.Token
+	db    *store.Store
+	trust *setproto.Trust
+	sign  setproto.Party
+	kx    *hsm.Key
+	kxc   *x509.Certificate
+	env   setproto.EnvelopeOptions
+}
+
+func (r *running) close() {
+	if r.db != nil {
+		_ = r.db.Close()
+	}
+	if r.tok != nil {
+		_ = r.tok.Close()
+	}
+	if r.mod != nil {
+		_ = r.mod.Close()
+	}
+}
+
+func (r *running) key(ctx context.Context, uri string) (*hsm.Key, error) {
+	u, err := hsm.ParseURI(uri)
+	if err != nil {
+		return nil, err
+	}
+	return r.tok.KeyByURI(ctx, u)
+}
+
+func openParty(ctx context.Context, env *cliEnv, c *partyConfig) (r *running, err error) {
+	if c.Listen == "" || c.SignKey == "" || c.SignCert == "" || c.KXKey == "" || c.KXCert == "" || c.Root == "" || c.Store == "" {
+		return nil, errors.New("config needs listen, sign_key, sign_cert, kx_key, kx_cert, root and store")
+	}
+	r = &running{}
+	defer func() {
+		if err != nil {
+			r.close()
+		}
+	}()
+	if r.mod, err = hsm.OpenModule(c.Module, env.logger); err != nil {
+		return nil, err
+	}
+	if r.tok, err = r.mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: c.Token}, PIN: hsm.PINSource(c.PINSource), Logger: env.logger}); err != nil {
+		return nil, err
+	}
+	sk, err := r.key(ctx, c.SignKey)
+	if err != nil {
+		return nil, fmt.Errorf("sign_key: %w", err)
+	}
+	if r.kx, err = r.key(ctx, c.KXKey); err != nil {
+		return nil, fmt.Errorf("kx_key: %w", err)
+	}
+	sc, err := readPEMCerts(c.SignCert)
+	if err != nil {
+		return nil, err
+	}
+	r.sign = setproto.Party{Key: sk, Cert: sc[0], Chain: sc[1:]}
+	kc, err := readPEMCerts(c.KXCert)
+	if err != nil {
+		return nil, err
+	}
+	r.kxc = kc[0]
+	roots, err := readPEMCerts(c.Root)
+	if err != nil {
+		return nil, err
+	}
+	crls := pki.NewMemoryCRLs()
+	for _, f := range c.CRLs {
+		if err := loadCRLs(crls, f); err != nil {
+			return nil, err
+		}
+	}
+	v, err := pki.NewVerifier(roots[0], crls)
+	if err != nil {
+		return nil, err
+	}
+	var inter []*x509.Certificate
+	for _, f := range c.CAChain {
+		cs, err := readPEMCerts(f)
+		if err != nil {
+			return nil, err
+		}
+		inter = append(inter, cs...)
+	}
+	r.trust = &setproto.Trust{Verifier: v, Intermediates: append(inter, sc[1:]...), Cache: pki.NewCertCache(4096)}
+	if c.OAEPSHA256 {
+		r.env.OAEPHash = crypto.SHA256
+	}
+	// Say whether this token could take OAEP-SHA-256 envelopes (SoftHSM 2.6.1 cannot).
+	if err := r.kx.ProbeOAEP(ctx, crypto.SHA256, crypto.SHA256); err != nil {
+		env.logger.Info("key-exchange key accepts RSA-OAEP with SHA-1 only", "key", r.kx.URI())
+	}
+	if r.db, err = store.Open(ctx, c.Store); err != nil {
+		return nil, err
+	}
+	return r, nil
+}
+
+func loadCRLs(m *pki.MemoryCRLs, path string) error {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	for {
+		var blk *pem.Block
+		if blk, b = pem.Decode(b); blk == nil {
+			return nil
+		}
+		if blk.Type == "X509 CRL" {
+			if err := m.PutDER(blk.Bytes); err != nil {
+				return fmt.Errorf("%s: %w", path, err)
+			}
+		}
+	}
+}
+
+func (r *running) tlsIdentity(ctx context.Context, certFile, keyURI string) (signer.Identity, error) {
+	chain, err := readPEMCerts(certFile)
+	if err != nil {
+		return signer.Identity{}, err
+	}
+	k, err := r.key(ctx, keyURI)
+	if err != nil {
+		return signer.Identity{}, fmt.Errorf("TLS key: %w", err)
+	}
+	return signer.Identity{Cert: chain[0], Key: k, Chain: chain[1:]}, nil
+}
+
+func pool(path string) (*x509.CertPool, error) {
+	cs, err := readPEMCerts(path)
+	if err != nil {
+		return nil, err
+	}
+	p := x509.NewCertPool()
+	for _, c := range cs {
+		p.AddCert(c)
+	}
+	return p, nil
+}
+
+func serveUntilDone(ctx context.Context, env *cliEnv, gs *grpc.Server, listen, what string) error {
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s listening on %s\n", what, lis.Addr())
+	go func() {
+		<-ctx.Done()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			gs.Stop()
+		}
+	}()
+	return gs.Serve(lis)
+}
+
+func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay gateway serve", env)
+	cfgPath := fs.String("config", "gateway.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var cfg gatewayConfig
+	if err := loadYAML(*cfgPath, &cfg); err != nil {
+		return err
+	}
+	if cfg.TLS.Cert == "" || cfg.TLS.Key == "" || cfg.TLS.ClientCA == "" || cfg.PANHashKey == "" {
+		return errors.New("config needs tls.cert, tls.key, tls.client_ca and pan_hash_key_source")
+	}
+	r, err := openParty(ctx, env, &cfg.partyConfig)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	keyHex, err := hsm.PINSource(cfg.PANHashKey).Resolve()
+	if err != nil {
+		return fmt.Errorf("pan_hash_key_source: %w", err)
+	}
+	panKey, err := hex.DecodeString(strings.TrimSpace(keyHex))
+	if err != nil || len(panKey) < 16 {
+		return errors.New("pan_hash_key_source: want at least 16 bytes, hex")
+	}
+	ledger, err := gateway.NewLedger(panKey, cfg.Ledger)
+	if err != nil {
+		return err
+	}
+	g, err := gateway.New(gateway.Config{Sign: r.sign, KXCert: r.kxc, KXKey: r.kx, Trust: r.trust, Store: r.db,
+		PANHashKey: panKey, Issuer: ledger, Envelope: r.env, Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	id, err := r.tlsIdentity(ctx, cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return err
+	}
+	cas, err := pool(cfg.TLS.ClientCA)
+	if err != nil {
+		return err
+	}
+	gs, health := signer.NewGRPCServer(signer.ServerTLS(id, cas), 4<<20)
+	g.Register(gs)
+	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	return serveUntilDone(ctx, env, gs, cfg.Listen, "gateway "+g.ID())
+}
+
+func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay merchant serve", env)
+	cfgPath := fs.String("config", "merchant.yaml", "configuration file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var cfg merchantConfig
+	if err := loadYAML(*cfgPath, &cfg); err != nil {
+		return err
+	}
+	gw := cfg.Gateway
+	if cfg.TLS.Cert == "" || cfg.TLS.Key == "" || gw.Address == "" || gw.KXCert == "" || gw.TLSCA == "" || gw.ClientCert == "" || gw.ClientKey == "" {
+		return errors.New("config needs tls.cert, tls.key and gateway.{address,kx_cert,tls_ca,tls_cert,tls_key}")
+	}
+	r, err := openParty(ctx, env, &cfg.partyConfig)
+	if err != nil {
+		return err
+	}
+	defer r.close()
+	client, err := r.tlsIdentity(ctx, gw.ClientCert, gw.ClientKey)
+	if err != nil {
+		return err
+	}
+	gwPool, err := pool(gw.TLSCA)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(&client, gwPool, gw.ServerName))))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	gkx, err := readPEMCerts(gw.KXCert)
+	if err != nil {
+		return err
+	}
+	m, err := merchant.New(ctx, merchant.Config{Sign: r.sign, KXCert: r.kxc, KXKey: r.kx, Trust: r.trust, Store: r.db,
+		Brand: cfg.Brand, GatewayKX: gkx[0], GatewayChain: gkx[1:], Gateway: setpb.NewGatewayClient(conn),
+		Offers: cfg.Offers, Envelope: r.env, Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	id, err := r.tlsIdentity(ctx, cfg.TLS.Cert, cfg.TLS.Key)
+	if err != nil {
+		return err
+	}
+	// Wallets are anonymous at the TLS level: they authenticate by their SET signature.
+	gs, health := signer.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{id.TLSCertificate()}}, 4<<20)
+	m.Register(gs)
+	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	return serveUntilDone(ctx, env, gs, cfg.Listen, "merchant "+m.ID())
+}
+
+// walletConfig names the cardholder's token key, certificate and card file.
+type walletConfig struct {
+	Module    string `yaml:"module"`
+	Token     string `yaml:"token"`
+	PINSource string `yaml:"pin_source"`
+	Key       string `yaml:"key"`  // pkcs11: URI of the cardholder signature key
+	Cert      string `yaml:"cert"` // PEM: cardholder certificate, CCA, brand
+	// Card is a file (mode 0600) of three lines: PAN, expiry YYYYMM, PAN secret (hex).
+	Card     string   `yaml:"card"`
+	Root     string   `yaml:"root"`
+	CAChain  []string `yaml:"ca_chain"`
+	CRLs     []string `yaml:"crls"`
+	Brand    string   `yaml:"brand"`
+	Merchant struct {
+		Address    string `yaml:"address"`
+		ServerName string `yaml:"server_name"`
+		TLSCA      string `yaml:"tls_ca"`
+	} `yaml:"merchant"`
+}
+
+func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay wallet buy", env)
+	cfgPath := fs.String("config", "wallet.yaml", "configuration file")
+	offer := fs.String("offer", "", "offer id agreed with the merchant")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	var cfg walletConfig
+	if err := loadYAML(*cfgPath, &cfg); err != nil {
+		return err
+	}
+	if *offer == "" || cfg.Key == "" || cfg.Cert == "" || cfg.Card == "" || cfg.Root == "" || cfg.Merchant.Address == "" || cfg.Merchant.TLSCA == "" {
+		return errors.New("need --offer and config key, cert, card, root, merchant.address and merchant.tls_ca")
+	}
+	mod, err := hsm.OpenModule(cfg.Module, env.logger)
+	if err != nil {
+		return err
+	}
+	defer mod.Close()
+	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: cfg.Token}, PIN: hsm.PINSource(cfg.PINSource), Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	defer tok.Close()
+	u, err := hsm.ParseURI(cfg.Key)
+	if err != nil {
+		return err
+	}
+	key, err := tok.KeyByURI(ctx, u)
+	if err != nil {
+		return err
+	}
+	certs, err := readPEMCerts(cfg.Cert)
+	if err != nil {
+		return err
+	}
+	card, err := readCard(cfg.Card)
+	if err != nil {
+		return err
+	}
+	roots, err := readPEMCerts(cfg.Root)
+	if err != nil {
+		return err
+	}
+	crls := pki.NewMemoryCRLs()
+	for _, f := range cfg.CRLs {
+		if err := loadCRLs(crls, f); err != nil {
+			return err
+		}
+	}
+	v, err := pki.NewVerifier(roots[0], crls)
+	if err != nil {
+		return err
+	}
+	var inter []*x509.Certificate
+	for _, f := range cfg.CAChain {
+		cs, err := readPEMCerts(f)
+		if err != nil {
+			return err
+		}
+		inter = append(inter, cs...)
+	}
+	p, err := pool(cfg.Merchant.TLSCA)
+	if err != nil {
+		return err
+	}
+	conn, err := grpc.NewClient(cfg.Merchant.Address, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, p, cfg.Merchant.ServerName))))
+	if err != nil {
+		return err
+	}
+	defer conn.Close()
+	w, err := wallet.New(wallet.Config{Identity: wallet.Identity{Key: key, Cert: certs[0], Chain: certs[1:], Card: card},
+		Trust:    &setproto.Trust{Verifier: v, Intermediates: inter, Cache: pki.NewCertCache(64)},
+		Merchant: setpb.NewMerchantClient(conn), Brand: cfg.Brand, Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	r, err := w.Buy(ctx, *offer)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "purchase %s at %s with %s: %s %s %d.%02d %s captured=%v\n", r.XID, r.Merchant,
+		pki.MaskPAN(card.PAN), r.Result, r.AuthCode, r.Amount/100, r.Amount%100, r.Currency, r.Captured)
+	return nil
+}
+
+func readCard(path string) (wallet.Card, error) {
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return wallet.Card{}, err
+	}
+	lines := strings.Fields(string(b))
+	if len(lines) != 3 {
+		return wallet.Card{}, fmt.Errorf("%s: want PAN, expiry and PAN secret on three lines", path)
+	}
+	secret, err := hex.DecodeString(lines[2])
+	if err != nil {
+		return wallet.Card{}, fmt.Errorf("%s: PAN secret is not hex", path)
+	}
+	c := wallet.Card{PAN: lines[0], Expiry: lines[1], PANSecret: secret}
+	if err := pki.ValidatePAN(c.PAN); err != nil {
+		return wallet.Card{}, fmt.Errorf("%s: %w", path, err)
+	}
+	return c, pki.ValidateExpiry(c.Expiry)
+}
