@@ -70,7 +70,7 @@ type regEnv struct {
 	raw     capb.CAClient
 }
 
-func newRegEnv(t *testing.T) *regEnv {
+func newRegEnv(t *testing.T, opts ...func(*ca.ServerConfig)) *regEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &regEnv{keys: catest.NewTokenKeys(t), issued: new(atomic.Int64)}
@@ -103,8 +103,12 @@ func newRegEnv(t *testing.T) *regEnv {
 		{PAN: cardExpired, Expiry: "202001", PostalCode: postalCode},
 	})
 	require.NoError(t, err)
-	e.srv, err = ca.NewServer(ca.ServerConfig{Hierarchy: e.h, CCASigner: e.keys.Signer("setpay-cca"),
-		CCAKeyExchange: e.ccaKX, CCADecrypter: kx, Ledger: ledger, Logger: slog.New(slog.DiscardHandler)})
+	cfg := ca.ServerConfig{Hierarchy: e.h, CCASigner: e.keys.Signer("setpay-cca"),
+		CCAKeyExchange: e.ccaKX, CCADecrypter: kx, Ledger: ledger, Logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	e.srv, err = ca.NewServer(cfg)
 	require.NoError(t, err)
 
 	// TLS 1.3, server authentication only, TLS keys in the token.
@@ -435,5 +439,56 @@ func TestRenewAndRevoke(t *testing.T) {
 	_, err = e.raw.GetCRL(ctx, &capb.GetCRLRequest{Ca: "merchant"})
 	assertRefused(t, err, codes.InvalidArgument, "BAD_REQUEST")
 	_, err = e.raw.CertInquiry(ctx, &capb.CertInquiryRequest{RequestId: "nope"})
+	assertRefused(t, err, codes.InvalidArgument, "BAD_REQUEST")
+	_, err = e.raw.CertInquiry(ctx, &capb.CertInquiryRequest{RequestId: "0123456789abcdef0123456789abcdef"})
 	assertRefused(t, err, codes.NotFound, "UNKNOWN_REQUEST")
+}
+
+func TestApprovalMode(t *testing.T) {
+	q, err := ca.NewPendingQueue(filepath.Join(t.TempDir(), "pending"))
+	require.NoError(t, err)
+	e := newRegEnv(t, func(c *ca.ServerConfig) { c.Pending = q })
+	ctx := context.Background()
+	for _, approve := range []bool{true, false} {
+		id := "shop-a"
+		if !approve {
+			id = "shop-r"
+		}
+		secret, err := e.h.MCA.Enroll(ctx, pki.RoleMerchant, id)
+		require.NoError(t, err)
+		sig, kx := tokenEntity(t, e, hsm.RSA2048)
+		reg := ca.EntityRegistration{Role: pki.RoleMerchant, ID: id, Secret: secret, SignatureKey: sig, KeyExchangeKey: kx}
+		before := e.issued.Load()
+		res, err := e.client.RegisterEntity(ctx, reg)
+		require.NoError(t, err)
+		require.True(t, res.Pending)
+		assert.Equal(t, before, e.issued.Load(), "nothing issued before approval")
+		_, err = e.client.RegisterEntity(ctx, reg)
+		assertRefused(t, err, codes.AlreadyExists, "ENROLLMENT_USED")
+		again, err := e.client.Inquire(ctx, res.RequestID, reg)
+		require.NoError(t, err)
+		assert.True(t, again.Pending)
+
+		list, err := q.List()
+		require.NoError(t, err)
+		assert.NotEmpty(t, list)
+		_, err = q.Decide(ctx, e.h, res.RequestID, approve, time.Now())
+		require.NoError(t, err)
+		_, err = q.Decide(ctx, e.h, res.RequestID, approve, time.Now())
+		assert.Error(t, err, "decided once")
+		got, err := e.client.Inquire(ctx, res.RequestID, reg)
+		if !approve {
+			assertRefused(t, err, codes.PermissionDenied, "REQUEST_REJECTED")
+			assert.Equal(t, before, e.issued.Load())
+			continue
+		}
+		require.NoError(t, err)
+		assert.False(t, got.Pending)
+		assert.Equal(t, before+2, e.issued.Load())
+		assert.Equal(t, pki.EntityCN(pki.RoleMerchant, id), got.Signature.Subject.CommonName)
+		// The answer is checked against the caller's keys.
+		other, _ := tokenEntity(t, e, hsm.RSA2048)
+		_, err = e.client.Inquire(ctx, res.RequestID, ca.EntityRegistration{Role: pki.RoleMerchant, ID: id, SignatureKey: other, KeyExchangeKey: kx})
+		assert.Error(t, err)
+	}
 }
