@@ -11,6 +11,7 @@ import (
 	"fmt"
 	"net"
 	"os"
+	"path/filepath"
 	"strings"
 	"time"
 
@@ -338,72 +339,56 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	return serveUntilDone(ctx, env, gs, cfg.Listen, "merchant "+m.ID())
 }
 
-// walletConfig names the cardholder's token key, certificate and card file.
-type walletConfig struct {
-	Module    string `yaml:"module"`
-	Token     string `yaml:"token"`
-	PINSource string `yaml:"pin_source"`
-	Key       string `yaml:"key"`  // pkcs11: URI of the cardholder signature key
-	Cert      string `yaml:"cert"` // PEM: cardholder certificate, CCA, brand
-	// Card is a file (mode 0600) of three lines: PAN, expiry YYYYMM, PAN secret (hex).
-	Card     string   `yaml:"card"`
-	Root     string   `yaml:"root"`
-	CAChain  []string `yaml:"ca_chain"`
-	CRLs     []string `yaml:"crls"`
-	Brand    string   `yaml:"brand"`
-	Merchant struct {
-		Address    string `yaml:"address"`
-		ServerName string `yaml:"server_name"`
-		TLSCA      string `yaml:"tls_ca"`
-	} `yaml:"merchant"`
-}
-
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay wallet buy", env)
-	cfgPath := fs.String("config", "wallet.yaml", "configuration file")
+	var tf tokenFlags
+	tf.register(fs)
+	dir := fs.String("wallet", "./var/wallet", "wallet directory made by `setpay wallet register`")
+	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
+	addr := fs.String("merchant", "", "merchant address host:port")
+	merchantCA := fs.String("merchant-ca", "", "PEM of the CA of the merchant's TLS certificate")
+	serverName := fs.String("server-name", "", "name in the merchant's TLS certificate (default: the host of --merchant)")
+	brand := fs.String("brand", "SETPay", "card brand")
 	offer := fs.String("offer", "", "offer id agreed with the merchant")
+	var crlFiles listFlag
+	fs.Var(&crlFiles, "crls", "PEM file(s) of current CRLs of root, brand, MCA and PCA (revocation is always checked)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	var cfg walletConfig
-	if err := loadYAML(*cfgPath, &cfg); err != nil {
-		return err
+	if *offer == "" || *addr == "" || *merchantCA == "" {
+		return errors.New("--offer, --merchant and --merchant-ca are required")
 	}
-	if *offer == "" || cfg.Key == "" || cfg.Cert == "" || cfg.Card == "" || cfg.Root == "" || cfg.Merchant.Address == "" || cfg.Merchant.TLSCA == "" {
-		return errors.New("need --offer and config key, cert, card, root, merchant.address and merchant.tls_ca")
+	if *serverName == "" {
+		host, _, err := net.SplitHostPort(*addr)
+		if err != nil {
+			return fmt.Errorf("--merchant: %w", err)
+		}
+		*serverName = host
 	}
-	mod, err := hsm.OpenModule(cfg.Module, env.logger)
+	pass, err := readSecret(*passFile, "SETPAY_WALLET_PASSPHRASE", "wallet passphrase")
 	if err != nil {
 		return err
 	}
-	defer mod.Close()
-	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: cfg.Token}, PIN: hsm.PINSource(cfg.PINSource), Logger: env.logger})
+	var find wallet.KeyFinder
+	if tf.token != "" || tf.softhsmDir != "" {
+		mod, tok, err := tf.open(ctx, env)
+		if err != nil {
+			return err
+		}
+		defer mod.Close()
+		defer tok.Close()
+		find = func(ctx context.Context, label string) (crypto.Signer, error) { return tok.FindKey(ctx, label) }
+	}
+	id, err := wallet.LoadIdentity(ctx, *dir, pass, find)
 	if err != nil {
 		return err
 	}
-	defer tok.Close()
-	u, err := hsm.ParseURI(cfg.Key)
-	if err != nil {
-		return err
-	}
-	key, err := tok.KeyByURI(ctx, u)
-	if err != nil {
-		return err
-	}
-	certs, err := readPEMCerts(cfg.Cert)
-	if err != nil {
-		return err
-	}
-	card, err := readCard(cfg.Card)
-	if err != nil {
-		return err
-	}
-	roots, err := readPEMCerts(cfg.Root)
+	roots, err := readPEMCerts(filepath.Join(*dir, wallet.FileRoot))
 	if err != nil {
 		return err
 	}
 	crls := pki.NewMemoryCRLs()
-	for _, f := range cfg.CRLs {
+	for _, f := range crlFiles {
 		if err := loadCRLs(crls, f); err != nil {
 			return err
 		}
@@ -412,26 +397,19 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	var inter []*x509.Certificate
-	for _, f := range cfg.CAChain {
-		cs, err := readPEMCerts(f)
-		if err != nil {
-			return err
-		}
-		inter = append(inter, cs...)
-	}
-	p, err := pool(cfg.Merchant.TLSCA)
+	p, err := pool(*merchantCA)
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(cfg.Merchant.Address, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, p, cfg.Merchant.ServerName))))
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, p, *serverName))))
 	if err != nil {
 		return err
 	}
 	defer conn.Close()
-	w, err := wallet.New(wallet.Config{Identity: wallet.Identity{Key: key, Cert: certs[0], Chain: certs[1:], Card: card},
-		Trust:    &setproto.Trust{Verifier: v, Intermediates: inter, Cache: pki.NewCertCache(64)},
-		Merchant: setpb.NewMerchantClient(conn), Brand: cfg.Brand, Logger: env.logger})
+	// The merchant sends the MCA and PCA certificates with its offer; the wallet
+	// announces the ones it already has (its own chain).
+	w, err := wallet.New(wallet.Config{Identity: *id, Trust: &setproto.Trust{Verifier: v, Intermediates: id.Chain, Cache: pki.NewCertCache(64)},
+		Merchant: setpb.NewMerchantClient(conn), Brand: *brand, Logger: env.logger})
 	if err != nil {
 		return err
 	}
@@ -439,27 +417,7 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "purchase %s at %s with %s: %s %s %d.%02d %s captured=%v\n", r.XID, r.Merchant,
-		pki.MaskPAN(card.PAN), r.Result, r.AuthCode, r.Amount/100, r.Amount%100, r.Currency, r.Captured)
+	fmt.Fprintf(env.stdout, "purchase %s at %s with %s: %s %s %s %s captured=%v\n", r.XID, r.Merchant,
+		pki.MaskPAN(id.Card.PAN), r.Result, r.AuthCode, money(r.Amount), r.Currency, r.Captured)
 	return nil
-}
-
-func readCard(path string) (wallet.Card, error) {
-	b, err := os.ReadFile(path)
-	if err != nil {
-		return wallet.Card{}, err
-	}
-	lines := strings.Fields(string(b))
-	if len(lines) != 3 {
-		return wallet.Card{}, fmt.Errorf("%s: want PAN, expiry and PAN secret on three lines", path)
-	}
-	secret, err := hex.DecodeString(lines[2])
-	if err != nil {
-		return wallet.Card{}, fmt.Errorf("%s: PAN secret is not hex", path)
-	}
-	c := wallet.Card{PAN: lines[0], Expiry: lines[1], PANSecret: secret}
-	if err := pki.ValidatePAN(c.PAN); err != nil {
-		return wallet.Card{}, fmt.Errorf("%s: %w", path, err)
-	}
-	return c, pki.ValidateExpiry(c.Expiry)
 }
