@@ -138,7 +138,7 @@ start() {
     --fork --nopidfile --print-pid=3 3>"$dir/dbus.pid" >"$dir/dbus.log" 2>&1 </dev/null
   wait_for "the D-Bus session bus" test -S "$dir/bus"
 
-  DBUS_SESSION_BUS_ADDRESS="$dbus_addr" tpm2-abrmd --session --allow-root --flush-all --max-connections=100 \
+  DBUS_SESSION_BUS_ADDRESS="$dbus_addr" tpm2-abrmd --session --allow-root --flush-all --max-connections=100 --max-transients=100 \
     --tcti="swtpm:host=127.0.0.1,port=$port" >"$dir/abrmd.log" 2>&1 </dev/null &
   echo $! >"$dir/abrmd.pid"
 
