@@ -243,5 +243,22 @@ func (g *Gateway) record(ctx context.Context, tx store.Tx, c *checked, dec Decis
 	if err != nil {
 		return nil, err
 	}
+	// The audit chain records every private-key operation of this authorization, in
+	// the same transaction as the authorization itself.
+	actor := "gateway:" + g.id
+	ops := []store.AuditRecord{
+		{Purpose: "decrypt authorization request", KeyURI: setproto.KeyURI(g.cfg.KXKey)},
+		{Purpose: "decrypt payment instructions", KeyURI: setproto.KeyURI(g.cfg.KXKey)},
+		{Purpose: "sign authorization response", KeyURI: setproto.KeyURI(g.cfg.Sign.Key), Details: dec.Result.String()},
+	}
+	if len(res.CaptureToken) > 0 {
+		ops = append(ops, store.AuditRecord{Purpose: "sign capture token", KeyURI: setproto.KeyURI(g.cfg.Sign.Key)})
+	}
+	for _, op := range ops {
+		op.Time, op.Actor, op.XID = now, actor, req.GetXid()
+		if _, err := tx.AppendAudit(ctx, op); err != nil {
+			return nil, err
+		}
+	}
 	return setproto.Seal(setpb.ContentKind_AUTH_RESPONSE, signed, c.merchantKX, g.cfg.Envelope)
 }

@@ -285,13 +285,25 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	case err != nil:
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "claim order")
 	}
-	out, authErr := m.Authorize(ctx, AuthInput{
-		XID: oi.GetXid(), Amount: oi.GetAmount(), Currency: oi.GetCurrency(), OIHash: oiHash, Sale: sale(order, m.offers),
-		PIEnvelope: in.GetPiEnvelope(), DualSignature: in.GetDualSignature(),
-	})
-	if authErr != nil && setproto.ReasonOf(authErr) == setpb.Reason_GATEWAY_UNAVAILABLE {
-		// Nothing decided: the order stays pending and the same request may be retried.
-		return nil, authErr
+	// A retry of a request already answered gets the stored answer without asking the
+	// gateway again; only a request left pending goes (again) to the gateway.
+	if err := m.cfg.Store.View(ctx, func(ctx context.Context, tx store.Tx) error {
+		order, err = tx.GetOrder(ctx, oi.GetXid())
+		return err
+	}); err != nil {
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "read order")
+	}
+	var out *AuthOutcome
+	var authErr error
+	if order.State == StatePending {
+		out, authErr = m.Authorize(ctx, AuthInput{
+			XID: oi.GetXid(), Amount: oi.GetAmount(), Currency: oi.GetCurrency(), OIHash: oiHash, Sale: sale(order, m.offers),
+			PIEnvelope: in.GetPiEnvelope(), DualSignature: in.GetDualSignature(),
+		})
+		if authErr != nil && setproto.ReasonOf(authErr) == setpb.Reason_GATEWAY_UNAVAILABLE {
+			// Nothing decided: the order stays pending and the same request may be retried.
+			return nil, authErr
+		}
 	}
 	answer, _, err := m.cfg.Store.Idempotent(ctx, "merchant/purchase", oi.GetXid(), reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
 		return m.answer(ctx, tx, oi, out, authErr)
@@ -306,7 +318,7 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	if sa.GetError() != nil {
 		return nil, setproto.FromDetail(sa.GetError())
 	}
-	m.cfg.Logger.Info("purchase", "xid", oi.GetXid(), "cardholder", dual.EntityID, "result", out.Response.GetResult().String())
+	m.cfg.Logger.Info("purchase", "xid", oi.GetXid(), "cardholder", dual.EntityID)
 	return &setpb.Signed{Cms: sa.GetPurchaseResponse(), CertRefs: m.cfg.Sign.Thumbprints()}, nil
 }
 
@@ -321,6 +333,15 @@ func sale(o *store.Order, offers map[string]Offer) bool {
 // purchase response, or the gateway's refusal.
 func (m *Merchant) answer(ctx context.Context, tx store.Tx, oi *setpb.OrderInfo, out *AuthOutcome, authErr error) ([]byte, error) {
 	now := m.cfg.Clock()
+	if out == nil && authErr == nil {
+		// The order left pending without a stored answer for this request: cannot
+		// happen, both commit together.
+		return nil, errors.New("merchant: order decided but no stored answer")
+	}
+	if _, err := tx.AppendAudit(ctx, store.AuditRecord{Time: now, Actor: "merchant:" + m.id, KeyURI: setproto.KeyURI(m.cfg.Sign.Key),
+		Purpose: "sign authorization request", XID: oi.GetXid()}); err != nil {
+		return nil, err
+	}
 	if authErr != nil {
 		if err := tx.SetOrderState(ctx, oi.GetXid(), StatePending, StateRefused, now); err != nil {
 			return nil, err
@@ -345,6 +366,15 @@ func (m *Merchant) answer(ctx context.Context, tx store.Tx, oi *setpb.OrderInfo,
 	der, err := setproto.SignMessage(setpb.ContentKind_PURCHASE_RESPONSE, pres, m.cfg.Sign, now, nil)
 	if err != nil {
 		return nil, err
+	}
+	for _, op := range []store.AuditRecord{
+		{Purpose: "decrypt authorization response", KeyURI: setproto.KeyURI(m.cfg.KXKey)},
+		{Purpose: "sign purchase response", KeyURI: setproto.KeyURI(m.cfg.Sign.Key), Details: r.GetResult().String()},
+	} {
+		op.Time, op.Actor, op.XID = now, "merchant:"+m.id, oi.GetXid()
+		if _, err := tx.AppendAudit(ctx, op); err != nil {
+			return nil, err
+		}
 	}
 	return setproto.Marshal(&setpb.StoredAnswer{PurchaseResponse: der})
 }

@@ -269,3 +269,12 @@ func cas(lists ...[]*x509.Certificate) []*x509.Certificate {
 	}
 	return out
 }
+
+// KeyURI is the RFC 7512 URI of a token key (hsm.Key, signer.RemoteKey), or "" for
+// keys that have none: what audit records name.
+func KeyURI(k any) string {
+	if u, ok := k.(interface{ URI() string }); ok {
+		return u.URI()
+	}
+	return ""
+}
