@@ -34,14 +34,14 @@ func dbBackends(t *testing.T) map[string]func(t *testing.T) (dsn string) {
 	}
 }
 
-func uniqueIssuer(t *testing.T) string {
+func uniqueIssuer(t testing.TB) string {
 	var b [6]byte
 	_, err := rand.Read(b[:])
 	require.NoError(t, err)
 	return "t" + hex.EncodeToString(b[:])
 }
 
-func openDB(t *testing.T, dsn string) *store.Store {
+func openDB(t testing.TB, dsn string) *store.Store {
 	db, err := store.Open(context.Background(), dsn)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db.Close() })

@@ -70,7 +70,7 @@ type regEnv struct {
 	raw     capb.CAClient
 }
 
-func newRegEnv(t *testing.T, opts ...func(*ca.ServerConfig)) *regEnv {
+func newRegEnv(t testing.TB, opts ...func(*ca.ServerConfig)) *regEnv {
 	t.Helper()
 	ctx := context.Background()
 	e := &regEnv{keys: catest.NewTokenKeys(t), issued: new(atomic.Int64)}
@@ -137,14 +137,14 @@ func newRegEnv(t *testing.T, opts ...func(*ca.ServerConfig)) *regEnv {
 	return e
 }
 
-func walletKey(t *testing.T, e *regEnv) crypto.Signer {
+func walletKey(t testing.TB, e *regEnv) crypto.Signer {
 	t.Helper()
 	k, err := e.keys.Token.GenerateKey(context.Background(), hsm.KeySpec{Label: "wallet-" + randHex(t), Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 	require.NoError(t, err)
 	return k
 }
 
-func randHex(t *testing.T) string { return uniqueIssuer(t) }
+func randHex(t testing.TB) string { return uniqueIssuer(t) }
 
 // assertRefused checks code and reason of a gRPC refusal.
 func assertRefused(t *testing.T, err error, code codes.Code, reason string) {
@@ -190,7 +190,7 @@ type certReq struct {
 	formID              string
 }
 
-func signed(t *testing.T, ct uint64, m proto.Message, key crypto.Signer, cert *x509.Certificate) []byte {
+func signed(t testing.TB, ct uint64, m proto.Message, key crypto.Signer, cert *x509.Certificate) []byte {
 	t.Helper()
 	b, err := proto.Marshal(m)
 	require.NoError(t, err)
@@ -207,7 +207,7 @@ func signed(t *testing.T, ct uint64, m proto.Message, key crypto.Signer, cert *x
 	return out
 }
 
-func (e *regEnv) form(t *testing.T) *capb.RegFormTBS {
+func (e *regEnv) form(t testing.TB) *capb.RegFormTBS {
 	res, err := e.raw.RegFormReq(context.Background(), &capb.RegFormRequest{Bin: "411111"})
 	require.NoError(t, err)
 	sd, err := cms.ParseSignedData(res.Signed)
@@ -219,7 +219,7 @@ func (e *regEnv) form(t *testing.T) *capb.RegFormTBS {
 	return &f
 }
 
-func (e *regEnv) buildCertReq(t *testing.T, r certReq) []byte {
+func (e *regEnv) buildCertReq(t testing.TB, r certReq) []byte {
 	t.Helper()
 	if r.nonce == nil {
 		f := e.form(t)
@@ -318,7 +318,7 @@ func TestCertReqRefusals(t *testing.T) {
 }
 
 // tokenEntity makes the token keys of a merchant or gateway.
-func tokenEntity(t *testing.T, e *regEnv, kxAlg hsm.Algorithm) (*hsm.Key, *hsm.Key) {
+func tokenEntity(t testing.TB, e *regEnv, kxAlg hsm.Algorithm) (*hsm.Key, *hsm.Key) {
 	ctx := context.Background()
 	sig, err := e.keys.Token.GenerateKey(ctx, hsm.KeySpec{Label: "sig-" + randHex(t), Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 	require.NoError(t, err)
