@@ -2,7 +2,7 @@
 GO ?= go
 VAR ?= ./var
 
-.PHONY: demo test deps vet unit bench-sign fuzz clean
+.PHONY: demo test test-tpm2 deps vet bench-sign clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -19,6 +19,11 @@ vet:
 # SQLite, and a throwaway PostgreSQL cluster (scripts/pg-test.sh installs and starts it).
 test: deps vet
 	bash scripts/pg-test.sh run $(GO) test -race -count=1 -timeout 20m ./...
+
+# Token-layer tests on a second PKCS#11 module: tpm2-pkcs11 over a software TPM
+# (scripts/tpm2-test.sh installs and starts swtpm + tpm2-abrmd, and tears them down).
+test-tpm2: deps
+	bash scripts/tpm2-test.sh run $(GO) test -race -count=1 -timeout 10m ./hsm/ ./pki/ ./signer/
 
 bench-sign: deps
 	$(GO) run ./cmd/setpay bench sign --softhsm --mech ecdsa-p256,rsa2048-pkcs1,rsa2048-pss,rsa2048-oaep-decrypt,ecdh-p256 --concurrency 1,2,4,8,16 --duration 5s --json bench-sign.json
