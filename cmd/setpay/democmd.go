@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -13,10 +15,13 @@ import (
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/softhsm"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/wallet"
+	"gopkg.in/yaml.v3"
 )
 
 // runDemo is the README's main job: a whole SET system in one process on an embedded
@@ -31,7 +36,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	began := time.Now()
 	root := mustAbs(*varDir)
 	// Reset only what the demo creates.
-	for _, p := range []string{"softhsm", "gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"} {
+	for _, p := range []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "gateway.yaml", "merchant.yaml", "gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"} {
 		if err := os.RemoveAll(filepath.Join(root, p)); err != nil {
 			return fmt.Errorf("reset %s: %w", p, err)
 		}
@@ -136,8 +141,109 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	for _, a := range auths {
 		fmt.Fprintf(w, "  %s  %-17s %8s %s  %-10s %s\n", a.XID, a.PANMask, money(a.Amount), a.Currency, a.Status, a.DeclineReason)
 	}
+	cmds, err := exportServeConfigs(root, d, path, b, offers)
+	if err != nil {
+		return err
+	}
 	fmt.Fprintf(w, "\ndone in %.1fs\n", time.Since(began).Seconds())
+	fmt.Fprintf(w, "\nThe same parties as separate processes, on these tokens and stores (configs written to %s):\n", root)
+	for _, c := range cmds {
+		fmt.Fprintf(w, "  %s\n", c)
+	}
 	return nil
+}
+
+// exportServeConfigs writes the certificates, CRLs, the gateway and merchant YAML
+// configurations and Alice's wallet directory so that `setpay gateway serve`,
+// `setpay merchant serve` and `setpay wallet buy` run on the demo's tokens, and
+// returns the commands to do so.
+func exportServeConfigs(root string, d softhsm.Dir, module string, b *testbed.Bed, offers []merchant.Offer) ([]string, error) {
+	pkiDir := filepath.Join(root, "pki")
+	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
+		return nil, err
+	}
+	files := map[string][]byte{
+		"root.pem":                pki.EncodePEM(b.H.Root.Certificate()),
+		"ca-chain.pem":            pki.EncodePEM(b.CACerts()...),
+		"crls.pem":                pki.EncodeCRLPEM(b.CRLs.All()...),
+		"gateway-sign.pem":        pki.EncodePEM(b.GatewayEnt.Sign.Certificates()...),
+		"gateway-kx.pem":          pki.EncodePEM(append([]*x509.Certificate{b.GatewayEnt.KXCert}, b.GatewayEnt.Sign.Chain...)...),
+		"merchant-sign.pem":       pki.EncodePEM(b.MerchantEnt.Sign.Certificates()...),
+		"merchant-kx.pem":         pki.EncodePEM(append([]*x509.Certificate{b.MerchantEnt.KXCert}, b.MerchantEnt.Sign.Chain...)...),
+		"tls-ca.pem":              pki.EncodePEM(b.TLS.Certificate()),
+		"gateway-tls.pem":         pki.EncodePEM(b.GatewayTLS.Cert),
+		"merchant-tls.pem":        pki.EncodePEM(b.MerchantTLS.Cert),
+		"merchant-client-tls.pem": pki.EncodePEM(b.MerchantClientTLS.Cert),
+		"pan-hash.key":            []byte(hex.EncodeToString(b.PANHashKey) + "\n"),
+	}
+	for name, data := range files {
+		if err := os.WriteFile(filepath.Join(pkiDir, name), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	in := func(n string) string { return filepath.Join(pkiDir, n) }
+	common := func(e *testbed.Entity, token, listen, sign, kx, store, tlsCert string, tlsKey any) partyConfig {
+		var c partyConfig
+		c.Module, c.Token, c.PINSource, c.Listen = module, token, "file:"+d.PINFile(), listen
+		c.SignKey, c.SignCert, c.KXKey, c.KXCert = e.SignKey.URI(), in(sign), e.KXKey.URI(), in(kx)
+		c.Root, c.CAChain, c.CRLs, c.Store = in("root.pem"), []string{in("ca-chain.pem")}, []string{in("crls.pem")}, "sqlite:"+filepath.Join(root, store)
+		c.TLS.Cert, c.TLS.Key = in(tlsCert), setproto.KeyURI(tlsKey)
+		return c
+	}
+	gw := gatewayConfig{partyConfig: common(b.GatewayEnt, "setpay-gateway", "127.0.0.1:7501", "gateway-sign.pem", "gateway-kx.pem", "gateway.db", "gateway-tls.pem", b.GatewayTLS.Key),
+		PANHashKey: "file:" + in("pan-hash.key"), Ledger: b.LedgerCards}
+	gw.TLS.ClientCA = in("tls-ca.pem")
+	mc := merchantConfig{partyConfig: common(b.MerchantEnt, "setpay-merchant", "127.0.0.1:7502", "merchant-sign.pem", "merchant-kx.pem", "merchant.db", "merchant-tls.pem", b.MerchantTLS.Key),
+		Brand: testbed.Brand, Offers: offers}
+	mc.Gateway.Address, mc.Gateway.ServerName, mc.Gateway.KXCert, mc.Gateway.TLSCA = "127.0.0.1:7501", "127.0.0.1", in("gateway-kx.pem"), in("tls-ca.pem")
+	mc.Gateway.ClientCert, mc.Gateway.ClientKey = in("merchant-client-tls.pem"), setproto.KeyURI(b.MerchantClientTLS.Key)
+	for name, v := range map[string]any{"gateway.yaml": gw, "merchant.yaml": mc} {
+		y, err := yaml.Marshal(v)
+		if err != nil {
+			return nil, err
+		}
+		// The gateway's file holds the issuer stand-in's card numbers: owner only.
+		if err := os.WriteFile(filepath.Join(root, name), y, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	// Alice's wallet: a token wallet in the layout `setpay wallet register` writes.
+	pass, err := setproto.NewID()
+	if err != nil {
+		return nil, err
+	}
+	alice := b.Cardholders[0]
+	card, err := wallet.SealCard(alice.Identity.Card, []byte(pass))
+	if err != nil {
+		return nil, err
+	}
+	wdir := filepath.Join(root, "wallet-alice")
+	if err := os.RemoveAll(wdir); err != nil {
+		return nil, err
+	}
+	if err := os.MkdirAll(wdir, 0o700); err != nil {
+		return nil, err
+	}
+	for name, data := range map[string][]byte{
+		wallet.FileKeyLabel: []byte(alice.Key.Label() + "\n"), wallet.FileCard: card,
+		wallet.FileChain: pki.EncodePEM(alice.Identity.Chain...), wallet.FileRoot: pki.EncodePEM(b.H.Root.Certificate()),
+		wallet.FileCert: pki.EncodePEM(alice.Identity.Cert),
+	} {
+		if err := os.WriteFile(filepath.Join(wdir, name), data, 0o600); err != nil {
+			return nil, err
+		}
+	}
+	passFile := filepath.Join(root, "wallet-alice.pass")
+	if err := os.WriteFile(passFile, []byte(pass+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	return []string{
+		"export SOFTHSM2_CONF=" + d.ConfPath(),
+		"setpay gateway serve --config " + filepath.Join(root, "gateway.yaml") + " &",
+		"setpay merchant serve --config " + filepath.Join(root, "merchant.yaml") + " &",
+		"setpay wallet buy --softhsm-dir " + d.Root + " --token setpay-wallet --wallet " + wdir + " --passphrase-file " + passFile +
+			" --merchant 127.0.0.1:7502 --merchant-ca " + in("tls-ca.pem") + " --crls " + in("crls.pem") + " --offer book",
+	}, nil
 }
 
 func money(minor int64) string { return fmt.Sprintf("%d.%02d", minor/100, minor%100) }

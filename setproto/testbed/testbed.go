@@ -106,6 +106,10 @@ type Bed struct {
 	// GatewayConn is the merchant's mutual-TLS connection to the gateway; MerchantConn
 	// a wallet's TLS connection to the merchant.
 	GatewayConn, MerchantConn *grpc.ClientConn
+	// TLS identities: keys in the gateway's and the merchant's tokens.
+	GatewayTLS, MerchantTLS, MerchantClientTLS signer.Identity
+	PANHashKey                                []byte
+	LedgerCards                               []gateway.Card
 	closers                   []func()
 }
 
@@ -162,11 +166,14 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	if b.Ledger, err = gateway.NewLedger(ledgerKey, cards); err != nil {
 		return nil, err
 	}
-	// Transport: a TLS CA and service keys, in the token too.
-	tlsKey := func(label string) (crypto.Signer, error) {
-		return cfg.TLS.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+	b.PANHashKey, b.LedgerCards = panKey, cards
+	// Transport: a TLS CA in the TLS token, each service's TLS key in its own token.
+	keyIn := func(tok *hsm.Token) func(string) (crypto.Signer, error) {
+		return func(label string) (crypto.Signer, error) {
+			return tok.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+		}
 	}
-	k, err := tlsKey("tls-ca")
+	k, err := keyIn(cfg.TLS)("tls-ca")
 	if err != nil {
 		return nil, err
 	}
@@ -186,32 +193,29 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 		Trust: b.NewTrust(), Store: b.GatewayDB, PANHashKey: panKey, Issuer: b.Ledger, Logger: cfg.Logger}); err != nil {
 		return nil, err
 	}
-	gwTLS, err := b.identity(tlsKey, "tls-gateway", "127.0.0.1")
-	if err != nil {
+	if b.GatewayTLS, err = b.identity(keyIn(cfg.Gateway), "tls-gateway-"+cfg.GatewayID, "127.0.0.1"); err != nil {
 		return nil, err
 	}
-	gs, _ := signer.NewGRPCServer(signer.ServerTLS(gwTLS, b.TLS.Pool()), 4<<20, gwOpts...)
+	gs, _ := signer.NewGRPCServer(signer.ServerTLS(b.GatewayTLS, b.TLS.Pool()), 4<<20, gwOpts...)
 	b.Gateway.Register(gs)
 	if b.GatewayAddr, err = b.serve(gs); err != nil {
 		return nil, err
 	}
-	merClientTLS, err := b.identity(tlsKey, "tls-merchant-client", "merchant-"+cfg.MerchantID)
-	if err != nil {
+	if b.MerchantClientTLS, err = b.identity(keyIn(cfg.Merchant), "tls-client-"+cfg.MerchantID, "merchant-"+cfg.MerchantID); err != nil {
 		return nil, err
 	}
 	if b.GatewayConn, err = grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(
-		signer.ClientTLS(&merClientTLS, b.TLS.Pool(), "127.0.0.1")))); err != nil {
+		signer.ClientTLS(&b.MerchantClientTLS, b.TLS.Pool(), "127.0.0.1")))); err != nil {
 		return nil, err
 	}
 	b.closers = append(b.closers, func() { _ = b.GatewayConn.Close() })
 	if b.Merchant, err = b.NewMerchant(ctx, b.MerchantEnt, b.MerchantDB, setpb.NewGatewayClient(b.GatewayConn)); err != nil {
 		return nil, err
 	}
-	merTLS, err := b.identity(tlsKey, "tls-merchant", "127.0.0.1")
-	if err != nil {
+	if b.MerchantTLS, err = b.identity(keyIn(cfg.Merchant), "tls-"+cfg.MerchantID, "127.0.0.1"); err != nil {
 		return nil, err
 	}
-	ms, _ := signer.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{merTLS.TLSCertificate()}}, 4<<20, merOpts...)
+	ms, _ := signer.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{b.MerchantTLS.TLSCertificate()}}, 4<<20, merOpts...)
 	b.Merchant.Register(ms)
 	if b.MerchantAddr, err = b.serve(ms); err != nil {
 		return nil, err
