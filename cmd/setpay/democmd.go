@@ -110,7 +110,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	for _, c := range b.Cardholders {
 		fmt.Fprintf(w, "      card     %-12s %s  key %s  (certificate from the CCA, names no PAN)\n", c.Name, pki.MaskPAN(c.Identity.Card.PAN), shortURI(c.Key.URI()))
 	}
-	fmt.Fprintf(w, "gRPC  gateway %s (mutual TLS), merchant %s (TLS); TLS keys in token setpay-tls\n", b.GatewayAddr, b.MerchantAddr)
+	fmt.Fprintf(w, "gRPC  gateway %s (mutual TLS), merchant %s (TLS); TLS keys in each party's token, TLS CA key in setpay-tls\n", b.GatewayAddr, b.MerchantAddr)
 
 	runs := []struct {
 		card  int

@@ -108,9 +108,9 @@ type Bed struct {
 	GatewayConn, MerchantConn *grpc.ClientConn
 	// TLS identities: keys in the gateway's and the merchant's tokens.
 	GatewayTLS, MerchantTLS, MerchantClientTLS signer.Identity
-	PANHashKey                                []byte
-	LedgerCards                               []gateway.Card
-	closers                   []func()
+	PANHashKey                                 []byte
+	LedgerCards                                []gateway.Card
+	closers                                    []func()
 }
 
 // Build sets up the CA hierarchy, registers the gateway, the merchant and the
