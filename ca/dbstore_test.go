@@ -125,3 +125,34 @@ func TestNewDBStoreRejectsBadNames(t *testing.T) {
 	_, err := ca.NewDBStore(nil, "cca")
 	assert.Error(t, err)
 }
+
+// TestDBStoreRedeemOnce races redemptions of one secret: exactly one wins.
+func TestDBStoreRedeemOnce(t *testing.T) {
+	for name, dsnFor := range dbBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			s, err := ca.NewDBStore(openDB(t, dsnFor(t)), uniqueIssuer(t))
+			require.NoError(t, err)
+			now := time.Now()
+			require.NoError(t, s.PutEnrollment(ctx, ca.Enrollment{Role: pki.RoleGateway, ID: "g", SecretHash: hashOf("s"), CreatedAt: now, ExpiresAt: now.Add(time.Hour)}))
+			const n = 8
+			errs := make(chan error, n)
+			for range n {
+				go func() {
+					_, err := s.RedeemEnrollment(ctx, pki.RoleGateway, "g", hashOf("s"), now)
+					errs <- err
+				}()
+			}
+			wins := 0
+			for range n {
+				err := <-errs
+				if err == nil {
+					wins++
+					continue
+				}
+				assert.ErrorIs(t, err, ca.ErrAlreadyUsed)
+			}
+			assert.Equal(t, 1, wins)
+		})
+	}
+}

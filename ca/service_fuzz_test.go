@@ -3,12 +3,18 @@ package ca_test
 import (
 	"context"
 	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
 	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/ca/capb"
@@ -86,4 +92,67 @@ func csrOf(t testing.TB, k interface {
 		t.Fatal(err)
 	}
 	return der
+}
+
+// fuzzCA answers every cardholder RPC with the fuzzer's bytes, to exercise
+// the wallet's parsing of CA answers.
+type fuzzCA struct {
+	capb.UnimplementedCAServer
+	init, form, res []byte
+}
+
+func (f *fuzzCA) CardCInit(context.Context, *capb.CardCInitRequest) (*capb.CardCInitResponse, error) {
+	return &capb.CardCInitResponse{Signed: f.init}, nil
+}
+
+func (f *fuzzCA) RegFormReq(context.Context, *capb.RegFormRequest) (*capb.RegFormResponse, error) {
+	return &capb.RegFormResponse{Signed: f.form}, nil
+}
+
+func (f *fuzzCA) CertReq(context.Context, *capb.CertReqRequest) (*capb.CertReqResponse, error) {
+	return &capb.CertReqResponse{Signed: f.res}, nil
+}
+
+func FuzzClientAnswers(f *testing.F) {
+	e := newRegEnv(f)
+	ctx := context.Background()
+	init, err := e.srv.CardCInit(ctx, &capb.CardCInitRequest{WalletNonce: make([]byte, 32)})
+	if err != nil {
+		f.Fatal(err)
+	}
+	form, err := e.srv.RegFormReq(ctx, &capb.RegFormRequest{Bin: "411111"})
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Add(init.Signed, form.Signed, []byte{0x30})
+	fake := &fuzzCA{}
+	g := grpc.NewServer()
+	capb.RegisterCAServer(g, fake)
+	lis, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		f.Fatal(err)
+	}
+	go func() { _ = g.Serve(lis) }()
+	f.Cleanup(g.Stop)
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(insecure.NewCredentials()))
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Cleanup(func() { _ = conn.Close() })
+	client, err := ca.NewClient(conn, e.h.Root.Certificate(), nil)
+	if err != nil {
+		f.Fatal(err)
+	}
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		f.Fatal(err)
+	}
+	f.Fuzz(func(t *testing.T, a, b, c []byte) {
+		// Not concurrent: one fuzz worker runs one input at a time.
+		fake.init, fake.form, fake.res = a, b, c
+		_, err := client.RegisterCardholder(ctx, ca.CardholderRegistration{PAN: cardOK, Expiry: cardExpiry, Key: key})
+		if err == nil {
+			t.Fatal("registration succeeded on fuzzed answers")
+		}
+	})
 }
