@@ -106,9 +106,13 @@ func codeOf(r setpb.Reason) codes.Code {
 		return codes.Unavailable
 	case setpb.Reason_INTERNAL, setpb.Reason_REASON_UNSPECIFIED:
 		return codes.Internal
+	case setpb.Reason_AMOUNT_EXCEEDED:
+		return codes.OutOfRange
+	case setpb.Reason_INVALID_STATE, setpb.Reason_AUTH_EXPIRED:
+		return codes.FailedPrecondition
 	}
 	// the request is well formed but inconsistent: challenge, XID, amount, merchant,
-	// hash, PAN, decryption
+	// hash, PAN, capture token, decryption
 	return codes.PermissionDenied
 }
 

@@ -255,17 +255,18 @@ func (t *txn) InsertCredit(ctx context.Context, c *Credit) (*Authorization, erro
 	return out, err
 }
 
-const itemColumns = `merchant_id, %s, xid, amount, currency, status, batch_id, created_at`
+const itemColumns = `merchant_id, %s, xid, amount, currency, status, batch_id, created_at, reversed_amount`
 
 type itemRow struct {
 	merchantID, id, xid, currency, status string
 	amount                                int64
 	batch                                 sql.NullString
 	created                               int64
+	reversed                              int64
 }
 
 func (r *itemRow) dest() []any {
-	return []any{&r.merchantID, &r.id, &r.xid, &r.amount, &r.currency, &r.status, &r.batch, &r.created}
+	return []any{&r.merchantID, &r.id, &r.xid, &r.amount, &r.currency, &r.status, &r.batch, &r.created, &r.reversed}
 }
 
 func (t *txn) getItem(ctx context.Context, table, idCol, merchantID, id string) (*itemRow, error) {
@@ -301,12 +302,12 @@ func (t *txn) listItems(ctx context.Context, table, idCol, merchantID, xid strin
 
 func (r *itemRow) capture() Capture {
 	return Capture{MerchantID: r.merchantID, CaptureID: r.id, XID: r.xid, Amount: r.amount, Currency: r.currency,
-		Status: CaptureStatus(r.status), BatchID: r.batch.String, CreatedAt: fromMicros(r.created)}
+		Status: CaptureStatus(r.status), BatchID: r.batch.String, CreatedAt: fromMicros(r.created), ReversedAmount: r.reversed}
 }
 
 func (r *itemRow) credit() Credit {
 	return Credit{MerchantID: r.merchantID, CreditID: r.id, XID: r.xid, Amount: r.amount, Currency: r.currency,
-		Status: CaptureStatus(r.status), BatchID: r.batch.String, CreatedAt: fromMicros(r.created)}
+		Status: CaptureStatus(r.status), BatchID: r.batch.String, CreatedAt: fromMicros(r.created), ReversedAmount: r.reversed}
 }
 
 func (t *txn) GetCapture(ctx context.Context, merchantID, captureID string) (*Capture, error) {
@@ -418,7 +419,10 @@ func (t *txn) BatchTotals(ctx context.Context, merchantID, batchID string) ([]Ba
 		UNION ALL
 		SELECT currency, 'credit', COUNT(*), CAST(SUM(amount) AS BIGINT) FROM credits
 		 WHERE merchant_id = ? AND batch_id = ? GROUP BY currency
-		ORDER BY 1, 2`, merchantID, batchID, merchantID, batchID)
+		UNION ALL
+		SELECT currency, type, COUNT(*), CAST(SUM(amount) AS BIGINT) FROM reversals
+		 WHERE merchant_id = ? AND batch_id = ? GROUP BY currency, type
+		ORDER BY 1, 2`, merchantID, batchID, merchantID, batchID, merchantID, batchID)
 	if err != nil {
 		return nil, fmt.Errorf("store: batch totals %s/%s: %w", merchantID, batchID, err)
 	}

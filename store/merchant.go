@@ -52,8 +52,8 @@ func (t *txn) getOrder(ctx context.Context, col, v string) (*Order, error) {
 	var state string
 	var created, updated int64
 	err := t.queryRow(ctx, `SELECT xid, merchant_order_id, description_hash, amount, currency, state,
-		created_at, updated_at FROM orders WHERE `+col+` = ?`, v).
-		Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &state, &created, &updated)
+		created_at, updated_at, capture_token FROM orders WHERE `+col+` = ?`, v).
+		Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &state, &created, &updated, &o.CaptureToken)
 	if err != nil {
 		return nil, notFound(err, "get order %s=%s", col, v)
 	}
@@ -87,6 +87,24 @@ func (t *txn) SetOrderState(ctx context.Context, xid string, from, to OrderState
 				return err
 			}
 			return fmt.Errorf("store: set order %s state %s -> %s: state is %s: %w", xid, from, to, o.State, ErrConflict)
+		}
+		return nil
+	})
+}
+
+func (t *txn) SetOrderCaptureToken(ctx context.Context, xid string, token []byte) error {
+	if len(token) == 0 {
+		return fmt.Errorf("store: set order %s capture token: %w", xid, invalidf("empty token"))
+	}
+	return t.atomic(ctx, func() error {
+		res, err := t.exec(ctx, `UPDATE orders SET capture_token = ? WHERE xid = ?`, token, xid)
+		if err != nil {
+			return fmt.Errorf("store: set order %s capture token: %w", xid, err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return fmt.Errorf("store: set order %s capture token: %w", xid, err)
+		} else if n == 0 {
+			return fmt.Errorf("store: set order %s capture token: %w", xid, ErrNotFound)
 		}
 		return nil
 	})

@@ -44,12 +44,28 @@ type Tx interface {
 	CloseBatch(ctx context.Context, merchantID, batchID string, at time.Time) error
 	// BatchTotals sums the batch's items by currency and type.
 	BatchTotals(ctx context.Context, merchantID, batchID string) ([]BatchTotal, error)
+	// ListBatchItems lists the batch's captures, credits and reversals in
+	// the order they were made.
+	ListBatchItems(ctx context.Context, merchantID, batchID string) ([]BatchItem, error)
+
+	// Gateway: reversals. InsertReversal records r and applies it:
+	// TxnAuthReversal lowers the authorized amount (ReverseAuthorization's
+	// rules); TxnCaptureReversal lowers the capture's and the authorization's
+	// captured total, never below what was credited (ErrLimitExceeded) nor
+	// more than the capture (ErrLimitExceeded); TxnCreditReversal likewise for
+	// a credit. An unknown target is ErrNotFound, another currency or a
+	// closed batch ErrConflict. Returns the updated authorization.
+	InsertReversal(ctx context.Context, r *Reversal) (*Authorization, error)
+	ListReversals(ctx context.Context, merchantID, xid string) ([]Reversal, error)
 
 	// Merchant: orders.
 	InsertOrder(ctx context.Context, o *Order) error
 	GetOrder(ctx context.Context, xid string) (*Order, error)
 	GetOrderByMerchantOrderID(ctx context.Context, merchantOrderID string) (*Order, error)
 	SetOrderState(ctx context.Context, xid string, from, to OrderState, at time.Time) error
+	// SetOrderCaptureToken keeps the capture token the gateway issued with
+	// the order's authorization.
+	SetOrderCaptureToken(ctx context.Context, xid string, token []byte) error
 
 	// CA.
 	InsertCertificate(ctx context.Context, c *Certificate) error
@@ -133,6 +149,8 @@ type Capture struct {
 	Status     CaptureStatus // empty means CaptureAccepted
 	BatchID    string        // empty: not in a batch
 	CreatedAt  time.Time
+	// ReversedAmount is how much of it capture reversals undid; ignored on insert.
+	ReversedAmount int64
 }
 
 // Credit is one credit (refund) against a captured authorization.
@@ -145,6 +163,8 @@ type Credit struct {
 	Status     CaptureStatus // empty means CaptureAccepted
 	BatchID    string
 	CreatedAt  time.Time
+	// ReversedAmount is how much of it credit reversals undid; ignored on insert.
+	ReversedAmount int64
 }
 
 // BatchStatus is a batch's state.
@@ -171,9 +191,37 @@ type TxnType string
 
 // Batch item kinds.
 const (
-	TxnCapture TxnType = "capture"
-	TxnCredit  TxnType = "credit"
+	TxnCapture         TxnType = "capture"
+	TxnCredit          TxnType = "credit"
+	TxnAuthReversal    TxnType = "auth_reversal" // never in a batch: no money moved
+	TxnCaptureReversal TxnType = "capture_reversal"
+	TxnCreditReversal  TxnType = "credit_reversal"
 )
+
+// Reversal undoes part of an authorization, a capture or a credit. Its ID is
+// the pair ID of the request that made it.
+type Reversal struct {
+	MerchantID string
+	ReversalID string
+	XID        string
+	Type       TxnType // TxnAuthReversal, TxnCaptureReversal or TxnCreditReversal
+	TargetID   string  // the capture or credit reversed; the XID for an authorization
+	Amount     int64
+	Currency   string
+	BatchID    string // empty: not in a batch (always empty for TxnAuthReversal)
+	CreatedAt  time.Time
+}
+
+// BatchItem is one capture, credit or reversal in a batch.
+type BatchItem struct {
+	Type      TxnType
+	ID        string
+	XID       string
+	TargetID  string // reversals only
+	Amount    int64
+	Currency  string
+	CreatedAt time.Time
+}
 
 // BatchTotal is the sum of one batch's items of one currency and type.
 type BatchTotal struct {
@@ -205,6 +253,7 @@ type Order struct {
 	State           OrderState
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
+	CaptureToken    []byte // set by SetOrderCaptureToken; ignored on insert
 }
 
 // Certificate is one certificate a CA issued, keyed by (Issuer, Serial).

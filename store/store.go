@@ -64,6 +64,9 @@ var _ DB = (*Store)(nil)
 type Store struct {
 	db *sql.DB
 	d  dialect
+	// gate admits one transaction at a time on SQLite (see tryTx); nil on PostgreSQL,
+	// where row locks let transactions run side by side.
+	gate chan struct{}
 }
 
 const (
@@ -136,7 +139,7 @@ func openSQLite(path string) (*Store, error) {
 	// One writer at a time anyway; a few connections let readers proceed.
 	db.SetMaxOpenConns(4)
 	db.SetMaxIdleConns(4)
-	return &Store{db: db, d: sqliteDialect{}}, nil
+	return &Store{db: db, d: sqliteDialect{}, gate: make(chan struct{}, 1)}, nil
 }
 
 func openPostgres(dsn string) (*Store, error) {
@@ -185,6 +188,19 @@ func (s *Store) runTx(ctx context.Context, readOnly bool, fn func(ctx context.Co
 }
 
 func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Context, t *txn) error) (err error) {
+	if s.gate != nil {
+		// SQLite: every transaction begins IMMEDIATE and so takes the database's
+		// write lock. Queue for it here, in arrival order, rather than in SQLite's busy
+		// handler, which sleeps with backoff (up to 100 ms a try) and collapsed
+		// throughput to a few purchases a second under concurrency. Other processes
+		// on the same file still wait on busy_timeout.
+		select {
+		case s.gate <- struct{}{}:
+			defer func() { <-s.gate }()
+		case <-ctx.Done():
+			return fmt.Errorf("store: waiting for the database: %w", ctx.Err())
+		}
+	}
 	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly})
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)

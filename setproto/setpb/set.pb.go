@@ -43,6 +43,14 @@ const (
 	ContentKind_CAPTURE_TOKEN            ContentKind = 9
 	ContentKind_INQUIRY_REQUEST          ContentKind = 10
 	ContentKind_INQUIRY_RESPONSE         ContentKind = 11
+	ContentKind_CAPTURE_REQUEST          ContentKind = 12
+	ContentKind_AUTH_REVERSAL_REQUEST    ContentKind = 13
+	ContentKind_CAPTURE_REVERSAL_REQUEST ContentKind = 14
+	ContentKind_CREDIT_REQUEST           ContentKind = 15
+	ContentKind_CREDIT_REVERSAL_REQUEST  ContentKind = 16
+	ContentKind_BATCH_ADMIN_REQUEST      ContentKind = 17
+	ContentKind_GATEWAY_INQUIRY_REQUEST  ContentKind = 18
+	ContentKind_LIFECYCLE_RESPONSE       ContentKind = 19
 )
 
 // Enum value maps for ContentKind.
@@ -60,6 +68,14 @@ var (
 		9:  "CAPTURE_TOKEN",
 		10: "INQUIRY_REQUEST",
 		11: "INQUIRY_RESPONSE",
+		12: "CAPTURE_REQUEST",
+		13: "AUTH_REVERSAL_REQUEST",
+		14: "CAPTURE_REVERSAL_REQUEST",
+		15: "CREDIT_REQUEST",
+		16: "CREDIT_REVERSAL_REQUEST",
+		17: "BATCH_ADMIN_REQUEST",
+		18: "GATEWAY_INQUIRY_REQUEST",
+		19: "LIFECYCLE_RESPONSE",
 	}
 	ContentKind_value = map[string]int32{
 		"CONTENT_KIND_UNSPECIFIED": 0,
@@ -74,6 +90,14 @@ var (
 		"CAPTURE_TOKEN":            9,
 		"INQUIRY_REQUEST":          10,
 		"INQUIRY_RESPONSE":         11,
+		"CAPTURE_REQUEST":          12,
+		"AUTH_REVERSAL_REQUEST":    13,
+		"CAPTURE_REVERSAL_REQUEST": 14,
+		"CREDIT_REQUEST":           15,
+		"CREDIT_REVERSAL_REQUEST":  16,
+		"BATCH_ADMIN_REQUEST":      17,
+		"GATEWAY_INQUIRY_REQUEST":  18,
+		"LIFECYCLE_RESPONSE":       19,
 	}
 )
 
@@ -129,6 +153,10 @@ const (
 	Reason_UNSUPPORTED         Reason = 17 // an algorithm, brand or offer the receiver does not support
 	Reason_GATEWAY_UNAVAILABLE Reason = 18 // the merchant could not reach the gateway; retry the same request
 	Reason_INTERNAL            Reason = 19
+	Reason_AMOUNT_EXCEEDED     Reason = 20 // a capture, credit or reversal above what the transaction allows
+	Reason_INVALID_STATE       Reason = 21 // the transaction or batch is in a state that forbids the request (reversed, declined, closed)
+	Reason_AUTH_EXPIRED        Reason = 22 // the authorization is past its capture period
+	Reason_TOKEN_MISMATCH      Reason = 23 // the capture token is not the one issued for this authorization
 )
 
 // Enum value maps for Reason.
@@ -154,6 +182,10 @@ var (
 		17: "UNSUPPORTED",
 		18: "GATEWAY_UNAVAILABLE",
 		19: "INTERNAL",
+		20: "AMOUNT_EXCEEDED",
+		21: "INVALID_STATE",
+		22: "AUTH_EXPIRED",
+		23: "TOKEN_MISMATCH",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":  0,
@@ -176,6 +208,10 @@ var (
 		"UNSUPPORTED":         17,
 		"GATEWAY_UNAVAILABLE": 18,
 		"INTERNAL":            19,
+		"AMOUNT_EXCEEDED":     20,
+		"INVALID_STATE":       21,
+		"AUTH_EXPIRED":        22,
+		"TOKEN_MISMATCH":      23,
 	}
 )
 
@@ -266,6 +302,58 @@ func (x AuthResult) Number() protoreflect.EnumNumber {
 // Deprecated: Use AuthResult.Descriptor instead.
 func (AuthResult) EnumDescriptor() ([]byte, []int) {
 	return file_set_proto_rawDescGZIP(), []int{2}
+}
+
+type BatchAction int32
+
+const (
+	BatchAction_BATCH_ACTION_UNSPECIFIED BatchAction = 0
+	BatchAction_BATCH_OPEN               BatchAction = 1
+	BatchAction_BATCH_CLOSE              BatchAction = 2
+	BatchAction_BATCH_QUERY              BatchAction = 3
+)
+
+// Enum value maps for BatchAction.
+var (
+	BatchAction_name = map[int32]string{
+		0: "BATCH_ACTION_UNSPECIFIED",
+		1: "BATCH_OPEN",
+		2: "BATCH_CLOSE",
+		3: "BATCH_QUERY",
+	}
+	BatchAction_value = map[string]int32{
+		"BATCH_ACTION_UNSPECIFIED": 0,
+		"BATCH_OPEN":               1,
+		"BATCH_CLOSE":              2,
+		"BATCH_QUERY":              3,
+	}
+)
+
+func (x BatchAction) Enum() *BatchAction {
+	p := new(BatchAction)
+	*p = x
+	return p
+}
+
+func (x BatchAction) String() string {
+	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
+}
+
+func (BatchAction) Descriptor() protoreflect.EnumDescriptor {
+	return file_set_proto_enumTypes[3].Descriptor()
+}
+
+func (BatchAction) Type() protoreflect.EnumType {
+	return &file_set_proto_enumTypes[3]
+}
+
+func (x BatchAction) Number() protoreflect.EnumNumber {
+	return protoreflect.EnumNumber(x)
+}
+
+// Deprecated: Use BatchAction.Descriptor instead.
+func (BatchAction) EnumDescriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{3}
 }
 
 // Signed is a DER CMS ContentInfo(SignedData). cert_refs name, by SHA-256 thumbprint,
@@ -1596,6 +1684,1179 @@ func (x *StoredAnswer) GetError() *ErrorDetail {
 	return nil
 }
 
+// CaptureRequest captures amount (all or part of what is left) with the capture
+// token of the authorization; several partial captures may follow each other up to
+// the authorized amount.
+type CaptureRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Xid                  string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid                string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId           string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	MerchantKxThumbprint []byte                 `protobuf:"bytes,4,opt,name=merchant_kx_thumbprint,json=merchantKxThumbprint,proto3" json:"merchant_kx_thumbprint,omitempty"`
+	Amount               int64                  `protobuf:"varint,5,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency             string                 `protobuf:"bytes,6,opt,name=currency,proto3" json:"currency,omitempty"`
+	CaptureToken         []byte                 `protobuf:"bytes,7,opt,name=capture_token,json=captureToken,proto3" json:"capture_token,omitempty"` // SignedData(CAPTURE_TOKEN) by the gateway, from the AuthResponse
+	BatchId              string                 `protobuf:"bytes,8,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`                // optional: an open batch the capture joins
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *CaptureRequest) Reset() {
+	*x = CaptureRequest{}
+	mi := &file_set_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureRequest) ProtoMessage() {}
+
+func (x *CaptureRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureRequest.ProtoReflect.Descriptor instead.
+func (*CaptureRequest) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{15}
+}
+
+func (x *CaptureRequest) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetMerchantKxThumbprint() []byte {
+	if x != nil {
+		return x.MerchantKxThumbprint
+	}
+	return nil
+}
+
+func (x *CaptureRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *CaptureRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *CaptureRequest) GetCaptureToken() []byte {
+	if x != nil {
+		return x.CaptureToken
+	}
+	return nil
+}
+
+func (x *CaptureRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+// AuthReversalRequest lowers the authorized amount (before it is captured).
+type AuthReversalRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Xid                  string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid                string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId           string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	MerchantKxThumbprint []byte                 `protobuf:"bytes,4,opt,name=merchant_kx_thumbprint,json=merchantKxThumbprint,proto3" json:"merchant_kx_thumbprint,omitempty"`
+	Amount               int64                  `protobuf:"varint,5,opt,name=amount,proto3" json:"amount,omitempty"` // 0: everything not captured (full reversal)
+	Currency             string                 `protobuf:"bytes,6,opt,name=currency,proto3" json:"currency,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *AuthReversalRequest) Reset() {
+	*x = AuthReversalRequest{}
+	mi := &file_set_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AuthReversalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AuthReversalRequest) ProtoMessage() {}
+
+func (x *AuthReversalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AuthReversalRequest.ProtoReflect.Descriptor instead.
+func (*AuthReversalRequest) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *AuthReversalRequest) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *AuthReversalRequest) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *AuthReversalRequest) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *AuthReversalRequest) GetMerchantKxThumbprint() []byte {
+	if x != nil {
+		return x.MerchantKxThumbprint
+	}
+	return nil
+}
+
+func (x *AuthReversalRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *AuthReversalRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+// CaptureReversalRequest undoes all or part of one capture (not what was credited).
+type CaptureReversalRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Xid                  string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid                string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId           string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	MerchantKxThumbprint []byte                 `protobuf:"bytes,4,opt,name=merchant_kx_thumbprint,json=merchantKxThumbprint,proto3" json:"merchant_kx_thumbprint,omitempty"`
+	CaptureId            string                 `protobuf:"bytes,5,opt,name=capture_id,json=captureId,proto3" json:"capture_id,omitempty"` // the rrpid of the capture
+	Amount               int64                  `protobuf:"varint,6,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency             string                 `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
+	BatchId              string                 `protobuf:"bytes,8,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *CaptureReversalRequest) Reset() {
+	*x = CaptureReversalRequest{}
+	mi := &file_set_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CaptureReversalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CaptureReversalRequest) ProtoMessage() {}
+
+func (x *CaptureReversalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CaptureReversalRequest.ProtoReflect.Descriptor instead.
+func (*CaptureReversalRequest) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *CaptureReversalRequest) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *CaptureReversalRequest) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *CaptureReversalRequest) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *CaptureReversalRequest) GetMerchantKxThumbprint() []byte {
+	if x != nil {
+		return x.MerchantKxThumbprint
+	}
+	return nil
+}
+
+func (x *CaptureReversalRequest) GetCaptureId() string {
+	if x != nil {
+		return x.CaptureId
+	}
+	return ""
+}
+
+func (x *CaptureReversalRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *CaptureReversalRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *CaptureReversalRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+// CreditRequest refunds amount of what was captured (several credits up to the
+// captured total).
+type CreditRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Xid                  string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid                string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId           string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	MerchantKxThumbprint []byte                 `protobuf:"bytes,4,opt,name=merchant_kx_thumbprint,json=merchantKxThumbprint,proto3" json:"merchant_kx_thumbprint,omitempty"`
+	Amount               int64                  `protobuf:"varint,5,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency             string                 `protobuf:"bytes,6,opt,name=currency,proto3" json:"currency,omitempty"`
+	BatchId              string                 `protobuf:"bytes,7,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *CreditRequest) Reset() {
+	*x = CreditRequest{}
+	mi := &file_set_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreditRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreditRequest) ProtoMessage() {}
+
+func (x *CreditRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreditRequest.ProtoReflect.Descriptor instead.
+func (*CreditRequest) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{18}
+}
+
+func (x *CreditRequest) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *CreditRequest) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *CreditRequest) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *CreditRequest) GetMerchantKxThumbprint() []byte {
+	if x != nil {
+		return x.MerchantKxThumbprint
+	}
+	return nil
+}
+
+func (x *CreditRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *CreditRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *CreditRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+// CreditReversalRequest undoes all or part of one credit.
+type CreditReversalRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Xid                  string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid                string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId           string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	MerchantKxThumbprint []byte                 `protobuf:"bytes,4,opt,name=merchant_kx_thumbprint,json=merchantKxThumbprint,proto3" json:"merchant_kx_thumbprint,omitempty"`
+	CreditId             string                 `protobuf:"bytes,5,opt,name=credit_id,json=creditId,proto3" json:"credit_id,omitempty"` // the rrpid of the credit
+	Amount               int64                  `protobuf:"varint,6,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency             string                 `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
+	BatchId              string                 `protobuf:"bytes,8,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *CreditReversalRequest) Reset() {
+	*x = CreditReversalRequest{}
+	mi := &file_set_proto_msgTypes[19]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreditReversalRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreditReversalRequest) ProtoMessage() {}
+
+func (x *CreditReversalRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[19]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreditReversalRequest.ProtoReflect.Descriptor instead.
+func (*CreditReversalRequest) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{19}
+}
+
+func (x *CreditReversalRequest) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *CreditReversalRequest) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *CreditReversalRequest) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *CreditReversalRequest) GetMerchantKxThumbprint() []byte {
+	if x != nil {
+		return x.MerchantKxThumbprint
+	}
+	return nil
+}
+
+func (x *CreditReversalRequest) GetCreditId() string {
+	if x != nil {
+		return x.CreditId
+	}
+	return ""
+}
+
+func (x *CreditReversalRequest) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *CreditReversalRequest) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *CreditReversalRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+// BatchAdminRequest opens, closes or queries a settlement batch of the merchant.
+type BatchAdminRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	BatchId              string                 `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	Rrpid                string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId           string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	MerchantKxThumbprint []byte                 `protobuf:"bytes,4,opt,name=merchant_kx_thumbprint,json=merchantKxThumbprint,proto3" json:"merchant_kx_thumbprint,omitempty"`
+	Action               BatchAction            `protobuf:"varint,5,opt,name=action,proto3,enum=setpay.set.v1.BatchAction" json:"action,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *BatchAdminRequest) Reset() {
+	*x = BatchAdminRequest{}
+	mi := &file_set_proto_msgTypes[20]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchAdminRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchAdminRequest) ProtoMessage() {}
+
+func (x *BatchAdminRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[20]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchAdminRequest.ProtoReflect.Descriptor instead.
+func (*BatchAdminRequest) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{20}
+}
+
+func (x *BatchAdminRequest) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *BatchAdminRequest) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *BatchAdminRequest) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *BatchAdminRequest) GetMerchantKxThumbprint() []byte {
+	if x != nil {
+		return x.MerchantKxThumbprint
+	}
+	return nil
+}
+
+func (x *BatchAdminRequest) GetAction() BatchAction {
+	if x != nil {
+		return x.Action
+	}
+	return BatchAction_BATCH_ACTION_UNSPECIFIED
+}
+
+// GatewayInquiryRequest asks for the state of one of the merchant's transactions.
+type GatewayInquiryRequest struct {
+	state                protoimpl.MessageState `protogen:"open.v1"`
+	Xid                  string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid                string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId           string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	MerchantKxThumbprint []byte                 `protobuf:"bytes,4,opt,name=merchant_kx_thumbprint,json=merchantKxThumbprint,proto3" json:"merchant_kx_thumbprint,omitempty"`
+	unknownFields        protoimpl.UnknownFields
+	sizeCache            protoimpl.SizeCache
+}
+
+func (x *GatewayInquiryRequest) Reset() {
+	*x = GatewayInquiryRequest{}
+	mi := &file_set_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayInquiryRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayInquiryRequest) ProtoMessage() {}
+
+func (x *GatewayInquiryRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayInquiryRequest.ProtoReflect.Descriptor instead.
+func (*GatewayInquiryRequest) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *GatewayInquiryRequest) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *GatewayInquiryRequest) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *GatewayInquiryRequest) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *GatewayInquiryRequest) GetMerchantKxThumbprint() []byte {
+	if x != nil {
+		return x.MerchantKxThumbprint
+	}
+	return nil
+}
+
+// Item is a capture, credit or reversal as the gateway recorded it.
+type Item struct {
+	state          protoimpl.MessageState `protogen:"open.v1"`
+	Type           string                 `protobuf:"bytes,1,opt,name=type,proto3" json:"type,omitempty"` // capture, credit, auth_reversal, capture_reversal, credit_reversal
+	Id             string                 `protobuf:"bytes,2,opt,name=id,proto3" json:"id,omitempty"`     // the rrpid that created it
+	Xid            string                 `protobuf:"bytes,3,opt,name=xid,proto3" json:"xid,omitempty"`
+	Amount         int64                  `protobuf:"varint,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency       string                 `protobuf:"bytes,5,opt,name=currency,proto3" json:"currency,omitempty"`
+	BatchId        string                 `protobuf:"bytes,6,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	ReversedAmount int64                  `protobuf:"varint,7,opt,name=reversed_amount,json=reversedAmount,proto3" json:"reversed_amount,omitempty"` // captures and credits: how much was reversed since
+	TargetId       string                 `protobuf:"bytes,8,opt,name=target_id,json=targetId,proto3" json:"target_id,omitempty"`                    // reversals: the capture or credit reversed
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
+}
+
+func (x *Item) Reset() {
+	*x = Item{}
+	mi := &file_set_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *Item) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*Item) ProtoMessage() {}
+
+func (x *Item) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use Item.ProtoReflect.Descriptor instead.
+func (*Item) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *Item) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *Item) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *Item) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *Item) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *Item) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *Item) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *Item) GetReversedAmount() int64 {
+	if x != nil {
+		return x.ReversedAmount
+	}
+	return 0
+}
+
+func (x *Item) GetTargetId() string {
+	if x != nil {
+		return x.TargetId
+	}
+	return ""
+}
+
+// TransactionState is an authorization with its totals and items.
+type TransactionState struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Xid              string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Status           string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"`  // authorized, partially_captured, captured, reversed, declined, expired
+	Amount           int64                  `protobuf:"varint,3,opt,name=amount,proto3" json:"amount,omitempty"` // requested
+	AuthorizedAmount int64                  `protobuf:"varint,4,opt,name=authorized_amount,json=authorizedAmount,proto3" json:"authorized_amount,omitempty"`
+	CapturedTotal    int64                  `protobuf:"varint,5,opt,name=captured_total,json=capturedTotal,proto3" json:"captured_total,omitempty"`
+	CreditedTotal    int64                  `protobuf:"varint,6,opt,name=credited_total,json=creditedTotal,proto3" json:"credited_total,omitempty"`
+	Currency         string                 `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
+	ExpiresUnix      int64                  `protobuf:"varint,8,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"`
+	AuthCode         string                 `protobuf:"bytes,9,opt,name=auth_code,json=authCode,proto3" json:"auth_code,omitempty"`
+	Items            []*Item                `protobuf:"bytes,10,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *TransactionState) Reset() {
+	*x = TransactionState{}
+	mi := &file_set_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *TransactionState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*TransactionState) ProtoMessage() {}
+
+func (x *TransactionState) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use TransactionState.ProtoReflect.Descriptor instead.
+func (*TransactionState) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *TransactionState) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *TransactionState) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *TransactionState) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *TransactionState) GetAuthorizedAmount() int64 {
+	if x != nil {
+		return x.AuthorizedAmount
+	}
+	return 0
+}
+
+func (x *TransactionState) GetCapturedTotal() int64 {
+	if x != nil {
+		return x.CapturedTotal
+	}
+	return 0
+}
+
+func (x *TransactionState) GetCreditedTotal() int64 {
+	if x != nil {
+		return x.CreditedTotal
+	}
+	return 0
+}
+
+func (x *TransactionState) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *TransactionState) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
+func (x *TransactionState) GetAuthCode() string {
+	if x != nil {
+		return x.AuthCode
+	}
+	return ""
+}
+
+func (x *TransactionState) GetItems() []*Item {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+type BatchTotal struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Currency      string                 `protobuf:"bytes,1,opt,name=currency,proto3" json:"currency,omitempty"`
+	Type          string                 `protobuf:"bytes,2,opt,name=type,proto3" json:"type,omitempty"` // capture, credit, capture_reversal, credit_reversal
+	Count         int64                  `protobuf:"varint,3,opt,name=count,proto3" json:"count,omitempty"`
+	Amount        int64                  `protobuf:"varint,4,opt,name=amount,proto3" json:"amount,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchTotal) Reset() {
+	*x = BatchTotal{}
+	mi := &file_set_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchTotal) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchTotal) ProtoMessage() {}
+
+func (x *BatchTotal) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchTotal.ProtoReflect.Descriptor instead.
+func (*BatchTotal) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *BatchTotal) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *BatchTotal) GetType() string {
+	if x != nil {
+		return x.Type
+	}
+	return ""
+}
+
+func (x *BatchTotal) GetCount() int64 {
+	if x != nil {
+		return x.Count
+	}
+	return 0
+}
+
+func (x *BatchTotal) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+type BatchState struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	BatchId       string                 `protobuf:"bytes,1,opt,name=batch_id,json=batchId,proto3" json:"batch_id,omitempty"`
+	Status        string                 `protobuf:"bytes,2,opt,name=status,proto3" json:"status,omitempty"` // open, closed
+	OpenedUnix    int64                  `protobuf:"varint,3,opt,name=opened_unix,json=openedUnix,proto3" json:"opened_unix,omitempty"`
+	ClosedUnix    int64                  `protobuf:"varint,4,opt,name=closed_unix,json=closedUnix,proto3" json:"closed_unix,omitempty"` // 0 while open
+	ItemCount     int64                  `protobuf:"varint,5,opt,name=item_count,json=itemCount,proto3" json:"item_count,omitempty"`
+	Totals        []*BatchTotal          `protobuf:"bytes,6,rep,name=totals,proto3" json:"totals,omitempty"`
+	Items         []*Item                `protobuf:"bytes,7,rep,name=items,proto3" json:"items,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *BatchState) Reset() {
+	*x = BatchState{}
+	mi := &file_set_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *BatchState) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*BatchState) ProtoMessage() {}
+
+func (x *BatchState) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use BatchState.ProtoReflect.Descriptor instead.
+func (*BatchState) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *BatchState) GetBatchId() string {
+	if x != nil {
+		return x.BatchId
+	}
+	return ""
+}
+
+func (x *BatchState) GetStatus() string {
+	if x != nil {
+		return x.Status
+	}
+	return ""
+}
+
+func (x *BatchState) GetOpenedUnix() int64 {
+	if x != nil {
+		return x.OpenedUnix
+	}
+	return 0
+}
+
+func (x *BatchState) GetClosedUnix() int64 {
+	if x != nil {
+		return x.ClosedUnix
+	}
+	return 0
+}
+
+func (x *BatchState) GetItemCount() int64 {
+	if x != nil {
+		return x.ItemCount
+	}
+	return 0
+}
+
+func (x *BatchState) GetTotals() []*BatchTotal {
+	if x != nil {
+		return x.Totals
+	}
+	return nil
+}
+
+func (x *BatchState) GetItems() []*Item {
+	if x != nil {
+		return x.Items
+	}
+	return nil
+}
+
+// LifecycleResponse (gateway -> merchant, signed by the gateway, enveloped to the
+// merchant) answers every lifecycle request: it echoes the request's kind, rrpid,
+// merchant and XID or batch, names what was recorded, and gives the resulting state.
+type LifecycleResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RequestKind   ContentKind            `protobuf:"varint,1,opt,name=request_kind,json=requestKind,proto3,enum=setpay.set.v1.ContentKind" json:"request_kind,omitempty"`
+	Rrpid         string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId    string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	Xid           string                 `protobuf:"bytes,4,opt,name=xid,proto3" json:"xid,omitempty"`                     // empty for batch administration
+	ItemId        string                 `protobuf:"bytes,5,opt,name=item_id,json=itemId,proto3" json:"item_id,omitempty"` // the capture, credit or reversal recorded (= rrpid); empty otherwise
+	Amount        int64                  `protobuf:"varint,6,opt,name=amount,proto3" json:"amount,omitempty"`              // what the request moved (a full reversal: what was reversed)
+	Currency      string                 `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`
+	Transaction   *TransactionState      `protobuf:"bytes,8,opt,name=transaction,proto3" json:"transaction,omitempty"`
+	Batch         *BatchState            `protobuf:"bytes,9,opt,name=batch,proto3" json:"batch,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *LifecycleResponse) Reset() {
+	*x = LifecycleResponse{}
+	mi := &file_set_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *LifecycleResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*LifecycleResponse) ProtoMessage() {}
+
+func (x *LifecycleResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use LifecycleResponse.ProtoReflect.Descriptor instead.
+func (*LifecycleResponse) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{26}
+}
+
+func (x *LifecycleResponse) GetRequestKind() ContentKind {
+	if x != nil {
+		return x.RequestKind
+	}
+	return ContentKind_CONTENT_KIND_UNSPECIFIED
+}
+
+func (x *LifecycleResponse) GetRrpid() string {
+	if x != nil {
+		return x.Rrpid
+	}
+	return ""
+}
+
+func (x *LifecycleResponse) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *LifecycleResponse) GetXid() string {
+	if x != nil {
+		return x.Xid
+	}
+	return ""
+}
+
+func (x *LifecycleResponse) GetItemId() string {
+	if x != nil {
+		return x.ItemId
+	}
+	return ""
+}
+
+func (x *LifecycleResponse) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *LifecycleResponse) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *LifecycleResponse) GetTransaction() *TransactionState {
+	if x != nil {
+		return x.Transaction
+	}
+	return nil
+}
+
+func (x *LifecycleResponse) GetBatch() *BatchState {
+	if x != nil {
+		return x.Batch
+	}
+	return nil
+}
+
+// GatewayStoredAnswer is what the gateway stores per lifecycle request: the
+// enveloped answer sent, or the refusal, so a retry gets the same.
+type GatewayStoredAnswer struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Envelope      []byte                 `protobuf:"bytes,1,opt,name=envelope,proto3" json:"envelope,omitempty"`
+	Error         *ErrorDetail           `protobuf:"bytes,2,opt,name=error,proto3" json:"error,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GatewayStoredAnswer) Reset() {
+	*x = GatewayStoredAnswer{}
+	mi := &file_set_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GatewayStoredAnswer) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GatewayStoredAnswer) ProtoMessage() {}
+
+func (x *GatewayStoredAnswer) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GatewayStoredAnswer.ProtoReflect.Descriptor instead.
+func (*GatewayStoredAnswer) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *GatewayStoredAnswer) GetEnvelope() []byte {
+	if x != nil {
+		return x.Envelope
+	}
+	return nil
+}
+
+func (x *GatewayStoredAnswer) GetError() *ErrorDetail {
+	if x != nil {
+		return x.Error
+	}
+	return nil
+}
+
 var File_set_proto protoreflect.FileDescriptor
 
 const file_set_proto_rawDesc = "" +
@@ -1727,7 +2988,121 @@ const file_set_proto_rawDesc = "" +
 	"\bcurrency\x18\x06 \x01(\tR\bcurrency\"m\n" +
 	"\fStoredAnswer\x12+\n" +
 	"\x11purchase_response\x18\x01 \x01(\fR\x10purchaseResponse\x120\n" +
-	"\x05error\x18\x02 \x01(\v2\x1a.setpay.set.v1.ErrorDetailR\x05error*\x81\x02\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.setpay.set.v1.ErrorDetailR\x05error\"\x83\x02\n" +
+	"\x0eCaptureRequest\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x124\n" +
+	"\x16merchant_kx_thumbprint\x18\x04 \x01(\fR\x14merchantKxThumbprint\x12\x16\n" +
+	"\x06amount\x18\x05 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\x06 \x01(\tR\bcurrency\x12#\n" +
+	"\rcapture_token\x18\a \x01(\fR\fcaptureToken\x12\x19\n" +
+	"\bbatch_id\x18\b \x01(\tR\abatchId\"\xc8\x01\n" +
+	"\x13AuthReversalRequest\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x124\n" +
+	"\x16merchant_kx_thumbprint\x18\x04 \x01(\fR\x14merchantKxThumbprint\x12\x16\n" +
+	"\x06amount\x18\x05 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\x06 \x01(\tR\bcurrency\"\x85\x02\n" +
+	"\x16CaptureReversalRequest\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x124\n" +
+	"\x16merchant_kx_thumbprint\x18\x04 \x01(\fR\x14merchantKxThumbprint\x12\x1d\n" +
+	"\n" +
+	"capture_id\x18\x05 \x01(\tR\tcaptureId\x12\x16\n" +
+	"\x06amount\x18\x06 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\x12\x19\n" +
+	"\bbatch_id\x18\b \x01(\tR\abatchId\"\xdd\x01\n" +
+	"\rCreditRequest\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x124\n" +
+	"\x16merchant_kx_thumbprint\x18\x04 \x01(\fR\x14merchantKxThumbprint\x12\x16\n" +
+	"\x06amount\x18\x05 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\x06 \x01(\tR\bcurrency\x12\x19\n" +
+	"\bbatch_id\x18\a \x01(\tR\abatchId\"\x82\x02\n" +
+	"\x15CreditReversalRequest\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x124\n" +
+	"\x16merchant_kx_thumbprint\x18\x04 \x01(\fR\x14merchantKxThumbprint\x12\x1b\n" +
+	"\tcredit_id\x18\x05 \x01(\tR\bcreditId\x12\x16\n" +
+	"\x06amount\x18\x06 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\x12\x19\n" +
+	"\bbatch_id\x18\b \x01(\tR\abatchId\"\xcf\x01\n" +
+	"\x11BatchAdminRequest\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x124\n" +
+	"\x16merchant_kx_thumbprint\x18\x04 \x01(\fR\x14merchantKxThumbprint\x122\n" +
+	"\x06action\x18\x05 \x01(\x0e2\x1a.setpay.set.v1.BatchActionR\x06action\"\x96\x01\n" +
+	"\x15GatewayInquiryRequest\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x124\n" +
+	"\x16merchant_kx_thumbprint\x18\x04 \x01(\fR\x14merchantKxThumbprint\"\xd1\x01\n" +
+	"\x04Item\x12\x12\n" +
+	"\x04type\x18\x01 \x01(\tR\x04type\x12\x0e\n" +
+	"\x02id\x18\x02 \x01(\tR\x02id\x12\x10\n" +
+	"\x03xid\x18\x03 \x01(\tR\x03xid\x12\x16\n" +
+	"\x06amount\x18\x04 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\x05 \x01(\tR\bcurrency\x12\x19\n" +
+	"\bbatch_id\x18\x06 \x01(\tR\abatchId\x12'\n" +
+	"\x0freversed_amount\x18\a \x01(\x03R\x0ereversedAmount\x12\x1b\n" +
+	"\ttarget_id\x18\b \x01(\tR\btargetId\"\xd6\x02\n" +
+	"\x10TransactionState\x12\x10\n" +
+	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x16\n" +
+	"\x06amount\x18\x03 \x01(\x03R\x06amount\x12+\n" +
+	"\x11authorized_amount\x18\x04 \x01(\x03R\x10authorizedAmount\x12%\n" +
+	"\x0ecaptured_total\x18\x05 \x01(\x03R\rcapturedTotal\x12%\n" +
+	"\x0ecredited_total\x18\x06 \x01(\x03R\rcreditedTotal\x12\x1a\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\x12!\n" +
+	"\fexpires_unix\x18\b \x01(\x03R\vexpiresUnix\x12\x1b\n" +
+	"\tauth_code\x18\t \x01(\tR\bauthCode\x12)\n" +
+	"\x05items\x18\n" +
+	" \x03(\v2\x13.setpay.set.v1.ItemR\x05items\"j\n" +
+	"\n" +
+	"BatchTotal\x12\x1a\n" +
+	"\bcurrency\x18\x01 \x01(\tR\bcurrency\x12\x12\n" +
+	"\x04type\x18\x02 \x01(\tR\x04type\x12\x14\n" +
+	"\x05count\x18\x03 \x01(\x03R\x05count\x12\x16\n" +
+	"\x06amount\x18\x04 \x01(\x03R\x06amount\"\xfe\x01\n" +
+	"\n" +
+	"BatchState\x12\x19\n" +
+	"\bbatch_id\x18\x01 \x01(\tR\abatchId\x12\x16\n" +
+	"\x06status\x18\x02 \x01(\tR\x06status\x12\x1f\n" +
+	"\vopened_unix\x18\x03 \x01(\x03R\n" +
+	"openedUnix\x12\x1f\n" +
+	"\vclosed_unix\x18\x04 \x01(\x03R\n" +
+	"closedUnix\x12\x1d\n" +
+	"\n" +
+	"item_count\x18\x05 \x01(\x03R\titemCount\x121\n" +
+	"\x06totals\x18\x06 \x03(\v2\x19.setpay.set.v1.BatchTotalR\x06totals\x12)\n" +
+	"\x05items\x18\a \x03(\v2\x13.setpay.set.v1.ItemR\x05items\"\xdc\x02\n" +
+	"\x11LifecycleResponse\x12=\n" +
+	"\frequest_kind\x18\x01 \x01(\x0e2\x1a.setpay.set.v1.ContentKindR\vrequestKind\x12\x14\n" +
+	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
+	"\vmerchant_id\x18\x03 \x01(\tR\n" +
+	"merchantId\x12\x10\n" +
+	"\x03xid\x18\x04 \x01(\tR\x03xid\x12\x17\n" +
+	"\aitem_id\x18\x05 \x01(\tR\x06itemId\x12\x16\n" +
+	"\x06amount\x18\x06 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\x12A\n" +
+	"\vtransaction\x18\b \x01(\v2\x1f.setpay.set.v1.TransactionStateR\vtransaction\x12/\n" +
+	"\x05batch\x18\t \x01(\v2\x19.setpay.set.v1.BatchStateR\x05batch\"c\n" +
+	"\x13GatewayStoredAnswer\x12\x1a\n" +
+	"\benvelope\x18\x01 \x01(\fR\benvelope\x120\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.setpay.set.v1.ErrorDetailR\x05error*\xce\x03\n" +
 	"\vContentKind\x12\x1c\n" +
 	"\x18CONTENT_KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tPINIT_REQ\x10\x01\x12\r\n" +
@@ -1742,7 +3117,15 @@ const file_set_proto_rawDesc = "" +
 	"\rCAPTURE_TOKEN\x10\t\x12\x13\n" +
 	"\x0fINQUIRY_REQUEST\x10\n" +
 	"\x12\x14\n" +
-	"\x10INQUIRY_RESPONSE\x10\v*\x8d\x03\n" +
+	"\x10INQUIRY_RESPONSE\x10\v\x12\x13\n" +
+	"\x0fCAPTURE_REQUEST\x10\f\x12\x19\n" +
+	"\x15AUTH_REVERSAL_REQUEST\x10\r\x12\x1c\n" +
+	"\x18CAPTURE_REVERSAL_REQUEST\x10\x0e\x12\x12\n" +
+	"\x0eCREDIT_REQUEST\x10\x0f\x12\x1b\n" +
+	"\x17CREDIT_REVERSAL_REQUEST\x10\x10\x12\x17\n" +
+	"\x13BATCH_ADMIN_REQUEST\x10\x11\x12\x1b\n" +
+	"\x17GATEWAY_INQUIRY_REQUEST\x10\x12\x12\x16\n" +
+	"\x12LIFECYCLE_RESPONSE\x10\x13*\xdb\x03\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tMALFORMED\x10\x01\x12\x11\n" +
@@ -1765,7 +3148,11 @@ const file_set_proto_rawDesc = "" +
 	"\x0eDECRYPT_FAILED\x10\x10\x12\x0f\n" +
 	"\vUNSUPPORTED\x10\x11\x12\x17\n" +
 	"\x13GATEWAY_UNAVAILABLE\x10\x12\x12\f\n" +
-	"\bINTERNAL\x10\x13*\xc2\x01\n" +
+	"\bINTERNAL\x10\x13\x12\x13\n" +
+	"\x0fAMOUNT_EXCEEDED\x10\x14\x12\x11\n" +
+	"\rINVALID_STATE\x10\x15\x12\x10\n" +
+	"\fAUTH_EXPIRED\x10\x16\x12\x12\n" +
+	"\x0eTOKEN_MISMATCH\x10\x17*\xc2\x01\n" +
 	"\n" +
 	"AuthResult\x12\x1b\n" +
 	"\x17AUTH_RESULT_UNSPECIFIED\x10\x00\x12\f\n" +
@@ -1774,13 +3161,27 @@ const file_set_proto_rawDesc = "" +
 	"\x15DECLINED_EXPIRED_CARD\x10\x03\x12\x19\n" +
 	"\x15DECLINED_BLOCKED_CARD\x10\x04\x12\x17\n" +
 	"\x13DECLINED_OVER_LIMIT\x10\x05\x12\x19\n" +
-	"\x15DECLINED_UNKNOWN_CARD\x10\x062\xc6\x01\n" +
+	"\x15DECLINED_UNKNOWN_CARD\x10\x06*]\n" +
+	"\vBatchAction\x12\x1c\n" +
+	"\x18BATCH_ACTION_UNSPECIFIED\x10\x00\x12\x0e\n" +
+	"\n" +
+	"BATCH_OPEN\x10\x01\x12\x0f\n" +
+	"\vBATCH_CLOSE\x10\x02\x12\x0f\n" +
+	"\vBATCH_QUERY\x10\x032\xc6\x01\n" +
 	"\bMerchant\x12>\n" +
 	"\fPurchaseInit\x12\x17.setpay.set.v1.PInitReq\x1a\x15.setpay.set.v1.Signed\x12A\n" +
 	"\bPurchase\x12\x1e.setpay.set.v1.PurchaseRequest\x1a\x15.setpay.set.v1.Signed\x127\n" +
-	"\aInquiry\x12\x15.setpay.set.v1.Signed\x1a\x15.setpay.set.v1.Signed2J\n" +
+	"\aInquiry\x12\x15.setpay.set.v1.Signed\x1a\x15.setpay.set.v1.Signed2\x99\x04\n" +
 	"\aGateway\x12?\n" +
-	"\tAuthorize\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.EnvelopedB)Z'github.com/setpay/setpay/setproto/setpbb\x06proto3"
+	"\tAuthorize\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.Enveloped\x12=\n" +
+	"\aCapture\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.Enveloped\x12B\n" +
+	"\fAuthReversal\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.Enveloped\x12E\n" +
+	"\x0fCaptureReversal\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.Enveloped\x12<\n" +
+	"\x06Credit\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.Enveloped\x12D\n" +
+	"\x0eCreditReversal\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.Enveloped\x12@\n" +
+	"\n" +
+	"BatchAdmin\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.Enveloped\x12=\n" +
+	"\aInquiry\x12\x18.setpay.set.v1.Enveloped\x1a\x18.setpay.set.v1.EnvelopedB)Z'github.com/setpay/setpay/setproto/setpbb\x06proto3"
 
 var (
 	file_set_proto_rawDescOnce sync.Once
@@ -1794,46 +3195,82 @@ func file_set_proto_rawDescGZIP() []byte {
 	return file_set_proto_rawDescData
 }
 
-var file_set_proto_enumTypes = make([]protoimpl.EnumInfo, 3)
-var file_set_proto_msgTypes = make([]protoimpl.MessageInfo, 15)
+var file_set_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
+var file_set_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_set_proto_goTypes = []any{
-	(ContentKind)(0),            // 0: setpay.set.v1.ContentKind
-	(Reason)(0),                 // 1: setpay.set.v1.Reason
-	(AuthResult)(0),             // 2: setpay.set.v1.AuthResult
-	(*Signed)(nil),              // 3: setpay.set.v1.Signed
-	(*Enveloped)(nil),           // 4: setpay.set.v1.Enveloped
-	(*ErrorDetail)(nil),         // 5: setpay.set.v1.ErrorDetail
-	(*PInitReq)(nil),            // 6: setpay.set.v1.PInitReq
-	(*PInitRes)(nil),            // 7: setpay.set.v1.PInitRes
-	(*OrderInfo)(nil),           // 8: setpay.set.v1.OrderInfo
-	(*PaymentInstructions)(nil), // 9: setpay.set.v1.PaymentInstructions
-	(*PurchaseRequest)(nil),     // 10: setpay.set.v1.PurchaseRequest
-	(*PurchaseResponse)(nil),    // 11: setpay.set.v1.PurchaseResponse
-	(*AuthRequest)(nil),         // 12: setpay.set.v1.AuthRequest
-	(*AuthResponse)(nil),        // 13: setpay.set.v1.AuthResponse
-	(*CaptureToken)(nil),        // 14: setpay.set.v1.CaptureToken
-	(*InquiryRequest)(nil),      // 15: setpay.set.v1.InquiryRequest
-	(*InquiryResponse)(nil),     // 16: setpay.set.v1.InquiryResponse
-	(*StoredAnswer)(nil),        // 17: setpay.set.v1.StoredAnswer
+	(ContentKind)(0),               // 0: setpay.set.v1.ContentKind
+	(Reason)(0),                    // 1: setpay.set.v1.Reason
+	(AuthResult)(0),                // 2: setpay.set.v1.AuthResult
+	(BatchAction)(0),               // 3: setpay.set.v1.BatchAction
+	(*Signed)(nil),                 // 4: setpay.set.v1.Signed
+	(*Enveloped)(nil),              // 5: setpay.set.v1.Enveloped
+	(*ErrorDetail)(nil),            // 6: setpay.set.v1.ErrorDetail
+	(*PInitReq)(nil),               // 7: setpay.set.v1.PInitReq
+	(*PInitRes)(nil),               // 8: setpay.set.v1.PInitRes
+	(*OrderInfo)(nil),              // 9: setpay.set.v1.OrderInfo
+	(*PaymentInstructions)(nil),    // 10: setpay.set.v1.PaymentInstructions
+	(*PurchaseRequest)(nil),        // 11: setpay.set.v1.PurchaseRequest
+	(*PurchaseResponse)(nil),       // 12: setpay.set.v1.PurchaseResponse
+	(*AuthRequest)(nil),            // 13: setpay.set.v1.AuthRequest
+	(*AuthResponse)(nil),           // 14: setpay.set.v1.AuthResponse
+	(*CaptureToken)(nil),           // 15: setpay.set.v1.CaptureToken
+	(*InquiryRequest)(nil),         // 16: setpay.set.v1.InquiryRequest
+	(*InquiryResponse)(nil),        // 17: setpay.set.v1.InquiryResponse
+	(*StoredAnswer)(nil),           // 18: setpay.set.v1.StoredAnswer
+	(*CaptureRequest)(nil),         // 19: setpay.set.v1.CaptureRequest
+	(*AuthReversalRequest)(nil),    // 20: setpay.set.v1.AuthReversalRequest
+	(*CaptureReversalRequest)(nil), // 21: setpay.set.v1.CaptureReversalRequest
+	(*CreditRequest)(nil),          // 22: setpay.set.v1.CreditRequest
+	(*CreditReversalRequest)(nil),  // 23: setpay.set.v1.CreditReversalRequest
+	(*BatchAdminRequest)(nil),      // 24: setpay.set.v1.BatchAdminRequest
+	(*GatewayInquiryRequest)(nil),  // 25: setpay.set.v1.GatewayInquiryRequest
+	(*Item)(nil),                   // 26: setpay.set.v1.Item
+	(*TransactionState)(nil),       // 27: setpay.set.v1.TransactionState
+	(*BatchTotal)(nil),             // 28: setpay.set.v1.BatchTotal
+	(*BatchState)(nil),             // 29: setpay.set.v1.BatchState
+	(*LifecycleResponse)(nil),      // 30: setpay.set.v1.LifecycleResponse
+	(*GatewayStoredAnswer)(nil),    // 31: setpay.set.v1.GatewayStoredAnswer
 }
 var file_set_proto_depIdxs = []int32{
 	1,  // 0: setpay.set.v1.ErrorDetail.reason:type_name -> setpay.set.v1.Reason
 	2,  // 1: setpay.set.v1.PurchaseResponse.result:type_name -> setpay.set.v1.AuthResult
 	2,  // 2: setpay.set.v1.AuthResponse.result:type_name -> setpay.set.v1.AuthResult
-	5,  // 3: setpay.set.v1.StoredAnswer.error:type_name -> setpay.set.v1.ErrorDetail
-	6,  // 4: setpay.set.v1.Merchant.PurchaseInit:input_type -> setpay.set.v1.PInitReq
-	10, // 5: setpay.set.v1.Merchant.Purchase:input_type -> setpay.set.v1.PurchaseRequest
-	3,  // 6: setpay.set.v1.Merchant.Inquiry:input_type -> setpay.set.v1.Signed
-	4,  // 7: setpay.set.v1.Gateway.Authorize:input_type -> setpay.set.v1.Enveloped
-	3,  // 8: setpay.set.v1.Merchant.PurchaseInit:output_type -> setpay.set.v1.Signed
-	3,  // 9: setpay.set.v1.Merchant.Purchase:output_type -> setpay.set.v1.Signed
-	3,  // 10: setpay.set.v1.Merchant.Inquiry:output_type -> setpay.set.v1.Signed
-	4,  // 11: setpay.set.v1.Gateway.Authorize:output_type -> setpay.set.v1.Enveloped
-	8,  // [8:12] is the sub-list for method output_type
-	4,  // [4:8] is the sub-list for method input_type
-	4,  // [4:4] is the sub-list for extension type_name
-	4,  // [4:4] is the sub-list for extension extendee
-	0,  // [0:4] is the sub-list for field type_name
+	6,  // 3: setpay.set.v1.StoredAnswer.error:type_name -> setpay.set.v1.ErrorDetail
+	3,  // 4: setpay.set.v1.BatchAdminRequest.action:type_name -> setpay.set.v1.BatchAction
+	26, // 5: setpay.set.v1.TransactionState.items:type_name -> setpay.set.v1.Item
+	28, // 6: setpay.set.v1.BatchState.totals:type_name -> setpay.set.v1.BatchTotal
+	26, // 7: setpay.set.v1.BatchState.items:type_name -> setpay.set.v1.Item
+	0,  // 8: setpay.set.v1.LifecycleResponse.request_kind:type_name -> setpay.set.v1.ContentKind
+	27, // 9: setpay.set.v1.LifecycleResponse.transaction:type_name -> setpay.set.v1.TransactionState
+	29, // 10: setpay.set.v1.LifecycleResponse.batch:type_name -> setpay.set.v1.BatchState
+	6,  // 11: setpay.set.v1.GatewayStoredAnswer.error:type_name -> setpay.set.v1.ErrorDetail
+	7,  // 12: setpay.set.v1.Merchant.PurchaseInit:input_type -> setpay.set.v1.PInitReq
+	11, // 13: setpay.set.v1.Merchant.Purchase:input_type -> setpay.set.v1.PurchaseRequest
+	4,  // 14: setpay.set.v1.Merchant.Inquiry:input_type -> setpay.set.v1.Signed
+	5,  // 15: setpay.set.v1.Gateway.Authorize:input_type -> setpay.set.v1.Enveloped
+	5,  // 16: setpay.set.v1.Gateway.Capture:input_type -> setpay.set.v1.Enveloped
+	5,  // 17: setpay.set.v1.Gateway.AuthReversal:input_type -> setpay.set.v1.Enveloped
+	5,  // 18: setpay.set.v1.Gateway.CaptureReversal:input_type -> setpay.set.v1.Enveloped
+	5,  // 19: setpay.set.v1.Gateway.Credit:input_type -> setpay.set.v1.Enveloped
+	5,  // 20: setpay.set.v1.Gateway.CreditReversal:input_type -> setpay.set.v1.Enveloped
+	5,  // 21: setpay.set.v1.Gateway.BatchAdmin:input_type -> setpay.set.v1.Enveloped
+	5,  // 22: setpay.set.v1.Gateway.Inquiry:input_type -> setpay.set.v1.Enveloped
+	4,  // 23: setpay.set.v1.Merchant.PurchaseInit:output_type -> setpay.set.v1.Signed
+	4,  // 24: setpay.set.v1.Merchant.Purchase:output_type -> setpay.set.v1.Signed
+	4,  // 25: setpay.set.v1.Merchant.Inquiry:output_type -> setpay.set.v1.Signed
+	5,  // 26: setpay.set.v1.Gateway.Authorize:output_type -> setpay.set.v1.Enveloped
+	5,  // 27: setpay.set.v1.Gateway.Capture:output_type -> setpay.set.v1.Enveloped
+	5,  // 28: setpay.set.v1.Gateway.AuthReversal:output_type -> setpay.set.v1.Enveloped
+	5,  // 29: setpay.set.v1.Gateway.CaptureReversal:output_type -> setpay.set.v1.Enveloped
+	5,  // 30: setpay.set.v1.Gateway.Credit:output_type -> setpay.set.v1.Enveloped
+	5,  // 31: setpay.set.v1.Gateway.CreditReversal:output_type -> setpay.set.v1.Enveloped
+	5,  // 32: setpay.set.v1.Gateway.BatchAdmin:output_type -> setpay.set.v1.Enveloped
+	5,  // 33: setpay.set.v1.Gateway.Inquiry:output_type -> setpay.set.v1.Enveloped
+	23, // [23:34] is the sub-list for method output_type
+	12, // [12:23] is the sub-list for method input_type
+	12, // [12:12] is the sub-list for extension type_name
+	12, // [12:12] is the sub-list for extension extendee
+	0,  // [0:12] is the sub-list for field type_name
 }
 
 func init() { file_set_proto_init() }
@@ -1846,8 +3283,8 @@ func file_set_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_set_proto_rawDesc), len(file_set_proto_rawDesc)),
-			NumEnums:      3,
-			NumMessages:   15,
+			NumEnums:      4,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   2,
 		},

@@ -217,7 +217,14 @@ var Merchant_ServiceDesc = grpc.ServiceDesc{
 }
 
 const (
-	Gateway_Authorize_FullMethodName = "/setpay.set.v1.Gateway/Authorize"
+	Gateway_Authorize_FullMethodName       = "/setpay.set.v1.Gateway/Authorize"
+	Gateway_Capture_FullMethodName         = "/setpay.set.v1.Gateway/Capture"
+	Gateway_AuthReversal_FullMethodName    = "/setpay.set.v1.Gateway/AuthReversal"
+	Gateway_CaptureReversal_FullMethodName = "/setpay.set.v1.Gateway/CaptureReversal"
+	Gateway_Credit_FullMethodName          = "/setpay.set.v1.Gateway/Credit"
+	Gateway_CreditReversal_FullMethodName  = "/setpay.set.v1.Gateway/CreditReversal"
+	Gateway_BatchAdmin_FullMethodName      = "/setpay.set.v1.Gateway/BatchAdmin"
+	Gateway_Inquiry_FullMethodName         = "/setpay.set.v1.Gateway/Inquiry"
 )
 
 // GatewayClient is the client API for Gateway service.
@@ -230,6 +237,19 @@ type GatewayClient interface {
 	// SignedData(AuthRequest) by the merchant and answers an envelope (to the merchant's
 	// key-exchange certificate) of a SignedData(AuthResponse) by the gateway.
 	Authorize(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
+	// The payment lifecycle after authorization. Each takes an envelope (to the
+	// gateway's key-exchange certificate) of a SignedData(<request kind>) by the
+	// merchant and answers an envelope (to the merchant's key-exchange certificate) of a
+	// SignedData(LIFECYCLE_RESPONSE) by the gateway. Every request carries a pair ID
+	// (rrpid) unique per merchant: a retry of the same request gets the same stored
+	// answer bytes, another request under a used rrpid is REPLAY.
+	Capture(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
+	AuthReversal(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
+	CaptureReversal(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
+	Credit(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
+	CreditReversal(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
+	BatchAdmin(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
+	Inquiry(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error)
 }
 
 type gatewayClient struct {
@@ -250,6 +270,76 @@ func (c *gatewayClient) Authorize(ctx context.Context, in *Enveloped, opts ...gr
 	return out, nil
 }
 
+func (c *gatewayClient) Capture(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Enveloped)
+	err := c.cc.Invoke(ctx, Gateway_Capture_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) AuthReversal(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Enveloped)
+	err := c.cc.Invoke(ctx, Gateway_AuthReversal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) CaptureReversal(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Enveloped)
+	err := c.cc.Invoke(ctx, Gateway_CaptureReversal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) Credit(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Enveloped)
+	err := c.cc.Invoke(ctx, Gateway_Credit_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) CreditReversal(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Enveloped)
+	err := c.cc.Invoke(ctx, Gateway_CreditReversal_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) BatchAdmin(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Enveloped)
+	err := c.cc.Invoke(ctx, Gateway_BatchAdmin_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
+func (c *gatewayClient) Inquiry(ctx context.Context, in *Enveloped, opts ...grpc.CallOption) (*Enveloped, error) {
+	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
+	out := new(Enveloped)
+	err := c.cc.Invoke(ctx, Gateway_Inquiry_FullMethodName, in, out, cOpts...)
+	if err != nil {
+		return nil, err
+	}
+	return out, nil
+}
+
 // GatewayServer is the server API for Gateway service.
 // All implementations must embed UnimplementedGatewayServer
 // for forward compatibility.
@@ -260,6 +350,19 @@ type GatewayServer interface {
 	// SignedData(AuthRequest) by the merchant and answers an envelope (to the merchant's
 	// key-exchange certificate) of a SignedData(AuthResponse) by the gateway.
 	Authorize(context.Context, *Enveloped) (*Enveloped, error)
+	// The payment lifecycle after authorization. Each takes an envelope (to the
+	// gateway's key-exchange certificate) of a SignedData(<request kind>) by the
+	// merchant and answers an envelope (to the merchant's key-exchange certificate) of a
+	// SignedData(LIFECYCLE_RESPONSE) by the gateway. Every request carries a pair ID
+	// (rrpid) unique per merchant: a retry of the same request gets the same stored
+	// answer bytes, another request under a used rrpid is REPLAY.
+	Capture(context.Context, *Enveloped) (*Enveloped, error)
+	AuthReversal(context.Context, *Enveloped) (*Enveloped, error)
+	CaptureReversal(context.Context, *Enveloped) (*Enveloped, error)
+	Credit(context.Context, *Enveloped) (*Enveloped, error)
+	CreditReversal(context.Context, *Enveloped) (*Enveloped, error)
+	BatchAdmin(context.Context, *Enveloped) (*Enveloped, error)
+	Inquiry(context.Context, *Enveloped) (*Enveloped, error)
 	mustEmbedUnimplementedGatewayServer()
 }
 
@@ -272,6 +375,27 @@ type UnimplementedGatewayServer struct{}
 
 func (UnimplementedGatewayServer) Authorize(context.Context, *Enveloped) (*Enveloped, error) {
 	return nil, status.Error(codes.Unimplemented, "method Authorize not implemented")
+}
+func (UnimplementedGatewayServer) Capture(context.Context, *Enveloped) (*Enveloped, error) {
+	return nil, status.Error(codes.Unimplemented, "method Capture not implemented")
+}
+func (UnimplementedGatewayServer) AuthReversal(context.Context, *Enveloped) (*Enveloped, error) {
+	return nil, status.Error(codes.Unimplemented, "method AuthReversal not implemented")
+}
+func (UnimplementedGatewayServer) CaptureReversal(context.Context, *Enveloped) (*Enveloped, error) {
+	return nil, status.Error(codes.Unimplemented, "method CaptureReversal not implemented")
+}
+func (UnimplementedGatewayServer) Credit(context.Context, *Enveloped) (*Enveloped, error) {
+	return nil, status.Error(codes.Unimplemented, "method Credit not implemented")
+}
+func (UnimplementedGatewayServer) CreditReversal(context.Context, *Enveloped) (*Enveloped, error) {
+	return nil, status.Error(codes.Unimplemented, "method CreditReversal not implemented")
+}
+func (UnimplementedGatewayServer) BatchAdmin(context.Context, *Enveloped) (*Enveloped, error) {
+	return nil, status.Error(codes.Unimplemented, "method BatchAdmin not implemented")
+}
+func (UnimplementedGatewayServer) Inquiry(context.Context, *Enveloped) (*Enveloped, error) {
+	return nil, status.Error(codes.Unimplemented, "method Inquiry not implemented")
 }
 func (UnimplementedGatewayServer) mustEmbedUnimplementedGatewayServer() {}
 func (UnimplementedGatewayServer) testEmbeddedByValue()                 {}
@@ -312,6 +436,132 @@ func _Gateway_Authorize_Handler(srv interface{}, ctx context.Context, dec func(i
 	return interceptor(ctx, in, info, handler)
 }
 
+func _Gateway_Capture_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Enveloped)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).Capture(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_Capture_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).Capture(ctx, req.(*Enveloped))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_AuthReversal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Enveloped)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).AuthReversal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_AuthReversal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).AuthReversal(ctx, req.(*Enveloped))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_CaptureReversal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Enveloped)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).CaptureReversal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_CaptureReversal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).CaptureReversal(ctx, req.(*Enveloped))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_Credit_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Enveloped)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).Credit(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_Credit_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).Credit(ctx, req.(*Enveloped))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_CreditReversal_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Enveloped)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).CreditReversal(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_CreditReversal_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).CreditReversal(ctx, req.(*Enveloped))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_BatchAdmin_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Enveloped)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).BatchAdmin(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_BatchAdmin_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).BatchAdmin(ctx, req.(*Enveloped))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
+func _Gateway_Inquiry_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
+	in := new(Enveloped)
+	if err := dec(in); err != nil {
+		return nil, err
+	}
+	if interceptor == nil {
+		return srv.(GatewayServer).Inquiry(ctx, in)
+	}
+	info := &grpc.UnaryServerInfo{
+		Server:     srv,
+		FullMethod: Gateway_Inquiry_FullMethodName,
+	}
+	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
+		return srv.(GatewayServer).Inquiry(ctx, req.(*Enveloped))
+	}
+	return interceptor(ctx, in, info, handler)
+}
+
 // Gateway_ServiceDesc is the grpc.ServiceDesc for Gateway service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -322,6 +572,34 @@ var Gateway_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "Authorize",
 			Handler:    _Gateway_Authorize_Handler,
+		},
+		{
+			MethodName: "Capture",
+			Handler:    _Gateway_Capture_Handler,
+		},
+		{
+			MethodName: "AuthReversal",
+			Handler:    _Gateway_AuthReversal_Handler,
+		},
+		{
+			MethodName: "CaptureReversal",
+			Handler:    _Gateway_CaptureReversal_Handler,
+		},
+		{
+			MethodName: "Credit",
+			Handler:    _Gateway_Credit_Handler,
+		},
+		{
+			MethodName: "CreditReversal",
+			Handler:    _Gateway_CreditReversal_Handler,
+		},
+		{
+			MethodName: "BatchAdmin",
+			Handler:    _Gateway_BatchAdmin_Handler,
+		},
+		{
+			MethodName: "Inquiry",
+			Handler:    _Gateway_Inquiry_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -66,8 +66,9 @@ func TestInquiryOfUnknownTransaction(t *testing.T) {
 
 // directGateway calls a gateway in-process and lets the test swap it, as a restart.
 type directGateway struct {
-	g     atomic.Pointer[gateway.Gateway]
-	calls atomic.Int32
+	setpb.GatewayClient // lifecycle calls are not used here
+	g                   atomic.Pointer[gateway.Gateway]
+	calls               atomic.Int32
 }
 
 func (d *directGateway) Authorize(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
