@@ -3,6 +3,9 @@ package main
 import (
 	"context"
 	"fmt"
+	"os"
+	"runtime"
+	"runtime/pprof"
 	"strconv"
 	"time"
 
@@ -37,13 +40,9 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 	if len(conc) == 0 {
 		conc = listFlag{"1", "2", "4"}
 	}
-	var levels []int
-	for _, c := range conc {
-		n, err := strconv.Atoi(c)
-		if err != nil || n < 1 || n > 1024 {
-			return fmt.Errorf("--concurrency %q: want whole numbers from 1 to 1024", c)
-		}
-		levels = append(levels, n)
+	levels, err := parseLevels(conc)
+	if err != nil {
+		return err
 	}
 	cfg := bench.SignConfig{Mechanisms: ms, Concurrency: levels, Duration: *duration, Rounds: *rounds,
 		Paths: paths, Progress: env.stderr, Logger: env.logger}
@@ -91,4 +90,104 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(env.stderr, "wrote %s\n", *chartOut)
 	}
 	return nil
+}
+
+func runBenchPurchase(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay bench purchase", env)
+	var conc listFlag
+	fs.Var(&conc, "concurrency", "concurrent wallets, e.g. 1,4,16,64 (default 1,4,16)")
+	duration := fs.Duration("duration", 5*time.Second, "measuring time per concurrency")
+	storeDSN := fs.String("store", "", "store of the gateway and merchant: empty for SQLite files, or a postgres:// DSN")
+	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	chartOut := fs.String("chart", "", "also draw purchases/s and p99 against concurrency to this file (.svg, .png or .pdf)")
+	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
+	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if len(conc) == 0 {
+		conc = listFlag{"1", "4", "16"}
+	}
+	levels, err := parseLevels(conc)
+	if err != nil {
+		return err
+	}
+	stop, err := startProfiles(*cpuProfile, *memProfile)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stderr, "bench purchase: concurrency %v, %v each; building a SET system on SoftHSM tokens...\n", levels, *duration)
+	rep, err := bench.RunPurchase(ctx, bench.PurchaseConfig{Concurrency: levels, Duration: *duration, StoreDSN: *storeDSN, Progress: env.stderr, Logger: env.logger})
+	if perr := stop(); err == nil && perr != nil {
+		err = perr
+	}
+	if err != nil {
+		return err
+	}
+	if err := rep.WriteTable(env.stdout); err != nil {
+		return err
+	}
+	if *jsonOut != "" {
+		if err := rep.WriteJSON(*jsonOut); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "wrote %s\n", *jsonOut)
+	}
+	if *chartOut != "" {
+		if err := bench.WriteChart(*chartOut, rep.PurchasePanels()); err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stderr, "wrote %s\n", *chartOut)
+	}
+	return nil
+}
+
+func parseLevels(conc listFlag) ([]int, error) {
+	var levels []int
+	for _, c := range conc {
+		n, err := strconv.Atoi(c)
+		if err != nil || n < 1 || n > 1024 {
+			return nil, fmt.Errorf("--concurrency %q: want whole numbers from 1 to 1024", c)
+		}
+		levels = append(levels, n)
+	}
+	return levels, nil
+}
+
+// startProfiles starts CPU profiling and returns a function that stops it and writes
+// the heap profile.
+func startProfiles(cpu, mem string) (func() error, error) {
+	var cpuFile *os.File
+	if cpu != "" {
+		f, err := os.Create(cpu)
+		if err != nil {
+			return nil, err
+		}
+		if err := pprof.StartCPUProfile(f); err != nil {
+			_ = f.Close()
+			return nil, err
+		}
+		cpuFile = f
+	}
+	return func() error {
+		if cpuFile != nil {
+			pprof.StopCPUProfile()
+			if err := cpuFile.Close(); err != nil {
+				return err
+			}
+		}
+		if mem != "" {
+			f, err := os.Create(mem)
+			if err != nil {
+				return err
+			}
+			runtime.GC()
+			if err := pprof.WriteHeapProfile(f); err != nil {
+				_ = f.Close()
+				return err
+			}
+			return f.Close()
+		}
+		return nil
+	}, nil
 }

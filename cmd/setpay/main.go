@@ -45,7 +45,8 @@ func commands() map[string]*command {
 			"serve": {summary: "serve token keys over gRPC with mutual TLS", run: runSignerServe},
 		}},
 		"bench": {summary: "benchmarks", sub: map[string]*command{
-			"sign": {summary: "per-token signing throughput across access paths", run: runBenchSign},
+			"sign":     {summary: "per-token signing throughput across access paths", run: runBenchSign},
+			"purchase": {summary: "end-to-end purchases through the real services, against the token-bound limit", run: runBenchPurchase},
 		}},
 		"ca": {summary: "the SET certificate authority", sub: map[string]*command{
 			"init":    {summary: "create the CA hierarchy with every key in a token", run: runCAInit},
