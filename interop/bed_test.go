@@ -1,0 +1,250 @@
+package interop_test
+
+import (
+	"context"
+	"crypto/x509"
+	"database/sql"
+	"encoding/pem"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/protobuf/proto"
+
+	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/setproto/testbed"
+	"github.com/setpay/setpay/softhsm/softhsmtest"
+)
+
+func TestMain(m *testing.M) { softhsmtest.Main(m) }
+
+var cards = []testbed.CardSpec{
+	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1000_00},
+	{Name: "bob", PAN: "5555555555554444", Expiry: "203011", Balance: 1000_00},
+}
+
+var offers = []merchant.Offer{
+	{ID: "book", Description: "The SET book, hardcover", Amount: 25_00, Currency: "EUR"},
+	{ID: "coffee", Description: "Coffee beans 1kg", Amount: 15_00, Currency: "EUR", Sale: true},
+}
+
+// recorder keeps what a server received and answered, so tests can hand real
+// messages to other tools.
+type recorder struct {
+	mu   sync.Mutex
+	reqs []proto.Message
+	resp []proto.Message
+}
+
+func (r *recorder) option() grpc.ServerOption {
+	return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		r.mu.Lock()
+		r.reqs = append(r.reqs, proto.Clone(req.(proto.Message)))
+		r.mu.Unlock()
+		out, err := h(ctx, req)
+		if err == nil {
+			r.mu.Lock()
+			r.resp = append(r.resp, proto.Clone(out.(proto.Message)))
+			r.mu.Unlock()
+		}
+		return out, err
+	})
+}
+
+func (r *recorder) requests() []proto.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]proto.Message(nil), r.reqs...)
+}
+
+func (r *recorder) responses() []proto.Message {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]proto.Message(nil), r.resp...)
+}
+
+// bed is a running system plus the tokens and database paths the tests look into.
+type bed struct {
+	*testbed.Bed
+	gwRec, merRec                *recorder
+	caTok, gwTok, merTok, walTok *hsm.Token
+	gwDB, merDB                  string
+}
+
+type bedOptions struct {
+	gw, mer []grpc.ServerOption
+}
+
+func newBed(t testing.TB, o bedOptions) *bed {
+	t.Helper()
+	dir := t.TempDir()
+	b := &bed{gwRec: &recorder{}, merRec: &recorder{}, caTok: softhsmtest.NewToken(t), gwTok: softhsmtest.NewToken(t),
+		merTok: softhsmtest.NewToken(t), walTok: softhsmtest.NewToken(t),
+		gwDB: filepath.Join(dir, "gw.db"), merDB: filepath.Join(dir, "mer.db")}
+	tb, err := testbed.Build(context.Background(), testbed.Config{
+		CARoot: b.caTok, CA: b.caTok, Gateway: b.gwTok, Merchant: b.merTok, Wallet: b.walTok, TLS: b.walTok,
+		GatewayDSN: "sqlite:" + b.gwDB, MerchantDSN: "sqlite:" + b.merDB,
+		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards,
+	}, append([]grpc.ServerOption{b.gwRec.option()}, o.gw...), append([]grpc.ServerOption{b.merRec.option()}, o.mer...))
+	require.NoError(t, err)
+	t.Cleanup(tb.Close)
+	b.Bed = tb
+	return b
+}
+
+// buy runs one purchase end to end and fails the test if it does not complete.
+func (b *bed) buy(t testing.TB, card int, offer string) {
+	t.Helper()
+	w, err := b.Wallet(card)
+	require.NoError(t, err)
+	_, err = w.Buy(context.Background(), offer)
+	require.NoError(t, err)
+}
+
+// rowCounts counts the rows of every table of a SQLite store, read through a
+// separate read-only connection: what a refused request must leave unchanged.
+func rowCounts(t testing.TB, path string) map[string]int64 {
+	t.Helper()
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(10000)")
+	require.NoError(t, err)
+	defer db.Close()
+	rows, err := db.Query(`SELECT name FROM sqlite_master WHERE type = 'table' AND name NOT LIKE 'sqlite_%'`)
+	require.NoError(t, err)
+	var names []string
+	for rows.Next() {
+		var n string
+		require.NoError(t, rows.Scan(&n))
+		names = append(names, n)
+	}
+	require.NoError(t, rows.Err())
+	require.NoError(t, rows.Close())
+	require.NotEmpty(t, names)
+	out := map[string]int64{}
+	for _, n := range names {
+		var c int64
+		require.NoError(t, db.QueryRow(`SELECT count(*) FROM "`+n+`"`).Scan(&c))
+		out[n] = c
+	}
+	return out
+}
+
+// snapshot is the state a refused request must not change.
+type snapshot struct {
+	gwRows, merRows map[string]int64
+	gwAudit         int64
+	merAudit        int64
+	goroutines      int
+}
+
+func (b *bed) snapshot(t testing.TB) snapshot {
+	t.Helper()
+	ctx := context.Background()
+	ga, err := b.GatewayDB.VerifyAudit(ctx)
+	require.NoError(t, err)
+	ma, err := b.MerchantDB.VerifyAudit(ctx)
+	require.NoError(t, err)
+	return snapshot{gwRows: rowCounts(t, b.gwDB), merRows: rowCounts(t, b.merDB), gwAudit: ga, merAudit: ma,
+		goroutines: settledGoroutines(0)}
+}
+
+// settledGoroutines waits (bounded) until the goroutine count is at most want (0: just
+// let it settle) and returns it: finished RPCs unwind asynchronously.
+func settledGoroutines(want int) int {
+	n := runtime.NumGoroutine()
+	for i := 0; i < 100; i++ {
+		time.Sleep(20 * time.Millisecond)
+		m := runtime.NumGoroutine()
+		if (want > 0 && m <= want) || (want == 0 && m == n) {
+			return m
+		}
+		n = m
+	}
+	return n
+}
+
+// requireUnchanged checks that nothing was written and nothing leaked since s.
+func (b *bed) requireUnchanged(t *testing.T, s snapshot) {
+	t.Helper()
+	after := b.snapshot(t)
+	assert.Equal(t, s.gwRows, after.gwRows, "gateway store rows")
+	assert.Equal(t, s.merRows, after.merRows, "merchant store rows")
+	assert.Equal(t, s.gwAudit, after.gwAudit, "gateway audit records")
+	assert.Equal(t, s.merAudit, after.merAudit, "merchant audit records")
+	if n := settledGoroutines(s.goroutines); n > s.goroutines {
+		buf := make([]byte, 1<<20)
+		buf = buf[:runtime.Stack(buf, true)]
+		assert.LessOrEqual(t, n, s.goroutines, "goroutines leaked:\n%s", buf)
+	}
+	for name, tok := range map[string]*hsm.Token{"gateway": b.gwTok, "merchant": b.merTok} {
+		st := tok.Stats()
+		open := st.SessionsOpen.Load()
+		assert.LessOrEqual(t, open, int64(32), "%s token sessions", name)
+		assert.EqualValues(t, open, tok.SessionsIdle(), "%s token: every open session is back in the pool", name)
+	}
+}
+
+// requireRefused checks a gRPC status with a SET reason and the code it travels with.
+func requireRefused(t *testing.T, err error, want setpb.Reason) {
+	t.Helper()
+	require.Error(t, err)
+	assert.Equal(t, want.String(), setproto.ReasonOf(err).String(), "error: %v", err)
+	assert.NotContains(t, err.Error(), "panic")
+}
+
+// files writes PEM trust material for the external tools: the root, the CA chain
+// with every CRL (openssl reads CRLs from -CAfile), and the leaves.
+type pemFiles struct {
+	dir, root, cas, rootAndCAs, crls, leaves string
+}
+
+func (b *bed) writePEM(t testing.TB) pemFiles {
+	t.Helper()
+	dir := t.TempDir()
+	f := pemFiles{dir: dir, root: filepath.Join(dir, "root.pem"), cas: filepath.Join(dir, "cas.pem"),
+		rootAndCAs: filepath.Join(dir, "root-cas-crls.pem"), crls: filepath.Join(dir, "crls.pem"), leaves: filepath.Join(dir, "leaves.pem")}
+	var crlPEM []byte
+	for _, crl := range b.CRLs.All() {
+		crlPEM = append(crlPEM, pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.Raw})...)
+	}
+	require.Len(t, b.CRLs.All(), len(b.H.Authorities()), "one CRL per CA")
+	require.NoError(t, os.WriteFile(f.root, pki.EncodePEM(b.H.Root.Certificate()), 0o600))
+	require.NoError(t, os.WriteFile(f.cas, pki.EncodePEM(b.CACerts()...), 0o600))
+	require.NoError(t, os.WriteFile(f.crls, crlPEM, 0o600))
+	all := append(pki.EncodePEM(append([]*x509.Certificate{b.H.Root.Certificate()}, b.CACerts()...)...), crlPEM...)
+	require.NoError(t, os.WriteFile(f.rootAndCAs, all, 0o600))
+	require.NoError(t, os.WriteFile(f.leaves, pki.EncodePEM(b.MerchantEnt.Sign.Cert, b.GatewayEnt.Sign.Cert, b.Cardholders[0].Identity.Cert), 0o600))
+	return f
+}
+
+func needTool(t testing.TB, name string) string {
+	t.Helper()
+	p, err := exec.LookPath(name)
+	if err != nil {
+		t.Skipf("%s not installed (scripts/install-deps.sh installs it)", name)
+	}
+	return p
+}
+
+func run(t testing.TB, env []string, name string, args ...string) (string, error) {
+	t.Helper()
+	cmd := exec.Command(name, args...)
+	cmd.Env = env
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("%s %s: %w", name, strings.Join(args, " "), err)
+	}
+	return string(out), nil
+}
