@@ -76,6 +76,10 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	// Capture tokens carry no certificates: the gateway verifies its own by thumbprint.
+	for _, c := range cfg.Sign.Certificates() {
+		cfg.Trust.Cache.Add(c)
+	}
 	return &Gateway{cfg: cfg, id: id}, nil
 }
 

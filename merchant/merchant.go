@@ -359,6 +359,12 @@ func (m *Merchant) answer(ctx context.Context, tx store.Tx, oi *setpb.OrderInfo,
 	if err := tx.SetOrderState(ctx, oi.GetXid(), StatePending, state, now); err != nil {
 		return nil, err
 	}
+	if tok := r.GetCaptureToken(); len(tok) > 0 {
+		// Kept with the order: a later Capture presents it to the gateway.
+		if err := tx.SetOrderCaptureToken(ctx, oi.GetXid(), tok); err != nil {
+			return nil, err
+		}
+	}
 	pres := &setpb.PurchaseResponse{
 		Xid: oi.GetXid(), Rrpid: oi.GetRrpid(), ChallEc: oi.GetChallEc(), Result: r.GetResult(),
 		AuthCode: r.GetAuthCode(), Amount: r.GetAuthorizedAmount(), Currency: oi.GetCurrency(), Captured: r.GetCaptured(),

@@ -13,9 +13,11 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/cms"
+	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/setproto/testbed"
 )
 
 // TestOpenSSLVerifiesEveryMessage saves one signed message of each kind from a real
@@ -32,6 +34,30 @@ func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
 	require.NoError(t, err)
 	_, err = w.Inquire(ctx, r.XID)
 	require.NoError(t, err)
+	// and one of each lifecycle request through the gateway's gRPC service
+	m := e.Merchant
+	for _, op := range []func() (*merchant.LifecycleResult, error){
+		func() (*merchant.LifecycleResult, error) { return m.Batch(ctx, "", "b1", setpb.BatchAction_BATCH_OPEN) },
+		func() (*merchant.LifecycleResult, error) {
+			return m.Capture(ctx, merchant.LifecycleInput{RRPID: "cap-1", XID: r.XID, Amount: 20_00, BatchID: "b1"})
+		},
+		func() (*merchant.LifecycleResult, error) {
+			return m.ReverseAuthorization(ctx, merchant.LifecycleInput{XID: r.XID, Amount: 1_00})
+		},
+		func() (*merchant.LifecycleResult, error) {
+			return m.ReverseCapture(ctx, merchant.LifecycleInput{XID: r.XID, Amount: 1_00, TargetID: "cap-1"})
+		},
+		func() (*merchant.LifecycleResult, error) {
+			return m.Credit(ctx, merchant.LifecycleInput{RRPID: "cr-1", XID: r.XID, Amount: 2_00})
+		},
+		func() (*merchant.LifecycleResult, error) {
+			return m.ReverseCredit(ctx, merchant.LifecycleInput{XID: r.XID, Amount: 1_00, TargetID: "cr-1"})
+		},
+		func() (*merchant.LifecycleResult, error) { return m.GatewayInquiry(ctx, "", r.XID) },
+	} {
+		_, err := op()
+		require.NoError(t, err)
+	}
 
 	msgs := map[setpb.ContentKind][]byte{}
 	add := func(der []byte) {
@@ -51,15 +77,26 @@ func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
 			add(m.GetDualSignature())
 		}
 	}
+	// unseal tries the kinds an envelope may carry.
+	unseal := func(der []byte, kinds []setpb.ContentKind, ent *testbed.Entity) ([]byte, setpb.ContentKind) {
+		for _, k := range kinds {
+			if inner, err := setproto.Unseal(der, k, ent.KXCert, ent.KXKey); err == nil {
+				return inner, k
+			}
+		}
+		t.Fatalf("envelope of none of %v", kinds)
+		return nil, 0
+	}
 	for _, m := range e.gwRec.all() {
-		inner, err := setproto.Unseal(m.(*setpb.Enveloped).GetCms(), setpb.ContentKind_AUTH_REQUEST, e.GatewayEnt.KXCert, e.GatewayEnt.KXKey)
-		require.NoError(t, err)
+		inner, _ := unseal(m.(*setpb.Enveloped).GetCms(), append([]setpb.ContentKind{setpb.ContentKind_AUTH_REQUEST}, setproto.LifecycleKinds...), e.GatewayEnt)
 		add(inner)
 	}
 	for _, m := range e.gwRec.resp {
-		inner, err := setproto.Unseal(m.(*setpb.Enveloped).GetCms(), setpb.ContentKind_AUTH_RESPONSE, e.MerchantEnt.KXCert, e.MerchantEnt.KXKey)
-		require.NoError(t, err)
+		inner, kind := unseal(m.(*setpb.Enveloped).GetCms(), []setpb.ContentKind{setpb.ContentKind_AUTH_RESPONSE, setpb.ContentKind_LIFECYCLE_RESPONSE}, e.MerchantEnt)
 		add(inner)
+		if kind != setpb.ContentKind_AUTH_RESPONSE {
+			continue
+		}
 		sd, err := cms.ParseSignedData(inner)
 		require.NoError(t, err)
 		res, err := setproto.ParseAuthResponse(sd.Content())

@@ -383,3 +383,56 @@ func (b *Bed) WalletFor(id wallet.Identity) (*wallet.Wallet, error) {
 	return wallet.New(wallet.Config{Identity: id, Trust: b.NewTrust(), Merchant: setpb.NewMerchantClient(b.MerchantConn),
 		Brand: Brand, Logger: b.cfg.Logger})
 }
+
+// LocalGateway is a setpb.GatewayClient that calls a gateway in-process: tests use it
+// to put several gateway instances, or one with another clock, behind a merchant.
+type LocalGateway struct{ G *gateway.Gateway }
+
+var _ setpb.GatewayClient = LocalGateway{}
+
+// Authorize implements setpb.GatewayClient.
+func (l LocalGateway) Authorize(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.Authorize(ctx, in)
+}
+
+// Capture implements setpb.GatewayClient.
+func (l LocalGateway) Capture(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.Capture(ctx, in)
+}
+
+// AuthReversal implements setpb.GatewayClient.
+func (l LocalGateway) AuthReversal(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.AuthReversal(ctx, in)
+}
+
+// CaptureReversal implements setpb.GatewayClient.
+func (l LocalGateway) CaptureReversal(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.CaptureReversal(ctx, in)
+}
+
+// Credit implements setpb.GatewayClient.
+func (l LocalGateway) Credit(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.Credit(ctx, in)
+}
+
+// CreditReversal implements setpb.GatewayClient.
+func (l LocalGateway) CreditReversal(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.CreditReversal(ctx, in)
+}
+
+// BatchAdmin implements setpb.GatewayClient.
+func (l LocalGateway) BatchAdmin(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.BatchAdmin(ctx, in)
+}
+
+// Inquiry implements setpb.GatewayClient.
+func (l LocalGateway) Inquiry(ctx context.Context, in *setpb.Enveloped, _ ...grpc.CallOption) (*setpb.Enveloped, error) {
+	return l.G.Inquiry(ctx, in)
+}
+
+// NewGateway makes another gateway instance with the bed's gateway keys, on db (a
+// second handle on a shared store, for replicas), with clock (nil: time.Now).
+func (b *Bed) NewGateway(db store.DB, clock func() time.Time) (*gateway.Gateway, error) {
+	return gateway.New(gateway.Config{Sign: b.GatewayEnt.Sign, KXCert: b.GatewayEnt.KXCert, KXKey: b.GatewayEnt.KXKey,
+		Trust: b.NewTrust(), Store: db, PANHashKey: b.PANHashKey, Issuer: b.Ledger, Clock: clock, Logger: b.cfg.Logger})
+}
