@@ -1,0 +1,368 @@
+package crashtest
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"database/sql"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	mrand "math/rand/v2"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/backoff"
+	"google.golang.org/grpc/credentials/insecure"
+
+	"github.com/setpay/setpay/gateway"
+	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/setproto"
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/setproto/testbed"
+	"github.com/setpay/setpay/softhsm/softhsmtest"
+	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/wallet"
+)
+
+// child is one run of the gateway process.
+type child struct {
+	cmd  *exec.Cmd
+	done chan struct{}
+}
+
+// proc starts, kills and restarts the gateway process on one address.
+type proc struct {
+	cfg    string
+	env    []string
+	logDir string
+	mu     sync.Mutex
+	cur    *child
+	starts int
+}
+
+func (p *proc) start() error {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.starts++
+	cmd := exec.Command(os.Args[0], "-test.run=^$")
+	cmd.Env = p.env
+	logf, err := os.Create(filepath.Join(p.logDir, fmt.Sprintf("gateway-%d.log", p.starts)))
+	if err != nil {
+		return err
+	}
+	cmd.Stderr = logf
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return fmt.Errorf("start gateway process: %w", err)
+	}
+	c := &child{cmd: cmd, done: make(chan struct{})}
+	line, err := bufio.NewReader(out).ReadString('\n')
+	if err != nil || !strings.HasPrefix(line, "ready ") {
+		_ = cmd.Process.Kill()
+		_ = cmd.Wait()
+		log, _ := os.ReadFile(logf.Name())
+		return fmt.Errorf("gateway process did not start: %q %v\n%s", line, err, log)
+	}
+	go func() {
+		_ = cmd.Wait()
+		_ = logf.Close()
+		close(c.done)
+	}()
+	p.cur = c
+	return nil
+}
+
+// kill sends SIGKILL: no deferred function, no flush, no graceful stop.
+func (p *proc) kill() {
+	p.mu.Lock()
+	c := p.cur
+	p.mu.Unlock()
+	if c == nil {
+		return
+	}
+	_ = c.cmd.Process.Signal(syscall.SIGKILL)
+	<-c.done
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+// directMerchant lets a wallet call a merchant in-process.
+type directMerchant struct{ m *merchant.Merchant }
+
+func (d directMerchant) PurchaseInit(ctx context.Context, in *setpb.PInitReq, _ ...grpc.CallOption) (*setpb.Signed, error) {
+	return d.m.PurchaseInit(ctx, in)
+}
+
+func (d directMerchant) Purchase(ctx context.Context, in *setpb.PurchaseRequest, _ ...grpc.CallOption) (*setpb.Signed, error) {
+	return d.m.Purchase(ctx, in)
+}
+
+func (d directMerchant) Inquiry(ctx context.Context, in *setpb.Signed, _ ...grpc.CallOption) (*setpb.Signed, error) {
+	return d.m.Inquiry(ctx, in)
+}
+
+// retry runs op until it does not fail for want of the gateway.
+func retry[T any](ctx context.Context, op func() (T, error)) (T, int, error) {
+	for tries := 1; ; tries++ {
+		v, err := op()
+		if err == nil || setproto.ReasonOf(err) != setpb.Reason_GATEWAY_UNAVAILABLE {
+			return v, tries, err
+		}
+		select {
+		case <-ctx.Done():
+			return v, tries, fmt.Errorf("gave up after %d tries: %w (last: %v)", tries, ctx.Err(), err)
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func gatewayDSN(t *testing.T) string {
+	dsn := os.Getenv("SETPAY_TEST_PG_DSN")
+	if dsn == "" {
+		return "sqlite:" + filepath.Join(t.TempDir(), "gw.db")
+	}
+	admin, err := sql.Open("pgx", dsn)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = admin.Close() })
+	var rnd [6]byte
+	_, err = rand.Read(rnd[:])
+	require.NoError(t, err)
+	schema := "t_" + hex.EncodeToString(rnd[:])
+	_, err = admin.ExecContext(context.Background(), "CREATE SCHEMA "+schema)
+	require.NoError(t, err)
+	t.Cleanup(func() { _, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
+	sep := "?"
+	if strings.Contains(dsn, "?") {
+		sep = "&"
+	}
+	return dsn + sep + "search_path=" + schema
+}
+
+func TestGatewaySurvivesSIGKILL(t *testing.T) {
+	softhsmtest.Require(t, softhsmtest.SoftHSMDir)
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Second)
+	defer cancel()
+	seed := time.Now().UnixNano()
+	rng := mrand.New(mrand.NewPCG(uint64(seed), 7))
+	t.Logf("seed %d", seed)
+
+	tok, gwTok, merTok := softhsmtest.NewToken(t), softhsmtest.NewToken(t), softhsmtest.NewToken(t)
+	dsn := gatewayDSN(t)
+	cards := []testbed.CardSpec{{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1_000_000_00}}
+	offers := []merchant.Offer{{ID: "book", Description: "The SET book", Amount: 25_00, Currency: "EUR"}}
+	b, err := testbed.Build(ctx, testbed.Config{CARoot: tok, CA: tok, Gateway: gwTok, Merchant: merTok, Wallet: tok, TLS: tok,
+		GatewayDSN: dsn, MerchantDSN: "sqlite:" + filepath.Join(t.TempDir(), "mer.db"),
+		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards}, nil, nil)
+	require.NoError(t, err)
+	t.Cleanup(b.Close)
+
+	// The gateway process: same token directory (SOFTHSM2_CONF), same token and keys,
+	// same store, a fixed loopback address so the merchant's connection comes back.
+	addr := freeAddr(t)
+	dir := t.TempDir()
+	cfg := childConfig{Token: gwTok.Label(), SignLabel: b.GatewayEnt.SignKey.Label(), KXLabel: b.GatewayEnt.KXKey.Label(),
+		SignChain: string(pki.EncodePEM(b.GatewayEnt.Sign.Certificates()...)), KXCert: string(pki.EncodePEM(b.GatewayEnt.KXCert)),
+		Root: string(pki.EncodePEM(b.H.Root.Certificate())), CACerts: string(pki.EncodePEM(b.CACerts()...)),
+		CRLs: string(pki.EncodeCRLPEM(b.CRLs.All()...)), DSN: dsn, PANHashKey: hex.EncodeToString(b.PANHashKey),
+		Cards: b.LedgerCards, Listen: addr}
+	js, err := json.Marshal(cfg)
+	require.NoError(t, err)
+	cfgPath := filepath.Join(dir, "child.json")
+	require.NoError(t, os.WriteFile(cfgPath, js, 0o600))
+	p := &proc{cfg: cfgPath, logDir: dir,
+		env: append(append(os.Environ(), softhsmtest.Env(t)...), childEnv+"="+cfgPath, pinEnv+"="+softhsmtest.PIN)}
+	require.NoError(t, p.start())
+	t.Cleanup(p.kill)
+
+	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.5,
+			MaxDelay: 200 * time.Millisecond}, MinConnectTimeout: 2 * time.Second}))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	m, err := b.NewMerchant(ctx, b.MerchantEnt, b.MerchantDB, setpb.NewGatewayClient(conn))
+	require.NoError(t, err)
+	w, err := wallet.New(wallet.Config{Identity: b.Cardholders[0].Identity, Trust: b.NewTrust(), Merchant: directMerchant{m}, Brand: testbed.Brand})
+	require.NoError(t, err)
+
+	// The killer: SIGKILL at random points until the work is done, then restart.
+	var kills atomic.Int32
+	stop := make(chan struct{})
+	killerDone := make(chan error, 1)
+	go func() {
+		for {
+			select {
+			case <-stop:
+				killerDone <- nil
+				return
+			case <-time.After(time.Duration(100+rng.IntN(500)) * time.Millisecond):
+			}
+			p.kill()
+			kills.Add(1)
+			if err := p.start(); err != nil {
+				killerDone <- err
+				cancel() // the workers give up
+				return
+			}
+		}
+	}()
+
+	// The work: purchases (authorization only), then two partial captures, a credit
+	// and a partial credit reversal each, from several goroutines, every operation
+	// retried with the same request until the gateway answers.
+	const purchases, workers = 8, 4
+	type result struct {
+		xid, authCode string
+		answers       map[string][]byte // rrpid -> envelope received
+	}
+	results := make([]result, purchases)
+	var tries atomic.Int64
+	jobs := make(chan int)
+	errs := make(chan error, purchases)
+	var wg sync.WaitGroup
+	for range workers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range jobs {
+				errs <- func() error {
+					s, err := w.Start(ctx, "book")
+					if err != nil {
+						return err
+					}
+					req, err := w.Prepare(s)
+					if err != nil {
+						return err
+					}
+					signed, n, err := retry(ctx, func() (*setpb.Signed, error) { return m.Purchase(ctx, req) })
+					tries.Add(int64(n))
+					if err != nil {
+						return fmt.Errorf("purchase: %w", err)
+					}
+					rc, err := w.VerifyResponse(ctx, s, signed)
+					if err != nil {
+						return err
+					}
+					if !rc.Approved() {
+						return fmt.Errorf("purchase %s: %s", rc.XID, rc.Result)
+					}
+					r := result{xid: rc.XID, authCode: rc.AuthCode, answers: map[string][]byte{}}
+					ops := []struct {
+						rrpid string
+						call  func(context.Context, merchant.LifecycleInput) (*merchant.LifecycleResult, error)
+						in    merchant.LifecycleInput
+					}{
+						{"cap1-" + rc.XID, m.Capture, merchant.LifecycleInput{Amount: 10_00}},
+						{"cap2-" + rc.XID, m.Capture, merchant.LifecycleInput{Amount: 15_00}},
+						{"cred-" + rc.XID, m.Credit, merchant.LifecycleInput{Amount: 5_00}},
+						{"crev-" + rc.XID, m.ReverseCredit, merchant.LifecycleInput{Amount: 2_00, TargetID: "cred-" + rc.XID}},
+					}
+					for _, op := range ops {
+						in := op.in
+						in.RRPID, in.XID = op.rrpid, rc.XID
+						lr, n, err := retry(ctx, func() (*merchant.LifecycleResult, error) { return op.call(ctx, in) })
+						tries.Add(int64(n))
+						if err != nil {
+							return fmt.Errorf("%s: %w", op.rrpid, err)
+						}
+						r.answers[op.rrpid] = lr.Envelope
+					}
+					results[i] = r
+					return nil
+				}()
+			}
+		}()
+	}
+	go func() {
+		for i := range purchases {
+			jobs <- i
+		}
+		close(jobs)
+	}()
+	wg.Wait()
+	close(stop)
+	require.NoError(t, <-killerDone)
+	close(errs)
+	for err := range errs {
+		require.NoError(t, err)
+	}
+
+	// Every answer the merchant received is the one the gateway stored; nothing was
+	// done twice; the totals add up.
+	checked := 0
+	var captured, credited int64
+	for _, r := range results {
+		for rrpid, env := range r.answers {
+			_, stored, err := b.GatewayDB.StoredResponse(ctx, gateway.LifecycleScope, gateway.LifecycleRequestID("shop-1", rrpid))
+			require.NoError(t, err, rrpid)
+			sa, err := setproto.ParseGatewayStoredAnswer(stored)
+			require.NoError(t, err)
+			assert.Equal(t, env, sa.GetEnvelope(), "answer to %s is the stored one", rrpid)
+			checked++
+		}
+		require.NoError(t, b.GatewayDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
+			a, err := tx.GetAuthorization(ctx, "shop-1", r.xid)
+			if err != nil {
+				return err
+			}
+			// the merchant's receipt carries the auth code of the stored authorization,
+			// not of a decision remade after a restart
+			assert.Equal(t, a.AuthCode, r.authCode, "authorization %s", r.xid)
+			assert.Equal(t, store.AuthCaptured, a.Status)
+			assert.Equal(t, int64(25_00), a.CapturedTotal)
+			assert.Equal(t, int64(3_00), a.CreditedTotal)
+			caps, err := tx.ListCaptures(ctx, "shop-1", r.xid)
+			if err != nil {
+				return err
+			}
+			creds, err := tx.ListCredits(ctx, "shop-1", r.xid)
+			if err != nil {
+				return err
+			}
+			revs, err := tx.ListReversals(ctx, "shop-1", r.xid)
+			if err != nil {
+				return err
+			}
+			assert.Len(t, caps, 2)
+			assert.Len(t, creds, 1)
+			assert.Len(t, revs, 1)
+			for _, c := range caps {
+				captured += c.Amount
+			}
+			for _, c := range creds {
+				credited += c.Amount - c.ReversedAmount
+			}
+			return nil
+		}))
+		checked++ // the authorization
+	}
+	assert.Equal(t, int64(purchases*25_00), captured)
+	assert.Equal(t, int64(purchases*3_00), credited)
+	n, err := b.GatewayDB.VerifyAudit(ctx)
+	require.NoError(t, err)
+	assert.GreaterOrEqual(t, kills.Load(), int32(3), "the gateway was killed several times")
+	t.Logf("crash test: %d SIGKILLs, %d gateway starts, %d operations checked (%d authorizations, %d lifecycle answers), %d requests sent, %d audit records verified",
+		kills.Load(), p.starts, checked, purchases, checked-purchases, tries.Load(), n)
+}
