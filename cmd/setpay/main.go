@@ -68,6 +68,7 @@ func commands() map[string]*command {
 			"register": {summary: "register a card with the CA and get a certificate", run: runWalletRegister},
 			"buy":      {summary: "buy from a merchant", run: runWalletBuy},
 		}},
+		"audit": {summary: "audit log", sub: map[string]*command{"verify": {summary: "verify the hash chain of a store's audit log", run: runAuditVerify}}},
 		"demo": {summary: "end-to-end purchase on an embedded token and store", run: runDemo},
 	}
 }
