@@ -11,6 +11,7 @@ import (
 	"crypto/sha512"
 	"encoding/asn1"
 	"math/big"
+	"errors"
 	"os/exec"
 	"runtime"
 	"strings"
@@ -530,5 +531,54 @@ func TestECDSADEREncodingMatchesStandardLibrary(t *testing.T) {
 			require.Equal(t, again, sig, "canonical DER")
 			require.True(t, ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), d[:], sig))
 		}
+	}
+}
+
+// TestTokenRefusesMechanismsOutsideTheKeysList goes around this package to the raw
+// PKCS#11 API, as any other program holding the PIN could, and asks each key for a
+// mechanism outside its CKA_ALLOWED_MECHANISMS: the token itself must refuse.
+func TestTokenRefusesMechanismsOutsideTheKeysList(t *testing.T) {
+	ctx := context.Background()
+	tok := softhsmtest.NewToken(t)
+	cases := []struct {
+		alg   hsm.Algorithm
+		usage hsm.Usage
+		init  func(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error
+	}{
+		{hsm.RSA2048, hsm.UsageKeyExchange, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+			return p.DecryptInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_RSA_PKCS, nil)}, h) // PKCS#1 v1.5: a padding oracle
+		}},
+		{hsm.RSA2048, hsm.UsageSign, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+			return p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_SHA1_RSA_PKCS, nil)}, h)
+		}},
+		{hsm.ECDSAP256, hsm.UsageSign, func(p *pkcs11.Ctx, sh pkcs11.SessionHandle, h pkcs11.ObjectHandle) error {
+			return p.SignInit(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA_SHA1, nil)}, h)
+		}},
+	}
+	p := tok.Module().Raw()
+	sh, err := p.OpenSession(tok.Info().Slot, pkcs11.CKF_SERIAL_SESSION)
+	require.NoError(t, err)
+	defer func() { _ = p.CloseSession(sh) }()
+	for _, c := range cases {
+		t.Run(string(c.alg)+"-"+string(c.usage), func(t *testing.T) {
+			k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "allowed-" + string(c.alg) + "-" + string(c.usage), Algorithm: c.alg, Usage: c.usage})
+			if errors.Is(err, hsm.ErrUnsupported) {
+				t.Skipf("token cannot make this key: %v", err)
+			}
+			require.NoError(t, err)
+			if !tok.RestrictsMechanisms() {
+				t.Skipf("module %s refuses CKA_ALLOWED_MECHANISMS; only the usage flags restrict keys", softhsmtest.Kind())
+			}
+			require.NoError(t, p.FindObjectsInit(sh, []*pkcs11.Attribute{
+				pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY), pkcs11.NewAttribute(pkcs11.CKA_ID, k.ID())}))
+			hs, _, err := p.FindObjects(sh, 1)
+			require.NoError(t, p.FindObjectsFinal(sh))
+			require.NoError(t, err)
+			require.Len(t, hs, 1)
+			err = c.init(p, sh, hs[0])
+			require.Error(t, err, "the token let a key use a mechanism outside its list")
+			code, _ := hsm.CKR(err)
+			assert.Contains(t, []pkcs11.Error{pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_KEY_TYPE_INCONSISTENT}, code, "%v", err)
+		})
 	}
 }

@@ -161,7 +161,7 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 	if mi, ok := t.mechs[mech.Mechanism]; !ok || mi.Flags&pkcs11.CKF_GENERATE_KEY_PAIR == 0 {
 		return nil, t.requireMechanism(mech.Mechanism, pkcs11.CKF_GENERATE_KEY_PAIR, mechName)
 	}
-	privH, err := t.generateKeyPair(ctx, mech, pub, pubUsage, priv)
+	privH, err := t.generateKeyPair(ctx, mech, pub, pubUsage, priv, allowedMechanisms(spec))
 	if err != nil {
 		return nil, &Error{Op: "generate " + string(spec.Algorithm) + " key", Key: t.keyURI(spec.Label, id), Err: err}
 	}
@@ -184,6 +184,30 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 	return k, nil
 }
 
+// allowedMechanisms is what the token may do with the new private key. CKA_SIGN or
+// CKA_DECRYPT alone would still let any caller with the token's PIN use, say, an OAEP
+// key-exchange key for PKCS#1 v1.5 decryption (a padding oracle); the list closes that
+// inside the token, not just in this package.
+func allowedMechanisms(spec KeySpec) *pkcs11.Attribute {
+	var mechs []uint
+	_, _, ec := spec.Algorithm.curve()
+	switch {
+	case ec && spec.Usage == UsageSign:
+		mechs = []uint{pkcs11.CKM_ECDSA}
+	case ec:
+		mechs = []uint{pkcs11.CKM_ECDH1_DERIVE}
+	case spec.Usage == UsageSign:
+		mechs = []uint{pkcs11.CKM_RSA_PKCS, pkcs11.CKM_RSA_PKCS_PSS}
+	default:
+		mechs = []uint{pkcs11.CKM_RSA_PKCS_OAEP}
+	}
+	var b []byte
+	for _, m := range mechs {
+		b = binary.NativeEndian.AppendUint64(b, uint64(m)) // CK_MECHANISM_TYPE is a CK_ULONG
+	}
+	return pkcs11.NewAttribute(pkcs11.CKA_ALLOWED_MECHANISMS, b)
+}
+
 // generateKeyPair creates the pair, first with the public half's usage attributes
 // (CKA_VERIFY, CKA_ENCRYPT, CKA_WRAP) set to match the private half's. Some modules
 // derive the public half's usage themselves and refuse a template that states it:
@@ -191,30 +215,65 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 // CKR_GENERAL_ERROR. The usage that matters is the private key's, which the token
 // enforces, so for such tokens the public usage is left to the module; the token
 // remembers this so later keys skip the failing attempt.
-func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub, pubUsage, priv []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-	gen := func(pubTmpl []*pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+//
+// It also asks for CKA_ALLOWED_MECHANISMS on the private half. A token that refuses
+// that attribute still gets its key, restricted by the usage flags alone, with a
+// warning: the Go layer refuses other mechanisms, but other callers of the token could
+// use them.
+func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub, pubUsage, priv []*pkcs11.Attribute, allowed *pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
+	gen := func(withPubUsage, withAllowed bool) (pkcs11.ObjectHandle, error) {
+		pubTmpl, privTmpl := pub, priv
+		if withPubUsage {
+			pubTmpl = append(pub[:len(pub):len(pub)], pubUsage...)
+		}
+		if withAllowed {
+			privTmpl = append(priv[:len(priv):len(priv)], allowed)
+		}
 		var privH pkcs11.ObjectHandle
 		err := t.do(ctx, func(sh pkcs11.SessionHandle) error {
 			var err error
-			_, privH, err = t.mod.ctx.GenerateKeyPair(sh, []*pkcs11.Mechanism{mech}, pubTmpl, priv)
+			_, privH, err = t.mod.ctx.GenerateKeyPair(sh, []*pkcs11.Mechanism{mech}, pubTmpl, privTmpl)
 			return err
 		})
 		return privH, err
 	}
-	if !t.pubUsageRefused.Load() {
-		h, err := gen(append(pub[:len(pub):len(pub)], pubUsage...))
-		if err == nil || !templateRefused(err) {
-			return h, err
-		}
-		h, err2 := gen(pub)
+	wantPub, wantAllowed := !t.pubUsageRefused.Load(), !t.allowedRefused.Load()
+	h, err := gen(wantPub, wantAllowed)
+	if err == nil || !templateRefused(err) || (!wantPub && !wantAllowed) {
+		return h, err
+	}
+	// Find which optional part the module refuses, dropping the list first: losing
+	// it weakens less than failing.
+	type try struct{ pub, allowed bool }
+	var tries []try
+	if wantAllowed {
+		tries = append(tries, try{wantPub, false})
+	}
+	if wantPub {
+		tries = append(tries, try{false, wantAllowed})
+	}
+	if wantPub && wantAllowed {
+		tries = append(tries, try{false, false})
+	}
+	for _, tr := range tries {
+		h, err2 := gen(tr.pub, tr.allowed)
 		if err2 != nil {
-			return 0, err // the first answer is the one that names the real problem
+			if templateRefused(err2) {
+				continue
+			}
+			return 0, err2
 		}
-		t.pubUsageRefused.Store(true)
-		t.logger.Info("token refuses usage attributes on public keys; leaving them to the module", "ckr", ckrName(err))
+		if wantPub && !tr.pub {
+			t.pubUsageRefused.Store(true)
+			t.logger.Info("token refuses usage attributes on public keys; leaving them to the module", "ckr", ckrName(err))
+		}
+		if wantAllowed && !tr.allowed {
+			t.allowedRefused.Store(true)
+			t.logger.Warn("token refuses CKA_ALLOWED_MECHANISMS; keys are restricted by their usage flags only", "ckr", ckrName(err))
+		}
 		return h, nil
 	}
-	return gen(pub)
+	return 0, err // the first answer is the one that names the real problem
 }
 
 // templateRefused reports answers a module gives when it will not take a template as

@@ -57,8 +57,10 @@ type Token struct {
 	// pubUsageRefused records that the module refuses usage attributes on public key
 	// templates (tpm2-pkcs11 does); see generateKeyPair.
 	pubUsageRefused atomic.Bool
-	stats           Stats
-	observers       []Observer
+	// allowedRefused records that the module refuses CKA_ALLOWED_MECHANISMS.
+	allowedRefused atomic.Bool
+	stats          Stats
+	observers      []Observer
 }
 
 // Stats counts what a Token did; read them with Token.Stats.
@@ -353,3 +355,7 @@ func (t *Token) probe(name string, trial func() error) error {
 	t.probes[name] = err
 	return err
 }
+
+// RestrictsMechanisms reports whether the token accepted CKA_ALLOWED_MECHANISMS on the
+// keys this Token generated, so the token itself refuses other mechanisms.
+func (t *Token) RestrictsMechanisms() bool { return !t.allowedRefused.Load() }
