@@ -34,6 +34,7 @@ type cliEnv struct {
 
 func commands() map[string]*command {
 	return map[string]*command{
+		"audit": {summary: "audit log", sub: map[string]*command{"verify": {summary: "verify the hash chain of a store's audit log", run: runAuditVerify}}},
 		"hsm": {summary: "administer PKCS#11 tokens", sub: map[string]*command{
 			"init-softhsm": {summary: "create a SoftHSM2 dev token directory and tokens", run: runInitSoftHSM},
 			"keygen":       {summary: "generate a key pair inside a token", run: runKeygen},
@@ -68,7 +69,6 @@ func commands() map[string]*command {
 			"register": {summary: "register a card with the CA and get a certificate", run: runWalletRegister},
 			"buy":      {summary: "buy from a merchant", run: runWalletBuy},
 		}},
-		"audit": {summary: "audit log", sub: map[string]*command{"verify": {summary: "verify the hash chain of a store's audit log", run: runAuditVerify}}},
 		"demo": {summary: "end-to-end purchase on an embedded token and store", run: runDemo},
 	}
 }
