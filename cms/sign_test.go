@@ -269,3 +269,34 @@ func TestParseLimits(t *testing.T) {
 	_, err = cms.Limits{MaxSize: len(der), MaxCertificates: 3}.ParseSignedData(der)
 	assert.NoError(t, err)
 }
+
+// TestDigestAlgorithmsSetMustMatchTheSigner: digestAlgorithms is outside the
+// signature, so a changed entry must be refused, not ignored.
+func TestDigestAlgorithmsSetMustMatchTheSigner(t *testing.T) {
+	f := getFixture(t)
+	der, err := cms.Sign([]byte("authorization request"), cms.SignOptions{Signer: f.p256.key, Certificate: f.p256.cert, SigningTime: testNow})
+	require.NoError(t, err)
+	sha256OID := []byte{0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x02, 0x01}
+	require.Equal(t, 2, bytes.Count(der, sha256OID), "digestAlgorithms and the SignerInfo each name SHA-256")
+	cases := []struct {
+		name    string
+		lastOID byte
+		mention string
+	}{
+		{"downgraded to SHA-224 (not allowed)", 0x04, "not allowed"},
+		{"swapped for SHA-384 (allowed, but not the signer's)", 0x02, "signer used"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			patched := bytes.Clone(der)
+			i := bytes.Index(patched, sha256OID) // the first is in digestAlgorithms
+			patched[i+len(sha256OID)-1] = c.lastOID
+			_, err := cms.ParseSignedData(patched)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "digestAlgorithms")
+			assert.Contains(t, err.Error(), c.mention)
+		})
+	}
+	_, err = cms.ParseSignedData(der)
+	assert.NoError(t, err, "the untouched message still parses")
+}

@@ -176,7 +176,30 @@ func (l Limits) ParseSignedData(der []byte) (*SignedData, error) {
 	if n != 1 {
 		return nil, fmt.Errorf("cms: SignedData must have exactly one SignerInfo, found %s", map[int]string{0: "none", 2: "several"}[n])
 	}
+	// digestAlgorithms is signed by nobody, so anything left unchecked in it is a
+	// malleable part of the message (the interop suite slipped SHA-224 in). With one
+	// SignerInfo it must be exactly that signer's digest algorithm.
+	if err := checkDigestAlgorithms(digestAlgs, out.si.digest); err != nil {
+		return nil, err
+	}
 	return out, nil
+}
+
+func checkDigestAlgorithms(set cryptobyte.String, want crypto.Hash) error {
+	n := 0
+	for ; !set.Empty(); n++ {
+		h, err := readHashAlgID(&set, false)
+		if err != nil {
+			return fmt.Errorf("cms: SignedData digestAlgorithms: %w", err)
+		}
+		if h != want {
+			return fmt.Errorf("cms: SignedData digestAlgorithms lists %v, but the signer used %v", h, want)
+		}
+	}
+	if n != 1 {
+		return fmt.Errorf("cms: SignedData digestAlgorithms must list exactly the signer's algorithm, found %d entries", n)
+	}
+	return nil
 }
 
 // readContentInfo checks ContentInfo{wantType, [0] EXPLICIT body} and returns body.
