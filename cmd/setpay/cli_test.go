@@ -1,0 +1,139 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// cli runs the real setpay binary in dir, as a user would.
+type cli struct {
+	t   *testing.T
+	bin string
+	dir string
+}
+
+func (c cli) run(args ...string) string {
+	c.t.Helper()
+	cmd := exec.Command(c.bin, args...)
+	cmd.Dir = c.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	require.NoError(c.t, err, "setpay %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), stdout.String(), stderr.String())
+	return stdout.String()
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := l.Addr().String()
+	require.NoError(t, l.Close())
+	return addr
+}
+
+func waitListening(t *testing.T, addr string, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	for time.Now().Before(deadline) {
+		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
+			_ = c.Close()
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("nothing listening on %s after %v", addr, d)
+}
+
+// TestRegistrationSequenceFromTheDocs runs docs/pki.md's "From nothing to registered
+// parties" with the built binary, each command its own process, then checks what it
+// produced with OpenSSL and the token listing.
+func TestRegistrationSequenceFromTheDocs(t *testing.T) {
+	if testing.Short() {
+		t.Skip("builds the binary and runs a whole CA; skipped with -short")
+	}
+	dir := t.TempDir()
+	bin := filepath.Join(dir, "setpay")
+	build := exec.Command("go", "build", "-o", bin, ".")
+	out, err := build.CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	c := cli{t: t, bin: bin, dir: dir}
+
+	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant,setpay-wallet")
+	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--root-token", "setpay-root", "--token", "setpay-ca", "--out", "./var/ca", "--store", "sqlite:./var/setpay.db")
+
+	addr := freeAddr(t)
+	ctx, cancel := context.WithCancel(context.Background())
+	serve := exec.CommandContext(ctx, bin, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", addr)
+	serve.Dir = dir
+	var serveErr bytes.Buffer
+	serve.Stderr = &serveErr
+	require.NoError(t, serve.Start())
+	t.Cleanup(func() {
+		cancel()
+		_ = serve.Wait()
+		if t.Failed() {
+			t.Logf("ca serve stderr:\n%s", serveErr.String())
+		}
+	})
+	waitListening(t, addr, 30*time.Second)
+
+	for _, p := range []struct{ role, id, token string }{{"gateway", "gw-1", "setpay-gateway"}, {"merchant", "shop-1", "setpay-merchant"}} {
+		secret := c.run("ca", "enroll", "--softhsm-dir", "./var/softhsm", "--role", p.role, "--id", p.id)
+		require.NotEmpty(t, strings.TrimSpace(secret))
+		require.NoError(t, os.WriteFile(filepath.Join(dir, p.id+".secret"), []byte(secret), 0o600))
+		c.run(p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
+			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role)
+		// A spent secret is spent.
+		cmd := exec.Command(bin, p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
+			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role+"-again")
+		cmd.Dir = dir
+		again, err := cmd.CombinedOutput()
+		assert.Error(t, err, "re-used enrollment secret accepted: %s", again)
+	}
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "card.yaml"), []byte("pan: \"4111111111111111\"\nexpiry: \"203012\"\npostal_code: \"75001\"\ncardholder_name: \"Alice Example\"\n"), 0o600))
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "wallet.pass"), []byte("correct horse battery staple\n"), 0o600))
+	c.run("wallet", "register", "--ca", addr, "--card-file", "card.yaml", "--passphrase-file", "wallet.pass", "--out", "./var/wallet")
+
+	// What a user checks next: OpenSSL accepts the issued certificates against the
+	// exported chain and CRLs, and the parties' keys sit in their tokens, sensitive.
+	if _, err := exec.LookPath("openssl"); err == nil {
+		var crls []byte
+		for _, f := range []string{"root.crl", "brand.crl", "cca.crl", "mca.crl", "pca.crl"} {
+			b, err := os.ReadFile(filepath.Join(dir, "var/ca", f))
+			require.NoError(t, err, f)
+			crls = append(crls, b...)
+		}
+		require.NoError(t, os.WriteFile(filepath.Join(dir, "crls.pem"), crls, 0o600))
+		for _, leaf := range []string{"var/merchant/signature.pem", "var/gateway/signature.pem"} {
+			cmd := exec.Command("openssl", "verify", "-crl_check_all", "-CAfile", "var/ca/root.pem", "-untrusted", "var/ca/chain.pem", "-CRLfile", "crls.pem", leaf)
+			cmd.Dir = dir
+			out, err := cmd.CombinedOutput()
+			assert.NoError(t, err, "%s", out)
+			assert.Contains(t, string(out), ": OK")
+		}
+	}
+	listing := c.run("hsm", "list", "--softhsm-dir", "./var/softhsm", "--token", "setpay-gateway")
+	privs := 0
+	for _, line := range strings.Split(listing, "\n") {
+		if !strings.HasPrefix(line, "private") {
+			continue
+		}
+		privs++
+		assert.Contains(t, line, "sensitive", line)
+		assert.Contains(t, line, "never_extractable", line)
+		assert.NotContains(t, line, ",extractable", line)
+	}
+	assert.GreaterOrEqual(t, privs, 2, "gateway signature and key-exchange keys:\n%s", listing)
+}
