@@ -314,6 +314,10 @@ func (g *Gateway) lifecycleEffect(ctx context.Context, tx store.Tx, c *lcChecked
 		if c.token.GetTokenId() != a.CaptureTokenID || a.CaptureTokenID == "" {
 			return nil, setproto.Errorf(setpb.Reason_TOKEN_MISMATCH, "the capture token is not the one issued for %s", xid)
 		}
+		if a.Status != store.AuthReversed && a.CapturedTotal+r.GetAmount() > a.AuthorizedAmount {
+			return nil, setproto.Errorf(setpb.Reason_AMOUNT_EXCEEDED, "capture of %d on %s: %d of %d authorized already captured",
+				r.GetAmount(), xid, a.CapturedTotal, a.AuthorizedAmount)
+		}
 		a, err = tx.InsertCapture(ctx, &store.Capture{MerchantID: mid, CaptureID: rrpid, XID: xid, Amount: r.GetAmount(),
 			Currency: a.Currency, BatchID: r.GetBatchId(), CreatedAt: now})
 	case *setpb.AuthReversalRequest:

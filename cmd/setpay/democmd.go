@@ -124,6 +124,9 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		xids = append(xids, xid)
 	}
+	if err := demoLifecycle(ctx, w, b, xids[0]); err != nil {
+		return err
+	}
 	var auths []*store.Authorization
 	if err := b.GatewayDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
 		for _, x := range xids {
@@ -139,8 +142,15 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	fmt.Fprintf(w, "\nGateway store (PAN kept only as a keyed hash and a mask):\n")
 	for _, a := range auths {
-		fmt.Fprintf(w, "  %s  %-17s %8s %s  %-10s %s\n", a.XID, a.PANMask, money(a.Amount), a.Currency, a.Status, a.DeclineReason)
+		fmt.Fprintf(w, "  %s  %-17s %8s %s  %-10s captured %8s  credited %8s  %s\n", a.XID, a.PANMask, money(a.Amount), a.Currency,
+			a.Status, money(a.CapturedTotal), money(a.CreditedTotal), a.DeclineReason)
 	}
+	n, err := b.GatewayDB.VerifyAudit(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "Audit: %d private-key operations in the gateway's hash chain, verified (setpay audit verify --store sqlite:%s)\n",
+		n, filepath.Join(root, "gateway.db"))
 	cmds, err := exportServeConfigs(root, d, path, b, offers)
 	if err != nil {
 		return err
@@ -244,6 +254,61 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *testbed.Be
 		"setpay wallet buy --softhsm-dir " + d.Root + " --token setpay-wallet --wallet " + wdir + " --passphrase-file " + passFile +
 			" --merchant 127.0.0.1:7502 --merchant-ca " + in("tls-ca.pem") + " --crls " + in("crls.pem") + " --offer book",
 	}, nil
+}
+
+// demoLifecycle captures the authorization-only purchase xid in a batch, refunds part
+// of it, closes the batch and shows its totals: each request signed by the
+// merchant's token key and enveloped to the gateway, each answer signed by the
+// gateway and enveloped back.
+func demoLifecycle(ctx context.Context, w io.Writer, b *testbed.Bed, xid string) error {
+	m, g := b.Merchant, b.GatewayEnt
+	var o *store.Order
+	if err := b.MerchantDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
+		var err error
+		o, err = tx.GetOrder(ctx, xid)
+		return err
+	}); err != nil {
+		return err
+	}
+	refund := o.Amount / 5
+	fmt.Fprintf(w, "\nAfter the purchases: merchant -> gateway requests signed by %s, enveloped to the gateway;\n", shortURI(b.MerchantEnt.SignKey.URI()))
+	fmt.Fprintf(w, "answers signed by %s, enveloped to the merchant; each pair ID answered exactly once\n", shortURI(g.SignKey.URI()))
+	batch := "batch-" + time.Now().UTC().Format("20060102")
+	if _, err := m.Batch(ctx, "", batch, setpb.BatchAction_BATCH_OPEN); err != nil {
+		return err
+	}
+	fmt.Fprintf(w, "  BatchAdmin  open %s\n", batch)
+	c, err := m.Capture(ctx, merchant.LifecycleInput{XID: xid, Amount: o.Amount, BatchID: batch})
+	if err != nil {
+		return err
+	}
+	t := c.Response.GetTransaction()
+	fmt.Fprintf(w, "  Capture     purchase 1 (%s), %s %s with the capture token from its authorization: %s\n",
+		xid, money(c.Response.GetAmount()), t.GetCurrency(), t.GetStatus())
+	cr, err := m.Credit(ctx, merchant.LifecycleInput{XID: xid, Amount: refund, BatchID: batch})
+	if err != nil {
+		return err
+	}
+	t = cr.Response.GetTransaction()
+	fmt.Fprintf(w, "  Credit      partial refund of %s %s: captured %s, credited %s\n", money(refund), t.GetCurrency(),
+		money(t.GetCapturedTotal()), money(t.GetCreditedTotal()))
+	closed, err := m.Batch(ctx, "", batch, setpb.BatchAction_BATCH_CLOSE)
+	if err != nil {
+		return err
+	}
+	bs := closed.Response.GetBatch()
+	fmt.Fprintf(w, "  BatchAdmin  close %s: %s, %d items\n", batch, bs.GetStatus(), bs.GetItemCount())
+	for _, bt := range bs.GetTotals() {
+		fmt.Fprintf(w, "              total %-8s %s %3d item(s) %10s\n", bt.GetType(), bt.GetCurrency(), bt.GetCount(), money(bt.GetAmount()))
+	}
+	inq, err := m.GatewayInquiry(ctx, "", xid)
+	if err != nil {
+		return err
+	}
+	t = inq.Response.GetTransaction()
+	fmt.Fprintf(w, "  Inquiry     %s at the gateway: %s, authorized %s, captured %s, credited %s, %d items\n", xid, t.GetStatus(),
+		money(t.GetAuthorizedAmount()), money(t.GetCapturedTotal()), money(t.GetCreditedTotal()), len(t.GetItems()))
+	return nil
 }
 
 func money(minor int64) string { return fmt.Sprintf("%d.%02d", minor/100, minor%100) }

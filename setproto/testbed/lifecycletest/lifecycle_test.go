@@ -119,6 +119,8 @@ func TestLifecycleCaptureCreditReversalsBatch(t *testing.T) {
 		require.NoError(t, err)
 		assert.Equal(t, "captured", c2.Response.GetTransaction().GetStatus())
 		assert.Equal(t, store.OrderCaptured, orderState(t, e, xid))
+		_, err = m.Capture(ctx, merchant.LifecycleInput{XID: xid, Amount: 1})
+		refused(t, err, setpb.Reason_AMOUNT_EXCEEDED, codes.OutOfRange) // captured in full already
 
 		_, err = m.Credit(ctx, merchant.LifecycleInput{RRPID: "cred-1", XID: xid, Amount: 5_00, BatchID: "batch-1"})
 		require.NoError(t, err)
