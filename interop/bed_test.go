@@ -31,6 +31,18 @@ import (
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
 
+// TestInterop runs the checks that need no special server options on one bed:
+// building one costs seconds of token key generation. The subtests leave the bed
+// usable for the next (refusals write nothing, acceptances are fresh purchases).
+func TestInterop(t *testing.T) {
+	b := newBed(t, bedOptions{})
+	t.Run("OpenSSL", func(t *testing.T) { testOpenSSL(t, b) })
+	t.Run("OpenSC", func(t *testing.T) { testOpenSC(t, b) })
+	t.Run("HostileClient", func(t *testing.T) { testHostileClient(t, b) })
+	t.Run("EveryGatewayMethod", func(t *testing.T) { testEveryGatewayMethodRefusesGarbage(t, b) })
+	t.Run("ServerLimits", func(t *testing.T) { testServerLimits(t, b) })
+}
+
 var cards = []testbed.CardSpec{
 	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1000_00},
 	{Name: "bob", PAN: "5555555555554444", Expiry: "203011", Balance: 1000_00},

@@ -168,8 +168,7 @@ type hostileCase struct {
 	code   codes.Code
 }
 
-func TestHostileClient(t *testing.T) {
-	b := newBed(t, bedOptions{})
+func testHostileClient(t *testing.T, b *bed) {
 	ctx := context.Background()
 	b.buy(t, 0, "book") // the gateway now caches the merchant's certificates
 	gw := setpb.NewGatewayClient(b.GatewayConn)
@@ -437,11 +436,10 @@ func merchantCases(t *testing.T, b *bed, mer setpb.MerchantClient, att attacker)
 	}
 }
 
-// TestEveryGatewayMethodRefusesGarbage sends hostile envelopes to every method the
+// testEveryGatewayMethodRefusesGarbage sends hostile envelopes to every method the
 // Gateway service declares (the lifecycle methods included, as they are added):
 // each answers Unimplemented or a MALFORMED refusal, and nothing is stored.
-func TestEveryGatewayMethodRefusesGarbage(t *testing.T) {
-	b := newBed(t, bedOptions{})
+func testEveryGatewayMethodRefusesGarbage(t *testing.T, b *bed) {
 	ctx := context.Background()
 	inputs := map[string][]byte{
 		"empty": nil, "nested": nestedDER(40_000), "indefinite": inContentInfo(oidAuthEnvelopedData, indefiniteBER(60_000)),
@@ -452,20 +450,20 @@ func TestEveryGatewayMethodRefusesGarbage(t *testing.T) {
 	_, err := setpb.NewGatewayClient(b.GatewayConn).Authorize(ctx, &setpb.Enveloped{})
 	requireRefused(t, err, setpb.Reason_MALFORMED)
 	for _, m := range setpb.Gateway_ServiceDesc.Methods {
-		for name, in := range inputs {
-			t.Run(m.MethodName+"/"+name, func(t *testing.T) {
-				before := b.snapshot(t)
+		t.Run(m.MethodName, func(t *testing.T) {
+			before := b.snapshot(t)
+			for name, in := range inputs {
 				err := b.GatewayConn.Invoke(ctx, "/"+setpb.Gateway_ServiceDesc.ServiceName+"/"+m.MethodName,
 					&setpb.Enveloped{Cms: in}, &setpb.Enveloped{})
-				require.Error(t, err)
+				require.Error(t, err, name)
 				if status.Code(err) == codes.Unimplemented {
 					t.Logf("%s not implemented yet", m.MethodName)
-				} else {
-					requireRefused(t, err, setpb.Reason_MALFORMED)
-					assert.Equal(t, codes.InvalidArgument, status.Code(err))
+					continue
 				}
-				b.requireUnchanged(t, before)
-			})
-		}
+				requireRefused(t, err, setpb.Reason_MALFORMED)
+				assert.Equal(t, codes.InvalidArgument, status.Code(err), name)
+			}
+			b.requireUnchanged(t, before)
+		})
 	}
 }

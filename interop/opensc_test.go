@@ -48,11 +48,10 @@ func privateKeys(out string) map[string]string {
 	return keys
 }
 
-// TestOpenSC reads the bed's gateway and merchant tokens with OpenSC, and has
+// testOpenSC reads the bed's gateway and merchant tokens with OpenSC, and has
 // pkcs11-tool sign with the gateway's key for the project to verify.
-func TestOpenSC(t *testing.T) {
+func testOpenSC(t *testing.T, b *bed) {
 	needTool(t, "pkcs11-tool")
-	b := newBed(t, bedOptions{})
 	t.Run("list objects", func(t *testing.T) {
 		for _, tc := range []struct {
 			name string
@@ -85,7 +84,7 @@ func TestOpenSC(t *testing.T) {
 		// signing. SoftHSM 2.6.1 refuses OAEP with SHA-256 (CKR_ARGUMENTS_BAD), which
 		// stops the tool at that step: the documented limit, not a failure of ours.
 		out, err := pkcs11Tool(t, b.gwTok, "--test")
-		assert.Regexp(t, `gateway-gw-1-kx\) with \d+ mechanisms? -- can't be used to sign/verify, skipping`, out)
+		assert.Regexp(t, `gateway-gw-1-kx\) (with \d+ mechanisms? )?-- can't be used to sign/verify, skipping`, out)
 		assert.Regexp(t, `gateway-gw-1-sign\) (with \d+ mechanisms? )?-- non-RSA, skipping`, out)
 		if err != nil {
 			require.Contains(t, out, "hashAlg=SHA256", out)

@@ -149,11 +149,9 @@ func capture(t *testing.T, b *bed) captured {
 	return c
 }
 
-// TestOpenSSL groups the OpenSSL checks on one bed (building one costs seconds of
-// token key generation).
-func TestOpenSSL(t *testing.T) {
+// testOpenSSL: the OpenSSL checks.
+func testOpenSSL(t *testing.T, b *bed) {
 	needTool(t, "openssl")
-	b := newBed(t, bedOptions{})
 	c := capture(t, b)
 	files := b.writePEM(t)
 	t.Run("verify with CRLs", func(t *testing.T) { testVerifyWithCRLs(t, b, c, files) })
