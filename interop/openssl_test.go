@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/pem"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -208,6 +209,14 @@ func testVerifyCertificates(t *testing.T, b *bed, f pemFiles) {
 				"-CRLfile", f.crls, "-crl_check_all", "-x509_strict", p)
 			require.NoError(t, err, "%s", out)
 			assert.Contains(t, out, ": OK")
+		})
+	}
+	for _, crl := range b.CRLs.All() {
+		t.Run("CRL "+crl.Issuer.CommonName, func(t *testing.T) {
+			p := writeTemp(t, "crl.pem", pem.EncodeToMemory(&pem.Block{Type: "X509 CRL", Bytes: crl.Raw}))
+			out, err := run(t, nil, "openssl", "crl", "-in", p, "-CAfile", f.rootAndCAs, "-noout")
+			require.NoError(t, err, "%s", out)
+			assert.Contains(t, out, "verify OK")
 		})
 	}
 	t.Run("revoked cardholder", func(t *testing.T) {
