@@ -19,6 +19,7 @@ import (
 
 	"github.com/setpay/setpay/cms"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
@@ -73,15 +74,60 @@ func writeTemp(t *testing.T, name string, b []byte) string {
 	return p
 }
 
-// signedKinds are the kinds a purchase signs on their own (OI and PI are covered by
-// the dual signature). The payment lifecycle kinds (capture, reversal, credit,
-// batch) are not produced by a purchase and are not covered here yet.
+// signedKinds are the kinds signed on their own (OI and PI are covered by the dual
+// signature): a purchase, an inquiry and the payment lifecycle after it.
 func signedKinds() []setpb.ContentKind {
 	return []setpb.ContentKind{
 		setpb.ContentKind_PINIT_RES, setpb.ContentKind_DUAL_SIGNATURE, setpb.ContentKind_PURCHASE_RESPONSE,
 		setpb.ContentKind_AUTH_REQUEST, setpb.ContentKind_AUTH_RESPONSE, setpb.ContentKind_CAPTURE_TOKEN,
 		setpb.ContentKind_INQUIRY_REQUEST, setpb.ContentKind_INQUIRY_RESPONSE,
+		setpb.ContentKind_CAPTURE_REQUEST, setpb.ContentKind_AUTH_REVERSAL_REQUEST, setpb.ContentKind_CAPTURE_REVERSAL_REQUEST,
+		setpb.ContentKind_CREDIT_REQUEST, setpb.ContentKind_CREDIT_REVERSAL_REQUEST, setpb.ContentKind_BATCH_ADMIN_REQUEST,
+		setpb.ContentKind_GATEWAY_INQUIRY_REQUEST, setpb.ContentKind_LIFECYCLE_RESPONSE,
 	}
+}
+
+// kindOf names a protocol content type.
+func kindOf(t *testing.T, oid x509.OID) setpb.ContentKind {
+	t.Helper()
+	for k := range setpb.ContentKind_name {
+		if oid.Equal(setproto.ContentType(setpb.ContentKind(k))) {
+			return setpb.ContentKind(k)
+		}
+	}
+	t.Fatalf("content type %s is no protocol kind", oid)
+	return 0
+}
+
+// envelopeKind is the content kind an envelope says it carries.
+func envelopeKind(t *testing.T, der []byte) setpb.ContentKind {
+	t.Helper()
+	env, err := cms.ParseEnvelope(der)
+	require.NoError(t, err)
+	return kindOf(t, env.ContentType())
+}
+
+// lifecycle runs every lifecycle operation on the authorized purchase xid.
+func lifecycle(t *testing.T, b *bed, xid string) {
+	t.Helper()
+	ctx := context.Background()
+	m := b.Merchant
+	_, err := m.Batch(ctx, "", "batch-1", setpb.BatchAction_BATCH_OPEN)
+	require.NoError(t, err)
+	_, err = m.Capture(ctx, merchant.LifecycleInput{RRPID: "cap-1", XID: xid, Amount: 10_00, BatchID: "batch-1"})
+	require.NoError(t, err)
+	_, err = m.ReverseCapture(ctx, merchant.LifecycleInput{RRPID: "caprev-1", XID: xid, Amount: 5_00, TargetID: "cap-1"})
+	require.NoError(t, err)
+	_, err = m.Credit(ctx, merchant.LifecycleInput{RRPID: "cred-1", XID: xid, Amount: 2_00})
+	require.NoError(t, err)
+	_, err = m.ReverseCredit(ctx, merchant.LifecycleInput{RRPID: "crev-1", XID: xid, Amount: 1_00, TargetID: "cred-1"})
+	require.NoError(t, err)
+	_, err = m.ReverseAuthorization(ctx, merchant.LifecycleInput{XID: xid})
+	require.NoError(t, err)
+	_, err = m.GatewayInquiry(ctx, "", xid)
+	require.NoError(t, err)
+	_, err = m.Batch(ctx, "", "batch-1", setpb.BatchAction_BATCH_CLOSE)
+	require.NoError(t, err)
 }
 
 // captured is one message of every kind from real purchases, plus the envelopes.
@@ -101,6 +147,7 @@ func capture(t *testing.T, b *bed) captured {
 	require.NoError(t, err)
 	_, err = w.Inquire(ctx, r.XID)
 	require.NoError(t, err)
+	lifecycle(t, b, r.XID)
 
 	c := captured{signed: map[setpb.ContentKind][]byte{}}
 	add := func(der []byte) {
@@ -123,17 +170,24 @@ func capture(t *testing.T, b *bed) captured {
 	}
 	for _, m := range b.gwRec.requests() {
 		env := m.(*setpb.Enveloped).GetCms()
-		c.authReqs = append(c.authReqs, env)
-		inner, err := setproto.Unseal(env, setpb.ContentKind_AUTH_REQUEST, b.GatewayEnt.KXCert, b.GatewayEnt.KXKey)
+		kind := envelopeKind(t, env)
+		inner, err := setproto.Unseal(env, kind, b.GatewayEnt.KXCert, b.GatewayEnt.KXKey)
 		require.NoError(t, err)
 		add(inner)
+		if kind == setpb.ContentKind_AUTH_REQUEST {
+			c.authReqs = append(c.authReqs, env)
+		}
 	}
 	for _, m := range b.gwRec.responses() {
 		env := m.(*setpb.Enveloped).GetCms()
-		c.authResps = append(c.authResps, env)
-		inner, err := setproto.Unseal(env, setpb.ContentKind_AUTH_RESPONSE, b.MerchantEnt.KXCert, b.MerchantEnt.KXKey)
+		kind := envelopeKind(t, env)
+		inner, err := setproto.Unseal(env, kind, b.MerchantEnt.KXCert, b.MerchantEnt.KXKey)
 		require.NoError(t, err)
 		add(inner)
+		if kind != setpb.ContentKind_AUTH_RESPONSE {
+			continue
+		}
+		c.authResps = append(c.authResps, env)
 		sd, err := cms.ParseSignedData(inner)
 		require.NoError(t, err)
 		res, err := setproto.ParseAuthResponse(sd.Content())
