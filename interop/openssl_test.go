@@ -14,6 +14,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"golang.org/x/crypto/cryptobyte"
+	cbasn1 "golang.org/x/crypto/cryptobyte/asn1"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
@@ -212,7 +214,7 @@ func testOpenSSL(t *testing.T, b *bed) {
 	t.Run("verify with CRLs", func(t *testing.T) { testVerifyWithCRLs(t, b, c, files) })
 	t.Run("certificates and CRLs", func(t *testing.T) { testVerifyCertificates(t, b, files) })
 	t.Run("decrypt in the token", func(t *testing.T) { testEngineDecrypt(t, b, c) })
-	t.Run("envelopes made by OpenSSL", func(t *testing.T) { testOpenSSLEnvelopes(t, b) })
+	t.Run("envelopes made by OpenSSL", func(t *testing.T) { testOpenSSLEnvelopes(t, b, c) })
 	t.Run("request made by OpenSSL", func(t *testing.T) { testOpenSSLAuthRequest(t, b) })
 }
 
@@ -356,7 +358,7 @@ func (e *toolError) Error() string { return e.err.Error() + ": " + e.out }
 // gateway uses. AES-256-GCM (AuthEnvelopedData) is accepted; AES-256-CBC
 // (EnvelopedData) decrypts at the CMS layer but setproto.Unseal refuses it, because
 // it has no integrity.
-func testOpenSSLEnvelopes(t *testing.T, b *bed) {
+func testOpenSSLEnvelopes(t *testing.T, b *bed, c captured) {
 	gw := b.GatewayEnt
 	content := make([]byte, 1000)
 	_, _ = rand.Read(content)
@@ -382,6 +384,24 @@ func testOpenSSLEnvelopes(t *testing.T, b *bed) {
 		// an envelope the gateway's RPC would take whole.)
 		_, err = setproto.Unseal(der, setpb.ContentKind_AUTH_REQUEST, gw.KXCert, gw.KXKey)
 		assert.Equal(t, setpb.Reason_MALFORMED, setproto.ReasonOf(err), "%v", err)
+	})
+	t.Run("aes-256-gcm retyped, through the gateway", func(t *testing.T) {
+		// OpenSSL 3.0 types every envelope it makes as id-data. Retyped as an
+		// authorization request (the content type is not authenticated when there are
+		// no authAttrs, as here), the merchant's recorded request in an envelope made
+		// by OpenSSL goes through the gateway's RPC, which answers a retry with the
+		// stored answer.
+		inner, err := setproto.Unseal(c.authReqs[0], setpb.ContentKind_AUTH_REQUEST, gw.KXCert, gw.KXKey)
+		require.NoError(t, err)
+		der, err := opensslEncrypt(t, inner, gw.KXCert, "-aes-256-gcm")
+		require.NoError(t, err)
+		typed := retype(t, der, setproto.ContentType(setpb.ContentKind_AUTH_REQUEST))
+		got, err := setproto.Unseal(typed, setpb.ContentKind_AUTH_REQUEST, gw.KXCert, gw.KXKey)
+		require.NoError(t, err)
+		assert.Equal(t, inner, got)
+		res, err := setpb.NewGatewayClient(b.GatewayConn).Authorize(context.Background(), &setpb.Enveloped{Cms: typed})
+		require.NoError(t, err)
+		assert.Equal(t, c.authResps[0], res.GetCms(), "a retry gets the stored answer")
 	})
 }
 
@@ -464,4 +484,44 @@ func testOpenSSLAuthRequest(t *testing.T, b *bed) {
 			assert.Equal(t, req.GetXid(), ar.GetXid())
 		})
 	}
+}
+
+// retype rewrites the contentType of an AuthEnvelopedData's EncryptedContentInfo.
+func retype(t *testing.T, der []byte, ct x509.OID) []byte {
+	t.Helper()
+	in := cryptobyte.String(der)
+	var ci, oid, explicit, aed cryptobyte.String
+	require.True(t, in.ReadASN1(&ci, cbasn1.SEQUENCE) && in.Empty())
+	require.True(t, ci.ReadASN1Element(&oid, cbasn1.OBJECT_IDENTIFIER))
+	require.True(t, ci.ReadASN1(&explicit, cbasn1.Tag(0).Constructed().ContextSpecific()) && ci.Empty())
+	require.True(t, explicit.ReadASN1(&aed, cbasn1.SEQUENCE) && explicit.Empty())
+	ctDER, err := ct.MarshalBinary()
+	require.NoError(t, err)
+	var b cryptobyte.Builder
+	b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+		b.AddBytes(oid)
+		b.AddASN1(cbasn1.Tag(0).Constructed().ContextSpecific(), func(b *cryptobyte.Builder) {
+			b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+				for !aed.Empty() {
+					var el cryptobyte.String
+					var tag cbasn1.Tag
+					require.True(t, aed.ReadAnyASN1Element(&el, &tag))
+					if tag != cbasn1.SEQUENCE { // version, originatorInfo, recipientInfos, authAttrs, mac
+						b.AddBytes(el)
+						continue
+					}
+					var eci, oldCT cryptobyte.String
+					require.True(t, el.ReadASN1(&eci, cbasn1.SEQUENCE))
+					require.True(t, eci.ReadASN1(&oldCT, cbasn1.OBJECT_IDENTIFIER))
+					b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
+						b.AddASN1(cbasn1.OBJECT_IDENTIFIER, func(b *cryptobyte.Builder) { b.AddBytes(ctDER) })
+						b.AddBytes(eci)
+					})
+				}
+			})
+		})
+	})
+	out, err := b.Bytes()
+	require.NoError(t, err)
+	return out
 }
