@@ -300,3 +300,60 @@ func TestDigestAlgorithmsSetMustMatchTheSigner(t *testing.T) {
 	_, err = cms.ParseSignedData(der)
 	assert.NoError(t, err, "the untouched message still parses")
 }
+
+// TestVersionsMustFollowRFC5652: the SignedData and SignerInfo versions are unsigned;
+// any value but the one the structure requires is refused.
+func TestVersionsMustFollowRFC5652(t *testing.T) {
+	f := getFixture(t)
+	proto := cms.ProtocolContentType(7)
+	byIssuer, err := cms.Sign([]byte("m"), cms.SignOptions{ContentType: proto, Signer: f.p256.key, Certificate: f.p256.cert, SigningTime: testNow})
+	require.NoError(t, err)
+	bySKI, err := cms.Sign([]byte("m"), cms.SignOptions{Signer: f.p256.key, Certificate: f.p256.cert, SigningTime: testNow, SubjectKeyID: true})
+	require.NoError(t, err)
+	// nthVersion walks the DER to the value byte of the SignedData version (n=0) or
+	// of the first SignerInfo's version (n=1).
+	nthVersion := func(der []byte, n int) int {
+		in := cryptobyte.String(der)
+		var ci, body, sd cryptobyte.String
+		require.True(t, in.ReadASN1(&ci, cbasn1.SEQUENCE))
+		require.True(t, ci.SkipASN1(cbasn1.OBJECT_IDENTIFIER))
+		require.True(t, ci.ReadASN1(&body, cbasn1.Tag(0).Constructed().ContextSpecific()))
+		require.True(t, body.ReadASN1(&sd, cbasn1.SEQUENCE))
+		if n == 0 {
+			return len(der) - len(sd) + 2 // after the INTEGER's tag and length
+		}
+		require.True(t, sd.SkipASN1(cbasn1.INTEGER))
+		require.True(t, sd.SkipASN1(cbasn1.SET))
+		require.True(t, sd.SkipASN1(cbasn1.SEQUENCE))
+		require.True(t, sd.SkipOptionalASN1(cbasn1.Tag(0).Constructed().ContextSpecific()))
+		require.True(t, sd.SkipOptionalASN1(cbasn1.Tag(1).Constructed().ContextSpecific()))
+		var sis, si cryptobyte.String
+		require.True(t, sd.ReadASN1(&sis, cbasn1.SET))
+		require.True(t, sis.ReadASN1(&si, cbasn1.SEQUENCE))
+		return len(der) - len(sd) - len(sis) - len(si) + 2 - 0
+	}
+	cases := []struct {
+		name  string
+		der   []byte
+		which int
+		to    byte
+	}{
+		{"SignedData 3 to 1 with a protocol content type", byIssuer, 0, 1},
+		{"SignedData 3 to 2", byIssuer, 0, 2},
+		{"SignedData 3 to 4", byIssuer, 0, 4},
+		{"SignerInfo 3 to 1 with a key-identifier signer", bySKI, 1, 1},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			_, err := cms.ParseSignedData(c.der)
+			require.NoError(t, err, "the untouched message parses")
+			patched := bytes.Clone(c.der)
+			at := nthVersion(patched, c.which)
+			require.Equal(t, byte(3), patched[at], "expected version 3 at the patched position")
+			patched[at] = c.to
+			_, err = cms.ParseSignedData(patched)
+			require.Error(t, err)
+			assert.Contains(t, err.Error(), "version")
+		})
+	}
+}

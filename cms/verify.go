@@ -176,6 +176,16 @@ func (l Limits) ParseSignedData(der []byte) (*SignedData, error) {
 	if n != 1 {
 		return nil, fmt.Errorf("cms: SignedData must have exactly one SignerInfo, found %s", map[int]string{0: "none", 2: "several"}[n])
 	}
+	// RFC 5652 §5.1, for what this package accepts (X.509 certificates only, no CRLs
+	// of other formats): version 3 when the signer is named by key identifier or the
+	// content is not id-data, else 1. Unsigned, so it must be exactly that.
+	wantVersion := int64(1)
+	if siVersionFor(out.si.sid) == 3 || out.contentType != oidData {
+		wantVersion = 3
+	}
+	if version != wantVersion {
+		return nil, fmt.Errorf("cms: SignedData version %d, but its contents require %d", version, wantVersion)
+	}
 	// digestAlgorithms is signed by nobody, so anything left unchecked in it is a
 	// malleable part of the message (the interop suite slipped SHA-224 in). With one
 	// SignerInfo it must be exactly that signer's digest algorithm.
@@ -183,6 +193,14 @@ func (l Limits) ParseSignedData(der []byte) (*SignedData, error) {
 		return nil, err
 	}
 	return out, nil
+}
+
+// siVersionFor is the SignerInfo version RFC 5652 §5.3 requires for sid.
+func siVersionFor(sid issuerSerial) int64 {
+	if sid.ski != nil {
+		return 3
+	}
+	return 1
 }
 
 func checkDigestAlgorithms(set cryptobyte.String, want crypto.Hash) error {
@@ -234,6 +252,11 @@ func parseSignerInfo(s cryptobyte.String) (signerInfo, error) {
 	var err error
 	if si.sid, err = readSignerID(&s); err != nil {
 		return si, err
+	}
+	// RFC 5652 §5.3: the version follows from how the signer is named. It is not
+	// signed, so accepting any other value would leave a malleable field.
+	if want := siVersionFor(si.sid); version != want {
+		return si, fmt.Errorf("cms: SignerInfo version %d, but its signer identifier requires %d", version, want)
 	}
 	if si.digest, err = readHashAlgID(&s, false); err != nil {
 		return si, err
