@@ -7,17 +7,21 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/tls"
 	"crypto/x509"
 	"io"
 	"math/big"
 	mrand "math/rand/v2"
+	"net"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/encoding/protowire"
 
@@ -25,6 +29,7 @@ import (
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/signer"
 )
 
 // Hostile input, over gRPC, to a running gateway and merchant. Every case must get a
@@ -423,6 +428,30 @@ func testHostileClient(t *testing.T, b *bed) {
 				b.requireUnchanged(t, before)
 			})
 		}
+	})
+
+	t.Run("transport", func(t *testing.T) {
+		before := b.snapshot(t)
+		// Raw bytes instead of TLS, and a TLS handshake abandoned half way.
+		for _, send := range [][]byte{bytes.Repeat([]byte("GET / HTTP/1.1\r\n"), 100), nestedDER(1000)} {
+			c, err := net.Dial("tcp", b.GatewayAddr)
+			require.NoError(t, err)
+			_, _ = c.Write(send)
+			_ = c.Close()
+		}
+		raw, err := net.Dial("tcp", b.GatewayAddr)
+		require.NoError(t, err)
+		tc := tls.Client(raw, &tls.Config{InsecureSkipVerify: true}) // an attacker: it trusts anything
+		_ = tc.SetDeadline(time.Now().Add(2 * time.Second))
+		_ = tc.Handshake() // the gateway asks for a client certificate this client has not got
+		_ = tc.Close()
+		// The gateway requires a client certificate: a wallet-style connection is refused.
+		conn, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
+		require.NoError(t, err)
+		_, err = setpb.NewGatewayClient(conn).Authorize(ctx, &setpb.Enveloped{Cms: goodEnv, CertRefs: refs})
+		assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)
+		require.NoError(t, conn.Close())
+		b.requireUnchanged(t, before)
 	})
 
 	t.Run("still serves honest clients", func(t *testing.T) {
