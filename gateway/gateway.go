@@ -108,68 +108,87 @@ type checked struct {
 	cardholderID string
 }
 
-func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, error) {
+// Purposes of the gateway's key-exchange key operations on an authorization.
+const (
+	opDecryptAuth = "decrypt authorization request"
+	opDecryptPI   = "decrypt payment instructions"
+)
+
+// check verifies an authorization request; ops lists the key-exchange key
+// operations it made, for the audit of a refusal.
+func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []string, error) {
+	var ops []string
+	fail := func(err error) (*checked, []string, error) { return nil, ops, err }
 	inner, err := setproto.Unseal(in.GetCms(), setpb.ContentKind_AUTH_REQUEST, g.cfg.KXCert, g.cfg.KXKey)
 	if err != nil {
-		return nil, err
+		if setproto.ReasonOf(err) == setpb.Reason_DECRYPT_FAILED {
+			ops = append(ops, opDecryptAuth)
+		}
+		return fail(err)
 	}
+	ops = append(ops, opDecryptAuth)
 	v, err := g.cfg.Trust.Open(ctx, inner, in.GetCertRefs(), setpb.ContentKind_AUTH_REQUEST,
 		pki.Expect{Role: pki.RoleMerchant, Purpose: pki.PurposeSignature})
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	req, err := setproto.ParseAuthRequest(v.Content)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if req.GetMerchantId() != v.EntityID {
-		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "request names merchant %q but %q signed it", req.GetMerchantId(), v.EntityID)
+		return fail(setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "request names merchant %q but %q signed it", req.GetMerchantId(), v.EntityID))
 	}
 	mkx, mid, err := g.cfg.Trust.VerifyKeyExchange(ctx, req.GetMerchantKxThumbprint(), nil, pki.RoleMerchant)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if mid != v.EntityID {
-		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "key-exchange certificate of %q offered by %q", mid, v.EntityID)
+		return fail(setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "key-exchange certificate of %q offered by %q", mid, v.EntityID))
 	}
 	piBytes, err := setproto.Unseal(req.GetPiEnvelope(), setpb.ContentKind_PAYMENT_INSTRUCTIONS, g.cfg.KXCert, g.cfg.KXKey)
+	if err == nil || setproto.ReasonOf(err) == setpb.Reason_DECRYPT_FAILED {
+		ops = append(ops, opDecryptPI)
+	}
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	pi, err := setproto.ParsePaymentInstructions(piBytes)
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	switch {
 	case pi.GetMerchantId() != req.GetMerchantId():
-		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "the PI is for another merchant than %q", req.GetMerchantId())
+		return fail(setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "the PI is for another merchant than %q", req.GetMerchantId()))
 	case pi.GetXid() != req.GetXid():
-		return nil, setproto.Errorf(setpb.Reason_XID_MISMATCH, "the PI belongs to another transaction than %s", req.GetXid())
+		return fail(setproto.Errorf(setpb.Reason_XID_MISMATCH, "the PI belongs to another transaction than %s", req.GetXid()))
 	case subtle.ConstantTimeCompare(pi.GetOiHash(), req.GetOiHash()) != 1:
-		return nil, setproto.Errorf(setpb.Reason_HASH_MISMATCH, "the PI's H(OI) differs from the merchant's")
+		return fail(setproto.Errorf(setpb.Reason_HASH_MISMATCH, "the PI's H(OI) differs from the merchant's"))
 	case pi.GetAmount() != req.GetAmount() || pi.GetCurrency() != req.GetCurrency():
-		return nil, setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the PI's amount differs from the merchant's %d %s", req.GetAmount(), req.GetCurrency())
+		return fail(setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the PI's amount differs from the merchant's %d %s", req.GetAmount(), req.GetCurrency()))
 	}
 	dual, err := g.cfg.Trust.VerifyDual(ctx, req.GetDualSignature(), setproto.Hash(piBytes), req.GetOiHash())
 	if err != nil {
-		return nil, err
+		return fail(err)
 	}
 	if err := pki.CheckCardholderPAN(dual.Signer, pi.GetPan(), pi.GetExpiry(), pi.GetPanSecret()); err != nil {
-		return nil, setproto.Wrap(setpb.Reason_PAN_MISMATCH, err, "card %s", pki.MaskPAN(pi.GetPan()))
+		return fail(setproto.Wrap(setpb.Reason_PAN_MISMATCH, err, "card %s", pki.MaskPAN(pi.GetPan())))
 	}
-	return &checked{req: req, reqHash: setproto.Hash(v.Content), pi: pi, merchantKX: mkx, cardholderID: dual.EntityID}, nil
+	return &checked{req: req, reqHash: setproto.Hash(v.Content), pi: pi, merchantKX: mkx, cardholderID: dual.EntityID}, ops, nil
 }
 
 func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.Enveloped, error) {
 	if in == nil {
 		return nil, setproto.Errorf(setpb.Reason_MALFORMED, "empty request")
 	}
-	c, err := g.check(ctx, in)
+	now := g.cfg.Clock()
+	c, ops, err := g.check(ctx, in)
 	if err != nil {
+		// The key-exchange key was used even though the request is refused.
+		g.auditOps(ctx, now, "", ops, "refused: "+setproto.ReasonOf(err).String())
 		return nil, err
 	}
 	req, pi := c.req, c.pi
-	now := g.cfg.Clock()
 	mask := pki.MaskPAN(pi.GetPan())
 	key := base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte(req.GetMerchantId() + "\x00" + req.GetXid())))
 	panHash, err := store.PANHash(g.cfg.PANHashKey, pi.GetPan())
@@ -185,6 +204,9 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	resp, replayed, err := g.cfg.Store.Idempotent(ctx, "gateway/auth", key, c.reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
 		return g.record(ctx, tx, c, dec, panHash, mask, now)
 	})
+	if errors.Is(err, store.ErrConflict) {
+		g.auditOps(ctx, now, req.GetXid(), ops, "refused: REPLAY")
+	}
 	if errors.Is(err, store.ErrIDReuse) {
 		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q was already authorized with another request", req.GetXid(), req.GetMerchantId())
 	}
@@ -193,6 +215,9 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	}
 	if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "record authorization")
+	}
+	if replayed {
+		g.auditOps(ctx, now, req.GetXid(), ops, "retry answered from store")
 	}
 	g.cfg.Logger.Info("authorization", "merchant", req.GetMerchantId(), "xid", req.GetXid(), "pan", mask,
 		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", dec.Result.String(), "replayed", replayed)
@@ -251,8 +276,8 @@ func (g *Gateway) record(ctx context.Context, tx store.Tx, c *checked, dec Decis
 	// the same transaction as the authorization itself.
 	actor := "gateway:" + g.id
 	ops := []store.AuditRecord{
-		{Purpose: "decrypt authorization request", KeyURI: setproto.KeyURI(g.cfg.KXKey)},
-		{Purpose: "decrypt payment instructions", KeyURI: setproto.KeyURI(g.cfg.KXKey)},
+		{Purpose: opDecryptAuth, KeyURI: setproto.KeyURI(g.cfg.KXKey)},
+		{Purpose: opDecryptPI, KeyURI: setproto.KeyURI(g.cfg.KXKey)},
 		{Purpose: "sign authorization response", KeyURI: setproto.KeyURI(g.cfg.Sign.Key), Details: dec.Result.String()},
 	}
 	if len(res.CaptureToken) > 0 {
@@ -265,4 +290,13 @@ func (g *Gateway) record(ctx context.Context, tx store.Tx, c *checked, dec Decis
 		}
 	}
 	return setproto.Seal(setpb.ContentKind_AUTH_RESPONSE, signed, c.merchantKX, g.cfg.Envelope)
+}
+
+// auditOps records key-exchange key operations of an authorization request that
+// changed no state (refused, or answered from the store), each in its own
+// transaction.
+func (g *Gateway) auditOps(ctx context.Context, now time.Time, xid string, ops []string, details string) {
+	for _, op := range ops {
+		g.audit(ctx, now, xid, store.AuditRecord{Purpose: op, KeyURI: setproto.KeyURI(g.cfg.KXKey), Details: details})
+	}
 }

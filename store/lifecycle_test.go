@@ -115,6 +115,17 @@ func TestOrderCaptureTokenAndStoredResponse(t *testing.T) {
 		assert.ErrorIs(t, err, ErrNotFound)
 		_, _, err = s.Idempotent(ctx, "s", "r", reqHash("a"), func(context.Context, Tx) ([]byte, error) { return []byte("answer"), nil })
 		require.NoError(t, err)
+		for i := range 3 {
+			_, err := s.AppendAudit(ctx, AuditRecord{Time: t0, Actor: "a", KeyURI: "pkcs11:object=k", Purpose: "p", Details: string(rune('a' + i))})
+			require.NoError(t, err)
+		}
+		recs, err := s.ListAudit(ctx, 1, 10)
+		require.NoError(t, err)
+		require.Len(t, recs, 2)
+		assert.Equal(t, int64(2), recs[0].Seq)
+		assert.Equal(t, "c", recs[1].Details)
+		_, err = s.ListAudit(ctx, 0, 0)
+		assert.ErrorIs(t, err, ErrInvalid)
 		h, resp, err := s.StoredResponse(ctx, "s", "r")
 		require.NoError(t, err)
 		assert.Equal(t, reqHash("a"), h)

@@ -270,6 +270,8 @@ func testLifecycleRetriesAndReplays(t *testing.T, e *env) {
 	xid := buy(t, e, 0, "book")
 	in := merchant.LifecycleInput{RRPID: "cap-x", XID: xid, Amount: 7_00}
 
+	before, err := e.GatewayDB.VerifyAudit(ctx)
+	require.NoError(t, err)
 	// The same capture ten times at once: one capture, ten identical answers.
 	const n = 10
 	answers := make([][]byte, n)
@@ -293,6 +295,17 @@ func testLifecycleRetriesAndReplays(t *testing.T, e *env) {
 	}
 	a := auth(t, e, xid)
 	assert.Equal(t, int64(7_00), a.CapturedTotal)
+	// Audited: ten openings of the request (one decided, nine answered from the
+	// store) and one signature.
+	recs, err := e.GatewayDB.ListAudit(ctx, before, 100)
+	require.NoError(t, err)
+	count := map[string]int{}
+	for _, r := range recs {
+		assert.Equal(t, xid, r.XID)
+		count[r.Purpose+"|"+r.Details]++
+	}
+	assert.Equal(t, map[string]int{"decrypt CAPTURE_REQUEST|": 1, "decrypt CAPTURE_REQUEST|retry answered from store": 9,
+		"sign LIFECYCLE_RESPONSE|CAPTURE_REQUEST cap-x 700 EUR": 1}, count)
 	_, stored, err := e.GatewayDB.StoredResponse(ctx, "gateway/lifecycle", lifecycleID("shop-1", "cap-x"))
 	require.NoError(t, err)
 	sa, err := setproto.ParseGatewayStoredAnswer(stored)
