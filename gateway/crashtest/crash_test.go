@@ -5,6 +5,7 @@ import (
 	"context"
 	"crypto/rand"
 	"database/sql"
+	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
@@ -326,6 +327,10 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 			a, err := tx.GetAuthorization(ctx, "shop-1", r.xid)
 			if err != nil {
 				return err
+			}
+			if _, _, err := b.GatewayDB.StoredResponse(ctx, "gateway/auth",
+				base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte("shop-1\x00"+r.xid)))); err != nil {
+				return fmt.Errorf("stored authorization answer of %s: %w", r.xid, err)
 			}
 			// the merchant's receipt carries the auth code of the stored authorization,
 			// not of a decision remade after a restart
