@@ -41,6 +41,7 @@ func TestInterop(t *testing.T) {
 	t.Run("HostileClient", func(t *testing.T) { testHostileClient(t, b) })
 	t.Run("EveryGatewayMethod", func(t *testing.T) { testEveryGatewayMethodRefusesGarbage(t, b) })
 	t.Run("ServerLimits", func(t *testing.T) { testServerLimits(t, b) })
+	t.Run("CrossMerchant", func(t *testing.T) { testCrossMerchant(t, b) })
 }
 
 var cards = []testbed.CardSpec{
