@@ -63,7 +63,7 @@ func TestGatewayRateLimit(t *testing.T) {
 	before := b.snapshot(t)
 	_, err = w.Send(ctx, s, req)
 	requireRefused(t, err, setpb.Reason_GATEWAY_UNAVAILABLE)
-	assert.Equal(t, before.gwRows, rowCounts(t, b.gwDB), "the gateway recorded nothing")
+	assert.Equal(t, before.gwRows, countRows(t, b.gwRO), "the gateway recorded nothing")
 
 	// Another merchant client certificate has its own bucket.
 	other := otherMerchantConn(t, b)
