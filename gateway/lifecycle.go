@@ -113,11 +113,10 @@ func (g *Gateway) lifecycle(ctx context.Context, kind setpb.ContentKind, in *set
 	if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "stored answer")
 	}
-	g.cfg.Logger.Info(kind.String(), "merchant", c.merchantID, "rrpid", c.req.GetRrpid(), "xid", xid, "replayed", replayed,
-		"refused", sa.GetError().GetReason().String())
 	if sa.GetError() != nil {
 		return nil, setproto.FromDetail(sa.GetError())
 	}
+	g.cfg.Logger.Info(kind.String(), "merchant", c.merchantID, "rrpid", c.req.GetRrpid(), "xid", xid, "replayed", replayed)
 	return &setpb.Enveloped{Cms: sa.GetEnvelope()}, nil
 }
 

@@ -205,7 +205,7 @@ func ParseLifecycleResponse(b []byte) (*setpb.LifecycleResponse, error) {
 		}
 		for _, bt := range b.GetTotals() {
 			if err == nil {
-				err = first(checkID("total type", bt.GetType()), checkMoney(max(bt.GetAmount(), 1), bt.GetCurrency()), checkTotal(bt.GetCount()))
+				err = first(checkID("total type", bt.GetType()), checkMoney(1, bt.GetCurrency()), checkTotal(bt.GetAmount()), checkTotal(bt.GetCount()))
 			}
 		}
 	}

@@ -224,6 +224,18 @@ func testLifecycleReversalsAndRefusals(t *testing.T, e *env) {
 	_, err = m.SendLifecycle(ctx, &setpb.CaptureRequest{Xid: b, Amount: 1_00, Currency: "USD", CaptureToken: orderA.CaptureToken})
 	require.Error(t, err)
 
+	// A token the gateway did not sign, and one it signed with another token ID.
+	forged, err := setproto.SignMessage(setpb.ContentKind_CAPTURE_TOKEN, &setpb.CaptureToken{TokenId: "t", Xid: b, MerchantId: "shop-1",
+		Amount: 25_00, Currency: "EUR", AuthCode: "000000"}, e.MerchantEnt.Sign, time.Now(), nil)
+	require.NoError(t, err)
+	_, err = m.SendLifecycle(ctx, &setpb.CaptureRequest{Xid: b, Amount: 1_00, Currency: "EUR", CaptureToken: forged})
+	refused(t, err, setpb.Reason_TOKEN_MISMATCH, codes.PermissionDenied)
+	other, err := setproto.SignMessage(setpb.ContentKind_CAPTURE_TOKEN, &setpb.CaptureToken{TokenId: "not-the-issued-one", Xid: b,
+		MerchantId: "shop-1", Amount: 25_00, Currency: "EUR", AuthCode: "000000"}, e.GatewayEnt.Sign, time.Now(), nil)
+	require.NoError(t, err)
+	_, err = m.SendLifecycle(ctx, &setpb.CaptureRequest{Xid: b, Amount: 1_00, Currency: "EUR", CaptureToken: other})
+	refused(t, err, setpb.Reason_TOKEN_MISMATCH, codes.PermissionDenied)
+
 	// Unknown authorization, for every kind that names one.
 	for _, req := range []setproto.LifecycleRequest{
 		&setpb.AuthReversalRequest{Xid: "no-such-xid", Currency: "EUR"},
