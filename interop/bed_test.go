@@ -44,6 +44,7 @@ func TestInterop(t *testing.T) {
 	t.Run("EveryGatewayMethod", func(t *testing.T) { testEveryGatewayMethodRefusesGarbage(t, b) })
 	t.Run("ServerLimits", func(t *testing.T) { testServerLimits(t, b) })
 	t.Run("CrossMerchant", func(t *testing.T) { testCrossMerchant(t, b) })
+	t.Run("HostileGateway", func(t *testing.T) { testHostileGateway(t, b) })
 }
 
 var cards = []testbed.CardSpec{
