@@ -18,7 +18,7 @@ vet:
 # Unit and integration tests on real SoftHSM tokens, real gRPC on loopback, real
 # SQLite, and a throwaway PostgreSQL cluster (scripts/pg-test.sh installs and starts it).
 test: deps vet
-	bash scripts/pg-test.sh run $(GO) test -race -count=1 -timeout 20m ./...
+	GO=$(GO) bash scripts/pg-test.sh run bash scripts/test.sh
 
 # Token-layer tests on a second PKCS#11 module: tpm2-pkcs11 over a software TPM
 # (scripts/tpm2-test.sh installs and starts swtpm + tpm2-abrmd, and tears them down).
