@@ -473,6 +473,12 @@ func TestURIRoundTrip(t *testing.T) {
 		{in: "pkcs11:type=weird", wantErr: hsm.ErrBadRequest},
 		{in: "file:/x", wantErr: hsm.ErrBadRequest},
 		{in: "pkcs11:object", wantErr: hsm.ErrBadRequest},
+		// Found by FuzzParseURI: an unescaped 1400-byte id parsed, but its formatted
+		// form (every id byte percent-encoded) was too long to parse again.
+		{in: "pkcs11:id=" + strings.Repeat("I", 1400), wantErr: hsm.ErrBadRequest},
+		{in: "pkcs11:object=" + strings.Repeat("a", 257), wantErr: hsm.ErrBadRequest},
+		{in: "pkcs11:id=" + strings.Repeat("%ff", 256) + ";object=" + strings.Repeat("%00", 256) + "?module-path=" + strings.Repeat("%2f", 1024), ok: true,
+			check: func(t *testing.T, u hsm.URI) { assert.Len(t, u.ID, 256) }},
 	}
 	for _, c := range cases {
 		t.Run(c.in, func(t *testing.T) {

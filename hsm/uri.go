@@ -29,8 +29,8 @@ func ParseURI(s string) (URI, error) {
 	if !ok {
 		return u, fmt.Errorf("hsm: URI must start with \"pkcs11:\": %w", ErrBadRequest)
 	}
-	if len(s) > 4096 {
-		return u, fmt.Errorf("hsm: URI longer than 4096 bytes: %w", ErrBadRequest)
+	if len(s) > maxURILen {
+		return u, fmt.Errorf("hsm: URI longer than %d bytes: %w", maxURILen, ErrBadRequest)
 	}
 	path, query, _ := strings.Cut(rest, "?")
 	seen := map[string]bool{}
@@ -99,16 +99,41 @@ func ParseURI(s string) (URI, error) {
 	return u, nil
 }
 
+// Bounds on decoded attribute values. They keep every URI that String can write
+// (each byte percent-encoded at worst, three times its size) under maxURILen, so
+// whatever parses also parses again after formatting.
+const (
+	maxValueLen = 256  // labels, serials, ids
+	maxPathLen  = 1024 // module-path, pin-source
+	maxURILen   = 16384
+)
+
 func splitAttr(attr string) (string, []byte, error) {
 	k, v, ok := strings.Cut(attr, "=")
 	if !ok || k == "" {
-		return "", nil, fmt.Errorf("hsm: URI attribute %q is not name=value: %w", attr, ErrBadRequest)
+		return "", nil, fmt.Errorf("hsm: URI attribute %q is not name=value: %w", truncate(attr), ErrBadRequest)
 	}
+	k = strings.ToLower(k)
 	val, err := pctDecode(v)
 	if err != nil {
-		return "", nil, fmt.Errorf("hsm: URI attribute %q: %w", k, err)
+		return "", nil, fmt.Errorf("hsm: URI attribute %q: %w", truncate(k), err)
 	}
-	return strings.ToLower(k), val, nil
+	limit := maxValueLen
+	if k == "module-path" || k == "pin-source" {
+		limit = maxPathLen
+	}
+	if len(val) > limit {
+		return "", nil, fmt.Errorf("hsm: URI attribute %q longer than %d bytes: %w", truncate(k), limit, ErrBadRequest)
+	}
+	return k, val, nil
+}
+
+// truncate keeps error messages about hostile input short.
+func truncate(s string) string {
+	if len(s) > 64 {
+		return s[:64] + "..."
+	}
+	return s
 }
 
 func pctDecode(s string) ([]byte, error) {
