@@ -38,6 +38,9 @@ type PurchaseConfig struct {
 	StoreDSN string
 	Progress io.Writer
 	Logger   *slog.Logger
+	// PurchasesDone, if set, runs after the last purchase, before the token rates
+	// are measured: the CLI stops its CPU profile there so the profile shows purchases only.
+	PurchasesDone func()
 }
 
 // StepStats are latency quantiles of one step of a purchase, in microseconds.
@@ -289,6 +292,9 @@ func RunPurchase(ctx context.Context, cfg PurchaseConfig) (*PurchaseReport, erro
 			fmt.Fprintf(cfg.Progress, "purchases c=%d: %.0f/s, p99 %.1f ms, %d errors\n", conc, r.PurchasesPerSec, r.Steps[StepTotal].P99us/1e3, sumErrors(r.Errors))
 		}
 		rep.Results = append(rep.Results, r)
+	}
+	if cfg.PurchasesDone != nil {
+		cfg.PurchasesDone()
 	}
 	rates, err := tokenRates(ctx, p, maxConc)
 	if err != nil {

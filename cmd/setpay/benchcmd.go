@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"runtime/pprof"
 	"strconv"
+	"sync"
 	"time"
 
 	"github.com/setpay/setpay/bench"
@@ -112,12 +113,13 @@ func runBenchPurchase(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	stop, err := startProfiles(*cpuProfile, *memProfile)
+	stop, stopCPU, err := startProfiles(*cpuProfile, *memProfile)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(env.stderr, "bench purchase: concurrency %v, %v each; building a SET system on SoftHSM tokens...\n", levels, *duration)
-	rep, err := bench.RunPurchase(ctx, bench.PurchaseConfig{Concurrency: levels, Duration: *duration, StoreDSN: *storeDSN, Progress: env.stderr, Logger: env.logger})
+	rep, err := bench.RunPurchase(ctx, bench.PurchaseConfig{Concurrency: levels, Duration: *duration, StoreDSN: *storeDSN, Progress: env.stderr, Logger: env.logger,
+		PurchasesDone: stopCPU})
 	if perr := stop(); err == nil && perr != nil {
 		err = perr
 	}
@@ -154,27 +156,35 @@ func parseLevels(conc listFlag) ([]int, error) {
 	return levels, nil
 }
 
-// startProfiles starts CPU profiling and returns a function that stops it and writes
-// the heap profile.
-func startProfiles(cpu, mem string) (func() error, error) {
+// startProfiles starts CPU profiling. It returns stop, which ends it and writes the
+// heap profile, and stopCPU, which ends only the CPU profile (both may be called).
+func startProfiles(cpu, mem string) (stop func() error, stopCPU func(), err error) {
 	var cpuFile *os.File
+	var once sync.Once
+	var cpuErr error
 	if cpu != "" {
 		f, err := os.Create(cpu)
 		if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
 		if err := pprof.StartCPUProfile(f); err != nil {
 			_ = f.Close()
-			return nil, err
+			return nil, nil, err
 		}
 		cpuFile = f
 	}
-	return func() error {
-		if cpuFile != nil {
-			pprof.StopCPUProfile()
-			if err := cpuFile.Close(); err != nil {
-				return err
+	stopCPU = func() {
+		once.Do(func() {
+			if cpuFile != nil {
+				pprof.StopCPUProfile()
+				cpuErr = cpuFile.Close()
 			}
+		})
+	}
+	return func() error {
+		stopCPU()
+		if cpuErr != nil {
+			return cpuErr
 		}
 		if mem != "" {
 			f, err := os.Create(mem)
@@ -189,5 +199,5 @@ func startProfiles(cpu, mem string) (func() error, error) {
 			return f.Close()
 		}
 		return nil
-	}, nil
+	}, stopCPU, nil
 }
