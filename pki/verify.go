@@ -22,8 +22,9 @@ type Expect struct {
 // length, key usage against purpose, allowed key types, and revocation through
 // a CRL signed by the issuer that is current at the given time.
 type Verifier struct {
-	root *x509.Certificate
-	crls CRLSource
+	root  *x509.Certificate
+	crls  CRLSource
+	cache chainCache
 }
 
 // NewVerifier returns a verifier anchored at root, which must be a
@@ -65,6 +66,10 @@ func (v *Verifier) Verify(ctx context.Context, leaf *x509.Certificate, intermedi
 		return nil, fmt.Errorf("pki: role %s cannot hold a %s key", want.Role, want.Purpose)
 	}
 
+	key := chainKey(leaf, intermediates, want)
+	if chain := v.cache.lookup(ctx, v.crls, key, at); chain != nil {
+		return chain, nil
+	}
 	chain, err := v.buildChain(leaf, intermediates)
 	if err != nil {
 		return nil, err
@@ -84,6 +89,7 @@ func (v *Verifier) Verify(ctx context.Context, leaf *x509.Certificate, intermedi
 	if err := checkLeafKey(leaf, want); err != nil {
 		return nil, err
 	}
+	used := make([]*x509.RevocationList, 0, len(chain)-1)
 	for i := 0; i < len(chain)-1; i++ {
 		if err := ctx.Err(); err != nil {
 			return nil, fmt.Errorf("pki: verify: %w", err)
@@ -95,6 +101,7 @@ func (v *Verifier) Verify(ctx context.Context, leaf *x509.Certificate, intermedi
 		if err := checkCRL(crl, chain[i+1], chain[i], at); err != nil {
 			return nil, err
 		}
+		used = append(used, crl)
 	}
 	// Defence in depth: the standard library must agree with the checks above
 	// (name constraints, its own path-length and CA logic). Our own checks run
@@ -110,6 +117,7 @@ func (v *Verifier) Verify(ctx context.Context, leaf *x509.Certificate, intermedi
 	if _, err := leaf.Verify(x509.VerifyOptions{Roots: roots, Intermediates: pool, CurrentTime: at, KeyUsages: []x509.ExtKeyUsage{x509.ExtKeyUsageAny}}); err != nil {
 		return nil, newError(ReasonUnknown, leaf, fmt.Errorf("x509 verification: %w", err))
 	}
+	v.cache.store(key, chain, used)
 	return chain, nil
 }
 

@@ -243,3 +243,30 @@ func TestRoleHelpers(t *testing.T) {
 	assert.Equal(t, pki.RoleCCA, pki.RoleCardholder.Issuer())
 	assert.NotEqual(t, pki.PurposeSignature.OID().String(), pki.PurposeKeyExchange.OID().String())
 }
+
+// TestVerifierCacheNeverOutlivesItsEvidence: a verified chain is cached, but a CRL
+// published afterwards (a revocation) is seen at once, and a time past the CRL's
+// nextUpdate is not answered from the cache.
+func TestVerifierCacheNeverOutlivesItsEvidence(t *testing.T) {
+	ctx := context.Background()
+	f := catest.New(t)
+	m := enroll(t, f, pki.RoleMerchant, "shop-cache")
+	f.PublishCRLs(t)
+	want := pki.Expect{Role: pki.RoleMerchant, Purpose: pki.PurposeSignature}
+	chain := f.Intermediates(pki.RoleMerchant)
+	now := time.Now()
+	for range 3 { // the second and third answers come from the cache
+		got, err := f.Verifier.Verify(ctx, m.sig, chain, want, now)
+		require.NoError(t, err)
+		require.Equal(t, m.sig, got[0])
+	}
+	crl, err := f.CRLs.CRL(ctx, f.H.MCA.Certificate())
+	require.NoError(t, err)
+	_, err = f.Verifier.Verify(ctx, m.sig, chain, want, crl.NextUpdate.Add(time.Minute))
+	assert.ErrorIs(t, err, pki.ReasonCRLUnavailable, "a stale CRL is not papered over by the cache")
+
+	require.NoError(t, f.H.MCA.Revoke(ctx, m.sig.SerialNumber, ca.RevokeKeyCompromise))
+	f.PublishCRLs(t)
+	_, err = f.Verifier.Verify(ctx, m.sig, chain, want, time.Now())
+	assert.ErrorIs(t, err, pki.ReasonRevoked, "the revocation is seen although the chain was cached")
+}
