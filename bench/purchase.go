@@ -61,8 +61,10 @@ type PurchaseResult struct {
 	Errors           map[string]int                `json:"errors,omitempty"`
 	OpsPerPurchase   map[string]map[string]float64 `json:"token_ops_per_purchase"` // token → "op mechanism" → count
 	RSSStartKiB      int64                         `json:"rss_start_kib"`
+	RSSMidKiB        int64                         `json:"rss_mid_kib"` // halfway: growth after warm-up is mid→end
 	RSSEndKiB        int64                         `json:"rss_end_kib"`
 	SessionsStart    int64                         `json:"sessions_start"`
+	SessionsMid      int64                         `json:"sessions_mid"`
 	SessionsEnd      int64                         `json:"sessions_end"`
 	TokenObjectsDiff int                           `json:"token_objects_diff"`
 }
@@ -382,6 +384,11 @@ func runPurchases(ctx context.Context, p *purchaseBed, conc int, d time.Duration
 	var wg sync.WaitGroup
 	start := time.Now()
 	deadline := start.Add(d)
+	midDone := make(chan struct{})
+	mid := time.AfterFunc(d/2, func() {
+		r.RSSMidKiB, r.SessionsMid = rssKiB(), p.sessions()
+		close(midDone)
+	})
 	for i := range conc {
 		lat[i] = map[string][]time.Duration{}
 		errs[i] = map[string]int{}
@@ -423,6 +430,9 @@ func runPurchases(ctx context.Context, p *purchaseBed, conc int, d time.Duration
 	}
 	wg.Wait()
 	elapsed := time.Since(start)
+	if !mid.Stop() {
+		<-midDone // the sample ran: wait until it is written
+	}
 	r.Purchases = int(done.Load())
 	r.PurchasesPerSec = float64(r.Purchases) / elapsed.Seconds()
 	for _, step := range purchaseSteps {
@@ -480,16 +490,16 @@ func rssKiB() int64 {
 // WriteTable prints one row per concurrency and, below, the operations per purchase.
 func (r *PurchaseReport) WriteTable(w io.Writer) error {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', tabwriter.AlignRight)
-	fmt.Fprintln(tw, "conc\tpurchases/s\tlimit/s\tratio\tinit p50/p99 ms\tprepare p50/p99 ms\tpurchase p50/p95/p99 ms\ttotal p50/p95/p99 ms\terrors\tRSS start→end MiB\tsessions\t")
+	fmt.Fprintln(tw, "conc\tpurchases/s\tlimit/s\tratio\tinit p50/p99 ms\tprepare p50/p99 ms\tpurchase p50/p95/p99 ms\ttotal p50/p95/p99 ms\terrors\tRSS start→mid→end MiB\tsessions start→mid→end\t")
 	ms := func(us float64) string { return strconv.FormatFloat(us/1e3, 'f', 1, 64) }
 	for _, x := range r.Results {
 		s := x.Steps
-		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f%%\t%s/%s\t%s/%s\t%s/%s/%s\t%s/%s/%s\t%d\t%.0f→%.0f\t%d→%d\t\n",
+		fmt.Fprintf(tw, "%d\t%.0f\t%.0f\t%.0f%%\t%s/%s\t%s/%s\t%s/%s/%s\t%s/%s/%s\t%d\t%.0f→%.0f→%.0f\t%d→%d→%d\t\n",
 			x.Concurrency, x.PurchasesPerSec, x.LimitPerSec, 100*x.Ratio,
 			ms(s[StepInit].P50us), ms(s[StepInit].P99us), ms(s[StepPrepare].P50us), ms(s[StepPrepare].P99us),
 			ms(s[StepPurchase].P50us), ms(s[StepPurchase].P95us), ms(s[StepPurchase].P99us),
 			ms(s[StepTotal].P50us), ms(s[StepTotal].P95us), ms(s[StepTotal].P99us),
-			sumErrors(x.Errors), float64(x.RSSStartKiB)/1024, float64(x.RSSEndKiB)/1024, x.SessionsStart, x.SessionsEnd)
+			sumErrors(x.Errors), float64(x.RSSStartKiB)/1024, float64(x.RSSMidKiB)/1024, float64(x.RSSEndKiB)/1024, x.SessionsStart, x.SessionsMid, x.SessionsEnd)
 	}
 	if err := tw.Flush(); err != nil {
 		return err
