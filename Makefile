@@ -2,7 +2,7 @@
 GO ?= go
 VAR ?= ./var
 
-.PHONY: demo test test-tpm2 deps vet bench-sign clean
+.PHONY: demo test test-tpm2 fuzz deps vet bench-sign clean
 
 deps:
 	@bash scripts/install-deps.sh
@@ -24,6 +24,10 @@ test: deps vet
 # (scripts/tpm2-test.sh installs and starts swtpm + tpm2-abrmd, and tears them down).
 test-tpm2: deps
 	bash scripts/tpm2-test.sh run $(GO) test -race -count=1 -timeout 10m ./hsm/ ./pki/ ./signer/
+
+# Every fuzz target for a short, fixed time (FUZZTIME, default 10s); see docs/fuzzing.md.
+fuzz: deps
+	GO=$(GO) bash scripts/fuzz.sh
 
 bench-sign: deps
 	$(GO) run ./cmd/setpay bench sign --softhsm --mech ecdsa-p256,rsa2048-pkcs1,rsa2048-pss,rsa2048-oaep-decrypt,ecdh-p256 --concurrency 1,2,4,8,16 --duration 5s --json bench-sign.json

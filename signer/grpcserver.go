@@ -43,6 +43,10 @@ func NewGRPCServer(tlsCfg *tls.Config, maxMsgBytes int, opts ...grpc.ServerOptio
 // NewGRPCServerWithLimits is NewGRPCServer with every limit configurable. The rate
 // limiter is the outermost interceptor, so a refused call costs no handler work.
 func NewGRPCServerWithLimits(tlsCfg *tls.Config, l ServerLimits, opts ...grpc.ServerOption) (*grpc.Server, *health.Server, error) {
+	// A negative rate would otherwise read as "no limit": refuse the mistake instead.
+	if err := l.Rate.Validate(); err != nil {
+		return nil, nil, fmt.Errorf("signer: gRPC server limits: %w", err)
+	}
 	if l.MaxRecvMsgBytes <= 0 {
 		l.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
 	}

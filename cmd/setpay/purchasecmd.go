@@ -23,6 +23,7 @@ import (
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/rpclimit"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/signer"
@@ -51,6 +52,33 @@ type partyConfig struct {
 		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
 		ClientCA string `yaml:"client_ca"` // PEM; the gateway requires client certificates from it
 	} `yaml:"tls"`
+	Limits limitsConfig `yaml:"limits"`
+}
+
+// limitsConfig bounds what one client may ask of a service. Clients are told apart by
+// their verified TLS certificate (merchants at the gateway) or else their host
+// (wallets at the merchant).
+type limitsConfig struct {
+	MaxMessageBytes      int     `yaml:"max_message_bytes"`      // 0: 4 MiB
+	MaxConcurrentStreams uint32  `yaml:"max_concurrent_streams"` // per connection; 0: gRPC's default
+	RatePerSecond        float64 `yaml:"rate_per_second"`        // per client; 0: no rate limit
+	RateBurst            int     `yaml:"rate_burst"`             // 0: ceil(rate)
+	RateMaxClients       int     `yaml:"rate_max_clients"`       // buckets kept; 0: rpclimit's default
+}
+
+// serverLimits turns the config into the server's limits; detail goes with every
+// rate-limit refusal so SET clients read a reason.
+func (l limitsConfig) serverLimits(detail *setpb.ErrorDetail) signer.ServerLimits {
+	max := l.MaxMessageBytes
+	if max <= 0 {
+		max = 4 << 20
+	}
+	sl := signer.ServerLimits{MaxRecvMsgBytes: max, MaxConcurrentStreams: l.MaxConcurrentStreams,
+		Rate: rpclimit.Config{Rate: l.RatePerSecond, Burst: l.RateBurst, MaxClients: l.RateMaxClients}}
+	if detail != nil {
+		sl.Rate.Detail = detail
+	}
+	return sl
 }
 
 type gatewayConfig struct {
@@ -280,7 +308,13 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	gs, health := signer.NewGRPCServer(signer.ServerTLS(id, cas), 4<<20)
+	// A merchant refused for its rate must keep the purchase retryable, so the refusal
+	// reads as the gateway being unavailable, not as a decision.
+	gs, health, err := signer.NewGRPCServerWithLimits(signer.ServerTLS(id, cas), cfg.Limits.serverLimits(
+		&setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Message: "rate limit exceeded, retry later"}))
+	if err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
 	g.Register(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return serveUntilDone(ctx, env, gs, cfg.Listen, "gateway "+g.ID())
@@ -333,7 +367,11 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	// Wallets are anonymous at the TLS level: they authenticate by their SET signature.
-	gs, health := signer.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{id.TLSCertificate()}}, 4<<20)
+	gs, health, err := signer.NewGRPCServerWithLimits(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{id.TLSCertificate()}},
+		cfg.Limits.serverLimits(nil))
+	if err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
 	m.Register(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return serveUntilDone(ctx, env, gs, cfg.Listen, "merchant "+m.ID())

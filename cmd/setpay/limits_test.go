@@ -1,0 +1,50 @@
+package main
+
+import (
+	"os"
+	"path/filepath"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/signer"
+)
+
+func TestLimitsConfig(t *testing.T) {
+	cases := []struct {
+		name    string
+		yaml    string
+		wantMax int
+		rate    float64
+		bad     bool
+	}{
+		{"defaults", "listen: x\n", 4 << 20, 0, false},
+		{"all set", "limits:\n  max_message_bytes: 65536\n  max_concurrent_streams: 8\n  rate_per_second: 50\n  rate_burst: 100\n  rate_max_clients: 1000\n", 65536, 50, false},
+		{"negative rate refused", "limits:\n  rate_per_second: -1\n", 4 << 20, -1, true},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			path := filepath.Join(t.TempDir(), "gw.yaml")
+			require.NoError(t, os.WriteFile(path, []byte(c.yaml), 0o600))
+			var cfg gatewayConfig
+			require.NoError(t, loadYAML(path, &cfg))
+			detail := &setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE}
+			sl := cfg.Limits.serverLimits(detail)
+			assert.Equal(t, c.wantMax, sl.MaxRecvMsgBytes)
+			assert.Equal(t, c.rate, sl.Rate.Rate)
+			assert.Equal(t, detail, sl.Rate.Detail, "a rate-limited merchant reads GATEWAY_UNAVAILABLE and may retry")
+			_, _, err := signer.NewGRPCServerWithLimits(nil, sl)
+			if c.bad {
+				assert.Error(t, err)
+			} else {
+				assert.NoError(t, err)
+			}
+		})
+	}
+	var cfg gatewayConfig
+	path := filepath.Join(t.TempDir(), "typo.yaml")
+	require.NoError(t, os.WriteFile(path, []byte("limits:\n  rate_per_secnod: 5\n"), 0o600))
+	assert.Error(t, loadYAML(path, &cfg), "a misspelt limit is an error, not silently ignored")
+}
