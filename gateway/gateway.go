@@ -41,6 +41,9 @@ type Config struct {
 	AuthValidity time.Duration // 0: DefaultAuthValidity
 	Clock        func() time.Time
 	Logger       *slog.Logger
+	// Decided, if set, hears each new authorization decision (not retries answered
+	// from the store), e.g. to count authorizations by result in metrics.
+	Decided func(result setpb.AuthResult)
 }
 
 // Gateway serves setpb.GatewayServer.
@@ -221,6 +224,9 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	}
 	g.cfg.Logger.Info("authorization", "merchant", req.GetMerchantId(), "xid", req.GetXid(), "pan", mask,
 		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", dec.Result.String(), "replayed", replayed)
+	if g.cfg.Decided != nil && !replayed {
+		g.cfg.Decided(dec.Result)
+	}
 	return &setpb.Enveloped{Cms: resp}, nil
 }
 

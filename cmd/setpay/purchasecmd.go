@@ -22,6 +22,7 @@ import (
 	"github.com/setpay/setpay/gateway"
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/rpclimit"
 	"github.com/setpay/setpay/setproto"
@@ -53,6 +54,22 @@ type partyConfig struct {
 		ClientCA string `yaml:"client_ca"` // PEM; the gateway requires client certificates from it
 	} `yaml:"tls"`
 	Limits limitsConfig `yaml:"limits"`
+	// MetricsListen serves Prometheus /metrics on its own port ("" for none).
+	MetricsListen string `yaml:"metrics_listen"`
+}
+
+// startMetrics watches the party's token and serves /metrics when configured.
+func startMetrics(ctx context.Context, env *cliEnv, c *partyConfig, tok *hsm.Token) (*metrics.Registry, error) {
+	reg := metrics.New()
+	reg.WatchToken(tok)
+	if c.MetricsListen != "" {
+		addr, err := reg.Serve(ctx, c.MetricsListen, env.logger)
+		if err != nil {
+			return nil, err
+		}
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", addr)
+	}
+	return reg, nil
 }
 
 // limitsConfig bounds what one client may ask of a service. Clients are told apart by
@@ -295,8 +312,13 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r.tok)
+	if err != nil {
+		return err
+	}
 	g, err := gateway.New(gateway.Config{Sign: r.sign, KXCert: r.kxc, KXKey: r.kx, Trust: r.trust, Store: r.db,
-		PANHashKey: panKey, Issuer: ledger, Envelope: r.env, Logger: env.logger})
+		PANHashKey: panKey, Issuer: ledger, Envelope: r.env, Logger: env.logger,
+		Decided: func(res setpb.AuthResult) { reg.Authorization(strings.ToLower(res.String())) }})
 	if err != nil {
 		return err
 	}
@@ -311,11 +333,13 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	// A merchant refused for its rate must keep the purchase retryable, so the refusal
 	// reads as the gateway being unavailable, not as a decision.
 	gs, health, err := signer.NewGRPCServerWithLimits(signer.ServerTLS(id, cas), cfg.Limits.serverLimits(
-		&setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Message: "rate limit exceeded, retry later"}))
+		&setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Message: "rate limit exceeded, retry later"}),
+		reg.GRPCServerOptions()...)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
 	g.Register(gs)
+	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return serveUntilDone(ctx, env, gs, cfg.Listen, "gateway "+g.ID())
 }
@@ -367,12 +391,17 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	// Wallets are anonymous at the TLS level: they authenticate by their SET signature.
+	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r.tok)
+	if err != nil {
+		return err
+	}
 	gs, health, err := signer.NewGRPCServerWithLimits(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{id.TLSCertificate()}},
-		cfg.Limits.serverLimits(nil))
+		cfg.Limits.serverLimits(nil), reg.GRPCServerOptions()...)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
 	m.Register(gs)
+	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return serveUntilDone(ctx, env, gs, cfg.Listen, "merchant "+m.ID())
 }

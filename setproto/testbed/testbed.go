@@ -68,6 +68,8 @@ type Config struct {
 	Cards                   []CardSpec
 	Currency                string
 	Logger                  *slog.Logger
+	// GatewayDecided, if set, hears each new authorization decision (gateway.Config.Decided).
+	GatewayDecided func(setpb.AuthResult)
 }
 
 // Entity is a registered merchant or gateway: its token keys and certificates.
@@ -190,7 +192,7 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	b.closers = append(b.closers, func() { _ = b.MerchantDB.Close() })
 
 	if b.Gateway, err = gateway.New(gateway.Config{Sign: b.GatewayEnt.Sign, KXCert: b.GatewayEnt.KXCert, KXKey: b.GatewayEnt.KXKey,
-		Trust: b.NewTrust(), Store: b.GatewayDB, PANHashKey: panKey, Issuer: b.Ledger, Logger: cfg.Logger}); err != nil {
+		Trust: b.NewTrust(), Store: b.GatewayDB, PANHashKey: panKey, Issuer: b.Ledger, Logger: cfg.Logger, Decided: cfg.GatewayDecided}); err != nil {
 		return nil, err
 	}
 	if b.GatewayTLS, err = b.identity(keyIn(cfg.Gateway), "tls-gateway-"+cfg.GatewayID, "127.0.0.1"); err != nil {

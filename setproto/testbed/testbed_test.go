@@ -71,6 +71,21 @@ type env struct {
 	*testbed.Bed
 	gwRec, merRec         *recorder
 	caTok, merTok, walTok *hsm.Token
+	decided               *decisions
+}
+
+// decisions collects what the gateway reports through Config.Decided.
+type decisions struct {
+	mu  sync.Mutex
+	got []setpb.AuthResult
+}
+
+func (d *decisions) add(r setpb.AuthResult) { d.mu.Lock(); d.got = append(d.got, r); d.mu.Unlock() }
+
+func (d *decisions) list() []setpb.AuthResult {
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	return append([]setpb.AuthResult(nil), d.got...)
 }
 
 func newBed(t testing.TB) *env {
@@ -78,11 +93,11 @@ func newBed(t testing.TB) *env {
 	caTok := softhsmtest.NewToken(t)
 	tok := softhsmtest.NewToken(t)
 	dir := t.TempDir()
-	e := &env{gwRec: &recorder{}, merRec: &recorder{}, caTok: caTok, merTok: softhsmtest.NewToken(t), walTok: tok}
+	e := &env{gwRec: &recorder{}, merRec: &recorder{}, caTok: caTok, merTok: softhsmtest.NewToken(t), walTok: tok, decided: &decisions{}}
 	b, err := testbed.Build(context.Background(), testbed.Config{
 		CARoot: caTok, CA: caTok, Gateway: softhsmtest.NewToken(t), Merchant: e.merTok, Wallet: tok, TLS: tok,
 		GatewayDSN: "sqlite:" + filepath.Join(dir, "gw.db"), MerchantDSN: "sqlite:" + filepath.Join(dir, "mer.db"),
-		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards,
+		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards, GatewayDecided: e.decided.add,
 	}, []grpc.ServerOption{e.gwRec.interceptor()}, []grpc.ServerOption{e.merRec.interceptor()})
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
@@ -116,10 +131,12 @@ func TestPurchaseOutcomes(t *testing.T) {
 		t.Run(cards[tt.card].Name+"/"+tt.offer, func(t *testing.T) {
 			w, err := e.Wallet(tt.card)
 			require.NoError(t, err)
+			before := len(e.decided.list())
 			r, err := w.Buy(ctx, tt.offer)
 			require.NoError(t, err)
 			assert.Equal(t, tt.want, r.Result)
 			assert.Equal(t, "shop-1", r.Merchant)
+			assert.Equal(t, []setpb.AuthResult{tt.want}, e.decided.list()[before:], "the gateway reports each new decision once (metrics count these)")
 			var a *store.Authorization
 			require.NoError(t, e.GatewayDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
 				a, err = tx.GetAuthorization(ctx, "shop-1", r.XID)
