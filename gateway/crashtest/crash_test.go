@@ -233,15 +233,18 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 	// The work: purchases (authorization only), then two partial captures, a credit
 	// and a partial credit reversal each, from several goroutines, every operation
 	// retried with the same request until the gateway answers.
-	const purchases, workers = 8, 4
+	// The work goes on until the killer has struck minKills times (at least
+	// minPurchases purchases, at most maxPurchases): a fixed amount of work finished
+	// between two kills on a fast, idle machine, and then nothing was tested.
+	const minPurchases, maxPurchases, minKills, workers = 8, 400, 3, 4
 	type result struct {
 		xid, authCode string
 		answers       map[string][]byte // rrpid -> envelope received
 	}
-	results := make([]result, purchases)
+	results := make([]result, maxPurchases)
 	var tries atomic.Int64
 	jobs := make(chan int)
-	errs := make(chan error, purchases)
+	errs := make(chan error, maxPurchases)
 	var wg sync.WaitGroup
 	for range workers {
 		wg.Add(1)
@@ -296,13 +299,21 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 			}
 		}()
 	}
+	fed := make(chan int, 1)
 	go func() {
-		for i := range purchases {
+		i := 0
+		for ; i < maxPurchases; i++ {
+			if i >= minPurchases && kills.Load() >= minKills {
+				break
+			}
 			jobs <- i
 		}
 		close(jobs)
+		fed <- i
 	}()
 	wg.Wait()
+	purchases := <-fed
+	results = results[:purchases]
 	close(stop)
 	require.NoError(t, <-killerDone)
 	close(errs)
