@@ -27,9 +27,6 @@ import (
 	"github.com/setpay/setpay/wallet"
 )
 
-// errNotYet marks commands other work still has to fill in (purchasecmd.go).
-var errNotYet = errors.New("not implemented yet")
-
 // caFileConfig is what `ca init` records in <out>/ca.yaml so the other ca
 // commands need only the directory and the token flags.
 type caFileConfig struct {
@@ -248,23 +245,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	gs, health := signer.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
 	srv.Register(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	lis, err := net.Listen("tcp", *listen)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "CA listening on %s (TLS name %s)\n", lis.Addr(), l.TLS.Cert.Subject.CommonName)
-	go func() {
-		<-ctx.Done()
-		health.Shutdown()
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			gs.Stop()
-		}
-	}()
-	return gs.Serve(lis)
+	return serveUntilDone(ctx, env, gs, health, *listen, fmt.Sprintf("CA (TLS name %s)", l.TLS.Cert.Subject.CommonName))
 }
 
 func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {

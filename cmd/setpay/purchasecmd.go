@@ -13,7 +13,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -263,25 +262,6 @@ func pool(path string) (*x509.CertPool, error) {
 	return p, nil
 }
 
-func serveUntilDone(ctx context.Context, env *cliEnv, gs *grpc.Server, listen, what string) error {
-	lis, err := net.Listen("tcp", listen)
-	if err != nil {
-		return err
-	}
-	fmt.Fprintf(env.stdout, "%s listening on %s\n", what, lis.Addr())
-	go func() {
-		<-ctx.Done()
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			gs.Stop()
-		}
-	}()
-	return gs.Serve(lis)
-}
-
 func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay gateway serve", env)
 	cfgPath := fs.String("config", "gateway.yaml", "configuration file")
@@ -341,7 +321,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	g.Register(gs)
 	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	return serveUntilDone(ctx, env, gs, cfg.Listen, "gateway "+g.ID())
+	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "gateway "+g.ID())
 }
 
 func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
@@ -403,7 +383,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	m.Register(gs)
 	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	return serveUntilDone(ctx, env, gs, cfg.Listen, "merchant "+m.ID())
+	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+m.ID())
 }
 
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {

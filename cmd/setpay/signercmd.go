@@ -6,9 +6,7 @@ import (
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"net"
 	"os"
-	"time"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"gopkg.in/yaml.v3"
@@ -164,22 +162,6 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	signer.NewServer(svc, signer.Grants(cfg.Grants), signer.Limits{MaxBatch: cfg.MaxBatchSize}, env.logger).Register(gs)
 	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	lis, err := net.Listen("tcp", cfg.Listen)
-	if err != nil {
-		return err
-	}
-	env.logger.Info("signer serving", "addr", lis.Addr().String(), "token", tok.Label(), "keys", svc.Names())
-	fmt.Fprintf(env.stdout, "signer listening on %s with %d keys\n", lis.Addr(), len(svc.Names()))
-	go func() {
-		<-ctx.Done()
-		health.Shutdown()
-		stopped := make(chan struct{})
-		go func() { gs.GracefulStop(); close(stopped) }()
-		select {
-		case <-stopped:
-		case <-time.After(10 * time.Second):
-			gs.Stop()
-		}
-	}()
-	return gs.Serve(lis)
+	env.logger.Info("signer serving", "listen", cfg.Listen, "token", tok.Label(), "keys", svc.Names())
+	return serveUntilDone(ctx, env, gs, health, cfg.Listen, fmt.Sprintf("signer with %d keys", len(svc.Names())))
 }

@@ -1,0 +1,33 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"net"
+	"time"
+
+	"google.golang.org/grpc"
+	"google.golang.org/grpc/health"
+)
+
+// serveUntilDone serves gs on listen until ctx ends, then reports NOT_SERVING (so
+// balancers stop sending), drains for up to 10 s and stops.
+func serveUntilDone(ctx context.Context, env *cliEnv, gs *grpc.Server, hs *health.Server, listen, what string) error {
+	lis, err := net.Listen("tcp", listen)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "%s listening on %s\n", what, lis.Addr())
+	go func() {
+		<-ctx.Done()
+		hs.Shutdown()
+		stopped := make(chan struct{})
+		go func() { gs.GracefulStop(); close(stopped) }()
+		select {
+		case <-stopped:
+		case <-time.After(10 * time.Second):
+			gs.Stop()
+		}
+	}()
+	return gs.Serve(lis)
+}
