@@ -9,7 +9,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/reflect/protoreflect"
 
-	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/store"
@@ -210,16 +209,9 @@ func (m *Merchant) callLifecycle(ctx context.Context, kind setpb.ContentKind, re
 	if err != nil {
 		return nil, &setproto.Error{Reason: setproto.ReasonOf(err), Msg: "gateway", Err: err}
 	}
-	inner, err := setproto.Unseal(out.GetCms(), setpb.ContentKind_LIFECYCLE_RESPONSE, m.cfg.KXCert, m.cfg.KXKey)
+	v, err := m.openGatewayAnswer(ctx, out, setpb.ContentKind_LIFECYCLE_RESPONSE)
 	if err != nil {
-		return nil, gatewayFault(err)
-	}
-	v, err := m.cfg.Trust.Open(ctx, inner, out.GetCertRefs(), setpb.ContentKind_LIFECYCLE_RESPONSE, pki.Expect{Role: pki.RoleGateway, Purpose: pki.PurposeSignature})
-	if err != nil {
-		return nil, gatewayFault(err)
-	}
-	if v.EntityID != m.gatewayID {
-		return nil, gatewayFault(setproto.Errorf(setpb.Reason_CERT_WRONG_ROLE, "answer signed by gateway %q, not %q", v.EntityID, m.gatewayID))
+		return nil, err
 	}
 	r, err := setproto.ParseLifecycleResponse(v.Content)
 	if err != nil {

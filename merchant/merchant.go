@@ -450,16 +450,9 @@ func (m *Merchant) callGateway(ctx context.Context, req *setpb.AuthRequest, embe
 		r := setproto.ReasonOf(err)
 		return nil, &setproto.Error{Reason: r, Msg: "gateway", Err: err}
 	}
-	inner, err := setproto.Unseal(res.GetCms(), setpb.ContentKind_AUTH_RESPONSE, m.cfg.KXCert, m.cfg.KXKey)
+	v, err := m.openGatewayAnswer(ctx, res, setpb.ContentKind_AUTH_RESPONSE)
 	if err != nil {
-		return nil, gatewayFault(err)
-	}
-	v, err := m.cfg.Trust.Open(ctx, inner, res.GetCertRefs(), setpb.ContentKind_AUTH_RESPONSE, pki.Expect{Role: pki.RoleGateway, Purpose: pki.PurposeSignature})
-	if err != nil {
-		return nil, gatewayFault(err)
-	}
-	if v.EntityID != m.gatewayID {
-		return nil, gatewayFault(setproto.Errorf(setpb.Reason_CERT_WRONG_ROLE, "answer signed by gateway %q, not %q", v.EntityID, m.gatewayID))
+		return nil, err
 	}
 	r, err := setproto.ParseAuthResponse(v.Content)
 	if err != nil {
@@ -477,6 +470,25 @@ func (m *Merchant) callGateway(ctx context.Context, req *setpb.AuthRequest, embe
 
 // gatewayFault marks a bad answer from the gateway: to the wallet it is the gateway's
 // problem, and the same request may be retried.
+// openGatewayAnswer opens an answer from the gateway: the envelope with the merchant's
+// key-exchange key in its token, then the gateway's signature, chain and role, and
+// that it is the gateway this merchant works with. Every gateway answer goes through
+// here, so the checks cannot drift apart between message kinds.
+func (m *Merchant) openGatewayAnswer(ctx context.Context, env *setpb.Enveloped, kind setpb.ContentKind) (*setproto.Verified, error) {
+	inner, err := setproto.Unseal(env.GetCms(), kind, m.cfg.KXCert, m.cfg.KXKey)
+	if err != nil {
+		return nil, gatewayFault(err)
+	}
+	v, err := m.cfg.Trust.Open(ctx, inner, env.GetCertRefs(), kind, pki.Expect{Role: pki.RoleGateway, Purpose: pki.PurposeSignature})
+	if err != nil {
+		return nil, gatewayFault(err)
+	}
+	if v.EntityID != m.gatewayID {
+		return nil, gatewayFault(setproto.Errorf(setpb.Reason_CERT_WRONG_ROLE, "answer signed by gateway %q, not %q", v.EntityID, m.gatewayID))
+	}
+	return v, nil
+}
+
 func gatewayFault(err error) error {
 	return &setproto.Error{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Msg: "invalid answer from the gateway", Err: err}
 }
