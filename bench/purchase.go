@@ -23,9 +23,9 @@ import (
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/setproto"
-	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/softhsm"
+	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/wallet"
 )
 
@@ -121,7 +121,7 @@ func (c *opCounter) snapshot() map[string]map[string]int64 {
 
 // purchaseBed is a running SET system for the benchmark.
 type purchaseBed struct {
-	bed     *testbed.Bed
+	bed     *system.Bed
 	mod     *hsm.Module
 	tokens  map[string]*hsm.Token
 	counter *opCounter
@@ -201,11 +201,11 @@ func newPurchaseBed(ctx context.Context, cfg PurchaseConfig, cardholders int) (*
 	if cfg.StoreDSN == "" {
 		gwDSN, merDSN = "sqlite:"+filepath.Join(dir, "gateway.db"), "sqlite:"+filepath.Join(dir, "merchant.db")
 	}
-	cards := make([]testbed.CardSpec, cardholders)
+	cards := make([]system.CardSpec, cardholders)
 	for i := range cards {
-		cards[i] = testbed.CardSpec{Name: fmt.Sprintf("card-%d", i), PAN: luhnPAN(i), Expiry: "203512", Balance: 1 << 50, Limit: 1 << 50}
+		cards[i] = system.CardSpec{Name: fmt.Sprintf("card-%d", i), PAN: luhnPAN(i), Expiry: "203512", Balance: 1 << 50, Limit: 1 << 50}
 	}
-	p.bed, err = testbed.Build(ctx, testbed.Config{
+	p.bed, err = system.Build(ctx, system.Config{
 		CARoot: p.tokens["bench-ca"], CA: p.tokens["bench-ca"], TLS: p.tokens["bench-ca"],
 		Gateway: p.tokens["bench-gateway"], Merchant: p.tokens["bench-merchant"], Wallet: p.tokens["bench-wallet"],
 		GatewayDSN: gwDSN, MerchantDSN: merDSN, GatewayID: "bench-gw", MerchantID: "bench-shop",

@@ -21,6 +21,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/signer"
 )
 
@@ -236,7 +237,7 @@ func (t *target) startGRPC(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	issuer, err := signer.NewTLSIssuer("setpay bench TLS CA", caKey, time.Hour)
+	issuer, err := tlsrpc.NewTLSIssuer("setpay bench TLS CA", caKey, time.Hour)
 	if err != nil {
 		return err
 	}
@@ -256,14 +257,14 @@ func (t *target) startGRPC(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	gs, _ := signer.NewGRPCServer(signer.ServerTLS(srvID, issuer.Pool()), 0)
+	gs, _ := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(srvID, issuer.Pool()), 0)
 	signer.NewServer(t.svc, signer.Grants{"bench": {"*"}}, signer.Limits{}, nil).Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return fmt.Errorf("bench: listen: %w", err)
 	}
 	go func() { _ = gs.Serve(lis) }()
-	tlsCfg := signer.ClientTLS(&cliID, issuer.Pool(), "127.0.0.1")
+	tlsCfg := tlsrpc.ClientTLS(&cliID, issuer.Pool(), "127.0.0.1")
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsCfg)))
 	if err != nil {
 		gs.Stop()

@@ -14,8 +14,8 @@ import (
 	"time"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/pki"
-	"github.com/setpay/setpay/signer"
 )
 
 // Token key labels of a CA made by InitDir (hierarchy keys use
@@ -121,7 +121,7 @@ func InitDir(ctx context.Context, cfg InitConfig) (*Hierarchy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: TLS key: %w", err)
 	}
-	iss, err := signer.NewTLSIssuer(cfg.Brand+" CA service TLS", tlsIssKey, 20*year)
+	iss, err := tlsrpc.NewTLSIssuer(cfg.Brand+" CA service TLS", tlsIssKey, 20*year)
 	if err != nil {
 		return nil, fmt.Errorf("ca: TLS issuer: %w", err)
 	}
@@ -244,7 +244,7 @@ type Loaded struct {
 	CCAKX     *x509.Certificate
 	CCAKXKey  crypto.Decrypter
 	RootCRL   *x509.RevocationList // when the root is offline
-	TLS       signer.Identity
+	TLS       tlsrpc.Identity
 }
 
 // LoadDir reads the certificates InitDir wrote and finds their keys in the
@@ -327,7 +327,7 @@ func LoadDir(ctx context.Context, cfg LoadConfig) (*Loaded, error) {
 	if !pubEqual(tlsKey.Public(), tlsChain[0].PublicKey) {
 		return nil, errors.New("ca: TLS key does not match tls.pem")
 	}
-	l.TLS = signer.Identity{Cert: tlsChain[0], Key: tlsKey, Chain: tlsChain[1:]}
+	l.TLS = tlsrpc.Identity{Cert: tlsChain[0], Key: tlsKey, Chain: tlsChain[1:]}
 	return l, nil
 }
 

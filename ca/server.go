@@ -130,7 +130,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	return s, nil
 }
 
-// Register adds the service to a gRPC server (e.g. signer.NewGRPCServer).
+// Register adds the service to a gRPC server (e.g. tlsrpc.NewGRPCServer).
 func (s *Server) Register(g grpc.ServiceRegistrar) { capb.RegisterCAServer(g, s) }
 
 // CRLs is the service's CRL source (fresh CRLs of every CA).

@@ -31,8 +31,8 @@ import (
 	"github.com/setpay/setpay/ca/catest"
 	"github.com/setpay/setpay/cms"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/pki"
-	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/store"
 )
 
@@ -116,11 +116,11 @@ func newRegEnv(t testing.TB, opts ...func(*ca.ServerConfig)) *regEnv {
 	require.NoError(t, err)
 	tlsKey, err := e.keys.Token.GenerateKey(ctx, hsm.KeySpec{Label: "tls", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 	require.NoError(t, err)
-	iss, err := signer.NewTLSIssuer("CA TLS", tlsCAKey, time.Hour)
+	iss, err := tlsrpc.NewTLSIssuer("CA TLS", tlsCAKey, time.Hour)
 	require.NoError(t, err)
 	id, err := iss.Issue("127.0.0.1", tlsKey, time.Hour)
 	require.NoError(t, err)
-	g, _ := signer.NewGRPCServer(ca.ServerTLSConfig(id), 2*ca.MaxRequestSize)
+	g, _ := tlsrpc.NewGRPCServer(ca.ServerTLSConfig(id), 2*ca.MaxRequestSize)
 	e.srv.Register(g)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)

@@ -11,8 +11,8 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/pki"
-	"github.com/setpay/setpay/signer"
 )
 
 type ioReader = io.Reader
@@ -121,8 +121,8 @@ func upperSnake(s string) string {
 // ServerTLSConfig is the registration service's TLS: TLS 1.3 with server
 // authentication only, since registering clients have no certificate yet
 // (requests that need one carry it in a CMS signature instead).
-func ServerTLSConfig(id signer.Identity) *tls.Config {
-	c := signer.ServerTLS(id, nil)
+func ServerTLSConfig(id tlsrpc.Identity) *tls.Config {
+	c := tlsrpc.ServerTLS(id, nil)
 	c.ClientAuth = tls.NoClientCert
 	c.ClientCAs = nil
 	return c

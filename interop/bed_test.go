@@ -26,9 +26,9 @@ import (
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
@@ -47,7 +47,7 @@ func TestInterop(t *testing.T) {
 	t.Run("HostileGateway", func(t *testing.T) { testHostileGateway(t, b) })
 }
 
-var cards = []testbed.CardSpec{
+var cards = []system.CardSpec{
 	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1000_00},
 	{Name: "bob", PAN: "5555555555554444", Expiry: "203011", Balance: 1000_00},
 }
@@ -94,7 +94,7 @@ func (r *recorder) responses() []proto.Message {
 
 // bed is a running system plus the tokens and database paths the tests look into.
 type bed struct {
-	*testbed.Bed
+	*system.Bed
 	gwRec, merRec                *recorder
 	caTok, gwTok, merTok, walTok *hsm.Token
 	gwDB, merDB                  string
@@ -111,7 +111,7 @@ func newBed(t testing.TB, o bedOptions) *bed {
 	b := &bed{gwRec: &recorder{}, merRec: &recorder{}, caTok: softhsmtest.NewToken(t), gwTok: softhsmtest.NewToken(t),
 		merTok: softhsmtest.NewToken(t), walTok: softhsmtest.NewToken(t),
 		gwDB: filepath.Join(dir, "gw.db"), merDB: filepath.Join(dir, "mer.db")}
-	tb, err := testbed.Build(context.Background(), testbed.Config{
+	tb, err := system.Build(context.Background(), system.Config{
 		CARoot: b.caTok, CA: b.caTok, Gateway: b.gwTok, Merchant: b.merTok, Wallet: b.walTok, TLS: b.walTok,
 		GatewayDSN: "sqlite:" + b.gwDB, MerchantDSN: "sqlite:" + b.merDB,
 		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards,

@@ -26,10 +26,10 @@ import (
 	"google.golang.org/protobuf/encoding/protowire"
 
 	"github.com/setpay/setpay/cms"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/signer"
 )
 
 // Hostile input, over gRPC, to a running gateway and merchant. Every case must get a
@@ -439,7 +439,7 @@ func testHostileClient(t *testing.T, b *bed) {
 		_ = tc.Handshake() // the gateway asks for a client certificate this client has not got
 		_ = tc.Close()
 		// The gateway requires a client certificate: a wallet-style connection is refused.
-		conn, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
+		conn, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
 		require.NoError(t, err)
 		_, err = setpb.NewGatewayClient(conn).Authorize(ctx, &setpb.Enveloped{Cms: goodEnv, CertRefs: refs})
 		assert.Equal(t, codes.Unavailable, status.Code(err), "%v", err)

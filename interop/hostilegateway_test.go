@@ -14,10 +14,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/wallet"
 )
@@ -58,13 +58,13 @@ func testHostileGateway(t *testing.T, b *bed) {
 	t.Cleanup(func() { _ = db.Close() })
 	m, err := b.NewMerchant(ctx, b.MerchantEnt, db, gw)
 	require.NoError(t, err)
-	gs, _ := signer.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{b.MerchantTLS.TLSCertificate()}}, 4<<20)
+	gs, _ := tlsrpc.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{b.MerchantTLS.TLSCertificate()}}, 4<<20)
 	m.Register(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	w, err := wallet.New(wallet.Config{Identity: b.Cardholders[1].Identity, Trust: b.NewTrust(), Merchant: setpb.NewMerchantClient(conn), Brand: "SETPay"})

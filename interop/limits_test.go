@@ -15,10 +15,10 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/rpclimit"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/signer"
 )
 
 // manualClock moves only when the test says so: no timing assertions.
@@ -86,7 +86,7 @@ func otherMerchantConn(t *testing.T, b *bed) *grpc.ClientConn {
 	require.NoError(t, err)
 	id, err := b.TLS.Issue("merchant-other", k, time.Hour)
 	require.NoError(t, err)
-	conn, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(&id, b.TLS.Pool(), "127.0.0.1"))))
+	conn, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&id, b.TLS.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	return conn
@@ -100,7 +100,7 @@ func TestMerchantRateLimitByPeer(t *testing.T) {
 	require.NoError(t, err)
 	b := newBed(t, bedOptions{mer: lim.ServerOptions()})
 	ctx := context.Background()
-	second, err := grpc.NewClient(b.MerchantAddr, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
+	second, err := grpc.NewClient(b.MerchantAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = second.Close() })
 	bad := &setpb.PInitReq{} // refused by the merchant (MALFORMED) while within the rate
@@ -120,14 +120,14 @@ func TestMerchantRateLimitByPeer(t *testing.T) {
 	requireRefused(t, err, setpb.Reason_MALFORMED)
 }
 
-// testServerLimits builds a gateway server with signer.NewGRPCServerWithLimits, as
+// testServerLimits builds a gateway server with tlsrpc.NewGRPCServerWithLimits, as
 // the serve commands would: a message over MaxRecvMsgBytes is refused by gRPC before
 // the handler, and the rate limiter (health checks exempt) answers ResourceExhausted.
 func testServerLimits(t *testing.T, b *bed) {
 	ctx := context.Background()
 	clk := &manualClock{t: time.Now()}
 	const maxMsg = 64 << 10
-	gs, health, err := signer.NewGRPCServerWithLimits(signer.ServerTLS(b.GatewayTLS, b.TLS.Pool()), signer.ServerLimits{
+	gs, health, err := tlsrpc.NewGRPCServerWithLimits(tlsrpc.ServerTLS(b.GatewayTLS, b.TLS.Pool()), tlsrpc.ServerLimits{
 		MaxRecvMsgBytes: maxMsg, MaxConcurrentStreams: 16,
 		Rate: rpclimit.Config{Rate: 1, Burst: 2, Clock: clk.now, Detail: gatewayRefusal},
 	})
@@ -139,7 +139,7 @@ func testServerLimits(t *testing.T, b *bed) {
 	go func() { _ = gs.Serve(lis) }()
 	t.Cleanup(gs.Stop)
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(
-		signer.ClientTLS(&b.MerchantClientTLS, b.TLS.Pool(), "127.0.0.1"))))
+		tlsrpc.ClientTLS(&b.MerchantClientTLS, b.TLS.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	gw := setpb.NewGatewayClient(conn)
@@ -155,6 +155,6 @@ func testServerLimits(t *testing.T, b *bed) {
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
 	assert.Equal(t, setpb.Reason_GATEWAY_UNAVAILABLE, setproto.ReasonOf(err))
 
-	_, _, err = signer.NewGRPCServerWithLimits(nil, signer.ServerLimits{Rate: rpclimit.Config{Rate: 1, Burst: -1}})
+	_, _, err = tlsrpc.NewGRPCServerWithLimits(nil, tlsrpc.ServerLimits{Rate: rpclimit.Config{Rate: 1, Burst: -1}})
 	assert.Error(t, err, "an invalid limit is refused")
 }

@@ -218,7 +218,7 @@ func testOpenSSL(t *testing.T, b *bed) {
 	t.Run("request made by OpenSSL", func(t *testing.T) { testOpenSSLAuthRequest(t, b) })
 }
 
-// testVerifyWithCRLs extends testbed's TestOpenSSLVerifiesEveryMessage: every signed
+// testVerifyWithCRLs extends system's TestOpenSSLVerifiesEveryMessage: every signed
 // kind verifies with revocation checking on the whole chain (-crl_check_all, the
 // CRLs published by each CA), and the same message with one content byte flipped
 // fails, so OpenSSL's success means something.

@@ -81,7 +81,7 @@ func (r *Registry) WatchToken(t *hsm.Token) {
 func (r *Registry) Authorization(result string) { r.authz.WithLabelValues(result).Inc() }
 
 // GRPCServerOptions are the interceptors that record per-RPC metrics; pass them to
-// grpc.NewServer (or signer.NewGRPCServer) and call InitGRPCServer after registering
+// grpc.NewServer (or tlsrpc.NewGRPCServer) and call InitGRPCServer after registering
 // services.
 func (r *Registry) GRPCServerOptions() []grpc.ServerOption {
 	return []grpc.ServerOption{

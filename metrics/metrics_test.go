@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/credentials"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
@@ -64,13 +65,13 @@ func TestCountersMoveWithRealOperations(t *testing.T) {
 	signKey := gen("gw-sign", hsm.ECDSAP256, hsm.UsageSign)
 	svc := signer.NewService()
 	require.NoError(t, svc.Add(signer.Entry{Name: "gw-sign", Key: signKey}))
-	issuer, err := signer.NewTLSIssuer("metrics test CA", gen("tls-ca", hsm.ECDSAP256, hsm.UsageSign), time.Hour)
+	issuer, err := tlsrpc.NewTLSIssuer("metrics test CA", gen("tls-ca", hsm.ECDSAP256, hsm.UsageSign), time.Hour)
 	require.NoError(t, err)
 	srvID, err := issuer.Issue("127.0.0.1", gen("tls-srv", hsm.ECDSAP256, hsm.UsageSign), time.Hour)
 	require.NoError(t, err)
 	cliID, err := issuer.Issue("gateway", gen("tls-cli", hsm.ECDSAP256, hsm.UsageSign), time.Hour)
 	require.NoError(t, err)
-	gs, _ := signer.NewGRPCServer(signer.ServerTLS(srvID, issuer.Pool()), 0, reg.GRPCServerOptions()...)
+	gs, _ := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(srvID, issuer.Pool()), 0, reg.GRPCServerOptions()...)
 	signer.NewServer(svc, signer.Grants{"gateway": {"gw-sign"}}, signer.Limits{}, nil).Register(gs)
 	reg.InitGRPCServer(gs)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -83,7 +84,7 @@ func TestCountersMoveWithRealOperations(t *testing.T) {
 	before := scrape(t, addr)
 	assert.Zero(t, value(t, before, `grpc_server_handled_total\{grpc_code="OK",grpc_method="Sign",grpc_service="setpay.signer.v1.Signer",grpc_type="unary"\}`))
 
-	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(&cliID, issuer.Pool(), "127.0.0.1"))))
+	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&cliID, issuer.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
 	defer conn.Close()
 	client := signer.NewClient(conn, signer.ClientOptions{})

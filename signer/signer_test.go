@@ -22,6 +22,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/signer/signerpb"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
@@ -32,8 +33,8 @@ func TestMain(m *testing.M) { softhsmtest.Main(m) }
 type fixture struct {
 	tok     *hsm.Token
 	addr    string
-	issuer  *signer.TLSIssuer
-	clients map[string]signer.Identity
+	issuer  *tlsrpc.TLSIssuer
+	clients map[string]tlsrpc.Identity
 }
 
 // newFixture starts a real signer server on loopback with mutual TLS; every key,
@@ -60,18 +61,18 @@ func newFixture(t *testing.T) *fixture {
 		key := gen(k.name, k.alg, k.usage)
 		require.NoError(t, svc.Add(signer.Entry{Name: k.name, Key: key, Algorithm: string(k.alg), Usage: string(k.usage)}))
 	}
-	issuer, err := signer.NewTLSIssuer("setpay test TLS CA", gen("tls-ca", hsm.ECDSAP256, hsm.UsageSign), time.Hour)
+	issuer, err := tlsrpc.NewTLSIssuer("setpay test TLS CA", gen("tls-ca", hsm.ECDSAP256, hsm.UsageSign), time.Hour)
 	require.NoError(t, err)
 	serverID, err := issuer.Issue("127.0.0.1", gen("tls-server", hsm.ECDSAP256, hsm.UsageSign), time.Hour)
 	require.NoError(t, err)
-	f := &fixture{tok: tok, issuer: issuer, clients: map[string]signer.Identity{}}
+	f := &fixture{tok: tok, issuer: issuer, clients: map[string]tlsrpc.Identity{}}
 	for _, name := range []string{"gateway", "merchant"} {
 		id, err := issuer.Issue(name, gen("tls-"+name, hsm.ECDSAP256, hsm.UsageSign), time.Hour)
 		require.NoError(t, err)
 		f.clients[name] = id
 	}
 	grants := signer.Grants{"gateway": {"gateway-sign", "gateway-kex"}, "merchant": {"merchant-sign"}}
-	gs, health := signer.NewGRPCServer(signer.ServerTLS(serverID, issuer.Pool()), 0)
+	gs, health := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(serverID, issuer.Pool()), 0)
 	signer.NewServer(svc, grants, signer.Limits{}, nil).Register(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	lis, err := net.Listen("tcp", "127.0.0.1:0")
@@ -84,11 +85,11 @@ func newFixture(t *testing.T) *fixture {
 
 func (f *fixture) dial(t *testing.T, client string, opts signer.ClientOptions) (*signer.Client, *grpc.ClientConn) {
 	t.Helper()
-	var id *signer.Identity
+	var id *tlsrpc.Identity
 	if c, ok := f.clients[client]; ok {
 		id = &c
 	}
-	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(id, f.issuer.Pool(), "127.0.0.1"))))
+	conn, err := grpc.NewClient(f.addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(id, f.issuer.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
 	c := signer.NewClient(conn, opts)

@@ -21,8 +21,8 @@ import (
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/pki"
-	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/wallet"
 )
@@ -242,7 +242,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	gs, health := signer.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
+	gs, health := tlsrpc.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
 	srv.Register(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	return serveUntilDone(ctx, env, gs, health, *listen, fmt.Sprintf("CA (TLS name %s)", l.TLS.Cert.Subject.CommonName))

@@ -12,16 +12,17 @@ import (
 	"strings"
 	"time"
 
+	"gopkg.in/yaml.v3"
+
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/softhsm"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/wallet"
-	"gopkg.in/yaml.v3"
 )
 
 // runDemo is the README's main job: a whole SET system in one process on an embedded
@@ -77,7 +78,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		tokens[label] = tok
 	}
-	cards := []testbed.CardSpec{
+	cards := []system.CardSpec{
 		{Name: "Alice", PAN: "4111111111111111", Expiry: "203012", Balance: 500_00},
 		{Name: "Bob", PAN: "5555555555554444", Expiry: "202911", Balance: 10_00},
 		{Name: "Carol", PAN: "4012888888881881", Expiry: "203106", Balance: 900_00, Blocked: true},
@@ -89,7 +90,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	w := env.stdout
 	fmt.Fprintf(w, "SET demo: every CA, gateway, merchant and cardholder private key is in a PKCS#11 token\n")
 	fmt.Fprintf(w, "(SoftHSM2 at %s), services speak gRPC over TLS on loopback, stores are SQLite in %s.\n\n", d.Root, root)
-	b, err := testbed.Build(ctx, testbed.Config{
+	b, err := system.Build(ctx, system.Config{
 		CARoot: tokens["setpay-ca-root"], CA: tokens["setpay-ca"], Gateway: tokens["setpay-gateway"],
 		Merchant: tokens["setpay-merchant"], Wallet: tokens["setpay-wallet"], TLS: tokens["setpay-tls"],
 		GatewayDSN: "sqlite:" + filepath.Join(root, "gateway.db"), MerchantDSN: "sqlite:" + filepath.Join(root, "merchant.db"),
@@ -101,7 +102,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	defer b.Close()
 
 	fmt.Fprintf(w, "PKI   root -> brand -> CCA / MCA / PCA   (keys in tokens setpay-ca-root, setpay-ca)\n")
-	ent := func(role string, e *testbed.Entity, issuer string) {
+	ent := func(role string, e *system.Entity, issuer string) {
 		fmt.Fprintf(w, "      %-8s %-12s signature key    %s  (certificate from the %s)\n", role, e.ID, shortURI(e.SignKey.URI()), issuer)
 		fmt.Fprintf(w, "      %-8s %-12s key-exchange key %s  (RSA-2048, cannot sign)\n", "", "", shortURI(e.KXKey.URI()))
 	}
@@ -167,7 +168,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 // configurations and Alice's wallet directory so that `setpay gateway serve`,
 // `setpay merchant serve` and `setpay wallet buy` run on the demo's tokens, and
 // returns the commands to do so.
-func exportServeConfigs(root string, d softhsm.Dir, module string, b *testbed.Bed, offers []merchant.Offer) ([]string, error) {
+func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed, offers []merchant.Offer) ([]string, error) {
 	pkiDir := filepath.Join(root, "pki")
 	if err := os.MkdirAll(pkiDir, 0o700); err != nil {
 		return nil, err
@@ -192,7 +193,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *testbed.Be
 		}
 	}
 	in := func(n string) string { return filepath.Join(pkiDir, n) }
-	common := func(e *testbed.Entity, token, listen, sign, kx, store, tlsCert string, tlsKey any) partyConfig {
+	common := func(e *system.Entity, token, listen, sign, kx, store, tlsCert string, tlsKey any) partyConfig {
 		var c partyConfig
 		c.Module, c.Token, c.PINSource, c.Listen = module, token, "file:"+d.PINFile(), listen
 		c.SignKey, c.SignCert, c.KXKey, c.KXCert = e.SignKey.URI(), in(sign), e.KXKey.URI(), in(kx)
@@ -204,7 +205,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *testbed.Be
 		PANHashKey: "file:" + in("pan-hash.key"), Ledger: b.LedgerCards}
 	gw.TLS.ClientCA = in("tls-ca.pem")
 	mc := merchantConfig{partyConfig: common(b.MerchantEnt, "setpay-merchant", "127.0.0.1:7502", "merchant-sign.pem", "merchant-kx.pem", "merchant.db", "merchant-tls.pem", b.MerchantTLS.Key),
-		Brand: testbed.Brand, Offers: offers}
+		Brand: system.Brand, Offers: offers}
 	mc.Gateway.Address, mc.Gateway.ServerName, mc.Gateway.KXCert, mc.Gateway.TLSCA = "127.0.0.1:7501", "127.0.0.1", in("gateway-kx.pem"), in("tls-ca.pem")
 	mc.Gateway.ClientCert, mc.Gateway.ClientKey = in("merchant-client-tls.pem"), setproto.KeyURI(b.MerchantClientTLS.Key)
 	for name, v := range map[string]any{"gateway.yaml": gw, "merchant.yaml": mc} {
@@ -260,7 +261,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *testbed.Be
 // of it, closes the batch and shows its totals: each request signed by the
 // merchant's token key and enveloped to the gateway, each answer signed by the
 // gateway and enveloped back.
-func demoLifecycle(ctx context.Context, w io.Writer, b *testbed.Bed, xid string) error {
+func demoLifecycle(ctx context.Context, w io.Writer, b *system.Bed, xid string) error {
 	m, g := b.Merchant, b.GatewayEnt
 	var o *store.Order
 	if err := b.MerchantDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
@@ -313,7 +314,7 @@ func demoLifecycle(ctx context.Context, w io.Writer, b *testbed.Bed, xid string)
 
 func money(minor int64) string { return fmt.Sprintf("%d.%02d", minor/100, minor%100) }
 
-func demoPurchase(ctx context.Context, w io.Writer, b *testbed.Bed, n int, ch *testbed.Cardholder, offers []merchant.Offer, offerID string) (string, error) {
+func demoPurchase(ctx context.Context, w io.Writer, b *system.Bed, n int, ch *system.Cardholder, offers []merchant.Offer, offerID string) (string, error) {
 	var offer merchant.Offer
 	for _, o := range offers {
 		if o.ID == offerID {

@@ -8,8 +8,8 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/signer"
 )
 
 func TestLimitsConfig(t *testing.T) {
@@ -35,7 +35,7 @@ func TestLimitsConfig(t *testing.T) {
 			assert.Equal(t, c.wantMax, sl.MaxRecvMsgBytes)
 			assert.Equal(t, c.rate, sl.Rate.Rate)
 			assert.Equal(t, detail, sl.Rate.Detail, "a rate-limited merchant reads GATEWAY_UNAVAILABLE and may retry")
-			_, _, err := signer.NewGRPCServerWithLimits(nil, sl)
+			_, _, err := tlsrpc.NewGRPCServerWithLimits(nil, sl)
 			if c.bad {
 				assert.Error(t, err)
 			} else {

@@ -20,13 +20,13 @@ import (
 
 	"github.com/setpay/setpay/gateway"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/rpclimit"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/wallet"
 )
@@ -84,12 +84,12 @@ type limitsConfig struct {
 
 // serverLimits turns the config into the server's limits; detail goes with every
 // rate-limit refusal so SET clients read a reason.
-func (l limitsConfig) serverLimits(detail *setpb.ErrorDetail) signer.ServerLimits {
+func (l limitsConfig) serverLimits(detail *setpb.ErrorDetail) tlsrpc.ServerLimits {
 	max := l.MaxMessageBytes
 	if max <= 0 {
 		max = 4 << 20
 	}
-	sl := signer.ServerLimits{MaxRecvMsgBytes: max, MaxConcurrentStreams: l.MaxConcurrentStreams,
+	sl := tlsrpc.ServerLimits{MaxRecvMsgBytes: max, MaxConcurrentStreams: l.MaxConcurrentStreams,
 		Rate: rpclimit.Config{Rate: l.RatePerSecond, Burst: l.RateBurst, MaxClients: l.RateMaxClients}}
 	if detail != nil {
 		sl.Rate.Detail = detail
@@ -238,16 +238,16 @@ func loadCRLs(m *pki.MemoryCRLs, path string) error {
 	}
 }
 
-func (r *running) tlsIdentity(ctx context.Context, certFile, keyURI string) (signer.Identity, error) {
+func (r *running) tlsIdentity(ctx context.Context, certFile, keyURI string) (tlsrpc.Identity, error) {
 	chain, err := readPEMCerts(certFile)
 	if err != nil {
-		return signer.Identity{}, err
+		return tlsrpc.Identity{}, err
 	}
 	k, err := r.key(ctx, keyURI)
 	if err != nil {
-		return signer.Identity{}, fmt.Errorf("TLS key: %w", err)
+		return tlsrpc.Identity{}, fmt.Errorf("TLS key: %w", err)
 	}
-	return signer.Identity{Cert: chain[0], Key: k, Chain: chain[1:]}, nil
+	return tlsrpc.Identity{Cert: chain[0], Key: k, Chain: chain[1:]}, nil
 }
 
 func pool(path string) (*x509.CertPool, error) {
@@ -312,7 +312,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	// A merchant refused for its rate must keep the purchase retryable, so the refusal
 	// reads as the gateway being unavailable, not as a decision.
-	gs, health, err := signer.NewGRPCServerWithLimits(signer.ServerTLS(id, cas), cfg.Limits.serverLimits(
+	gs, health, err := tlsrpc.NewGRPCServerWithLimits(tlsrpc.ServerTLS(id, cas), cfg.Limits.serverLimits(
 		&setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Message: "rate limit exceeded, retry later"}),
 		reg.GRPCServerOptions()...)
 	if err != nil {
@@ -351,7 +351,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(&client, gwPool, gw.ServerName))))
+	conn, err := grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&client, gwPool, gw.ServerName))))
 	if err != nil {
 		return err
 	}
@@ -375,7 +375,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	gs, health, err := signer.NewGRPCServerWithLimits(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{id.TLSCertificate()}},
+	gs, health, err := tlsrpc.NewGRPCServerWithLimits(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{id.TLSCertificate()}},
 		cfg.Limits.serverLimits(nil), reg.GRPCServerOptions()...)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
@@ -448,7 +448,7 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(credentials.NewTLS(signer.ClientTLS(nil, p, *serverName))))
+	conn, err := grpc.NewClient(*addr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(nil, p, *serverName))))
 	if err != nil {
 		return err
 	}

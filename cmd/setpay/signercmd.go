@@ -12,6 +12,7 @@ import (
 	"gopkg.in/yaml.v3"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/signer"
 )
@@ -157,8 +158,8 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	for _, c := range cas {
 		pool.AddCert(c)
 	}
-	id := signer.Identity{Cert: chain[0], Key: tlsKey, Chain: chain[1:]}
-	gs, health := signer.NewGRPCServer(signer.ServerTLS(id, pool), cfg.MaxMsgBytes, reg.GRPCServerOptions()...)
+	id := tlsrpc.Identity{Cert: chain[0], Key: tlsKey, Chain: chain[1:]}
+	gs, health := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(id, pool), cfg.MaxMsgBytes, reg.GRPCServerOptions()...)
 	signer.NewServer(svc, signer.Grants(cfg.Grants), signer.Limits{MaxBatch: cfg.MaxBatchSize}, env.logger).Register(gs)
 	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

@@ -32,9 +32,9 @@ import (
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/wallet"
 )
 
@@ -172,9 +172,9 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 
 	tok, gwTok, merTok := softhsmtest.NewToken(t), softhsmtest.NewToken(t), softhsmtest.NewToken(t)
 	dsn := gatewayDSN(t)
-	cards := []testbed.CardSpec{{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1_000_000_00}}
+	cards := []system.CardSpec{{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1_000_000_00}}
 	offers := []merchant.Offer{{ID: "book", Description: "The SET book", Amount: 25_00, Currency: "EUR"}}
-	b, err := testbed.Build(ctx, testbed.Config{CARoot: tok, CA: tok, Gateway: gwTok, Merchant: merTok, Wallet: tok, TLS: tok,
+	b, err := system.Build(ctx, system.Config{CARoot: tok, CA: tok, Gateway: gwTok, Merchant: merTok, Wallet: tok, TLS: tok,
 		GatewayDSN: dsn, MerchantDSN: "sqlite:" + filepath.Join(t.TempDir(), "mer.db"),
 		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards}, nil, nil)
 	require.NoError(t, err)
@@ -205,7 +205,7 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 	t.Cleanup(func() { _ = conn.Close() })
 	m, err := b.NewMerchant(ctx, b.MerchantEnt, b.MerchantDB, setpb.NewGatewayClient(conn))
 	require.NoError(t, err)
-	w, err := wallet.New(wallet.Config{Identity: b.Cardholders[0].Identity, Trust: b.NewTrust(), Merchant: directMerchant{m}, Brand: testbed.Brand})
+	w, err := wallet.New(wallet.Config{Identity: b.Cardholders[0].Identity, Trust: b.NewTrust(), Merchant: directMerchant{m}, Brand: system.Brand})
 	require.NoError(t, err)
 
 	// The killer: SIGKILL at random points until the work is done, then restart.

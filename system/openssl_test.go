@@ -1,4 +1,4 @@
-package testbed_test
+package system_test
 
 import (
 	"context"
@@ -17,7 +17,7 @@ import (
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/setproto/testbed"
+	"github.com/setpay/setpay/system"
 )
 
 // TestOpenSSLVerifiesEveryMessage saves one signed message of each kind from a real
@@ -78,7 +78,7 @@ func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
 		}
 	}
 	// unseal tries the kinds an envelope may carry.
-	unseal := func(der []byte, kinds []setpb.ContentKind, ent *testbed.Entity) ([]byte, setpb.ContentKind) {
+	unseal := func(der []byte, kinds []setpb.ContentKind, ent *system.Entity) ([]byte, setpb.ContentKind) {
 		for _, k := range kinds {
 			if inner, err := setproto.Unseal(der, k, ent.KXCert, ent.KXKey); err == nil {
 				return inner, k

@@ -1,4 +1,4 @@
-package signer
+package tlsrpc
 
 import (
 	"crypto/tls"
@@ -45,7 +45,7 @@ func NewGRPCServer(tlsCfg *tls.Config, maxMsgBytes int, opts ...grpc.ServerOptio
 func NewGRPCServerWithLimits(tlsCfg *tls.Config, l ServerLimits, opts ...grpc.ServerOption) (*grpc.Server, *health.Server, error) {
 	// A negative rate would otherwise read as "no limit": refuse the mistake instead.
 	if err := l.Rate.Validate(); err != nil {
-		return nil, nil, fmt.Errorf("signer: gRPC server limits: %w", err)
+		return nil, nil, fmt.Errorf("tlsrpc: gRPC server limits: %w", err)
 	}
 	if l.MaxRecvMsgBytes <= 0 {
 		l.MaxRecvMsgBytes = DefaultMaxRecvMsgBytes
@@ -63,7 +63,7 @@ func NewGRPCServerWithLimits(tlsCfg *tls.Config, l ServerLimits, opts ...grpc.Se
 		}
 		lim, err := rpclimit.New(l.Rate)
 		if err != nil {
-			return nil, nil, fmt.Errorf("signer: gRPC server limits: %w", err)
+			return nil, nil, fmt.Errorf("tlsrpc: gRPC server limits: %w", err)
 		}
 		base = append(base, lim.ServerOptions()...)
 	}

@@ -23,8 +23,8 @@ import (
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system"
 )
 
 const pgEnv = "SETPAY_TEST_PG_DSN"
@@ -41,7 +41,7 @@ func pgSchemaDSN(t testing.TB) string {
 	t.Helper()
 	dsn := os.Getenv(pgEnv)
 	if dsn == "" {
-		t.Skipf("%s not set; run: scripts/pg-test.sh run go test -race ./setproto/testbed/...", pgEnv)
+		t.Skipf("%s not set; run: scripts/pg-test.sh run go test -race ./system/...", pgEnv)
 	}
 	admin, err := sql.Open("pgx", dsn)
 	require.NoError(t, err)
@@ -254,7 +254,7 @@ func testLifecycleReversalsAndRefusals(t *testing.T, e *env) {
 	db2, err := store.Open(ctx, "sqlite:"+filepath.Join(t.TempDir(), "m2.db"))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = db2.Close() })
-	m2, err := e.NewMerchant(ctx, ent2, db2, testbed.LocalGateway{G: e.Gateway})
+	m2, err := e.NewMerchant(ctx, ent2, db2, system.LocalGateway{G: e.Gateway})
 	require.NoError(t, err)
 	_, err = m2.SendLifecycle(ctx, &setpb.CaptureRequest{Xid: b, Amount: 1_00, Currency: "EUR", CaptureToken: orderA.CaptureToken})
 	refused(t, err, setpb.Reason_MERCHANT_MISMATCH, codes.PermissionDenied)
@@ -264,7 +264,7 @@ func testLifecycleReversalsAndRefusals(t *testing.T, e *env) {
 	// Past the capture period (a gateway whose clock is 8 days ahead).
 	late, err := e.NewGateway(e.GatewayDB, func() time.Time { return time.Now().Add(8 * 24 * time.Hour) })
 	require.NoError(t, err)
-	mLate, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, testbed.LocalGateway{G: late})
+	mLate, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, system.LocalGateway{G: late})
 	require.NoError(t, err)
 	_, err = mLate.Capture(ctx, merchant.LifecycleInput{XID: b, Amount: 1_00})
 	refused(t, err, setpb.Reason_AUTH_EXPIRED, codes.FailedPrecondition)
@@ -348,9 +348,9 @@ func testTwoGatewaysCaptureOnce(t *testing.T, e *env, dsn string) {
 	t.Cleanup(func() { _ = db2.Close() })
 	g2, err := e.NewGateway(db2, nil)
 	require.NoError(t, err)
-	m1, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, testbed.LocalGateway{G: e.Gateway})
+	m1, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, system.LocalGateway{G: e.Gateway})
 	require.NoError(t, err)
-	m2, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, testbed.LocalGateway{G: g2})
+	m2, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, system.LocalGateway{G: g2})
 	require.NoError(t, err)
 	var xids []string
 	for range 3 {

@@ -1,4 +1,4 @@
-package testbed_test
+package system_test
 
 import (
 	"context"
@@ -18,15 +18,15 @@ import (
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
 
 // Cards: index order is relied on by the tests.
-var cards = []testbed.CardSpec{
+var cards = []system.CardSpec{
 	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 100_00},
 	{Name: "bob (poor)", PAN: "5555555555554444", Expiry: "203011", Balance: 5_00},
 	{Name: "carol (blocked)", PAN: "4012888888881881", Expiry: "203010", Balance: 1000_00, Blocked: true},
@@ -68,7 +68,7 @@ func (r *recorder) all() []proto.Message {
 }
 
 type env struct {
-	*testbed.Bed
+	*system.Bed
 	gwRec, merRec         *recorder
 	caTok, merTok, walTok *hsm.Token
 	decided               *decisions
@@ -94,7 +94,7 @@ func newBed(t testing.TB) *env {
 	tok := softhsmtest.NewToken(t)
 	dir := t.TempDir()
 	e := &env{gwRec: &recorder{}, merRec: &recorder{}, caTok: caTok, merTok: softhsmtest.NewToken(t), walTok: tok, decided: &decisions{}}
-	b, err := testbed.Build(context.Background(), testbed.Config{
+	b, err := system.Build(context.Background(), system.Config{
 		CARoot: caTok, CA: caTok, Gateway: softhsmtest.NewToken(t), Merchant: e.merTok, Wallet: tok, TLS: tok,
 		GatewayDSN: "sqlite:" + filepath.Join(dir, "gw.db"), MerchantDSN: "sqlite:" + filepath.Join(dir, "mer.db"),
 		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards, GatewayDecided: e.decided.add,

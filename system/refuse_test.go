@@ -1,4 +1,4 @@
-package testbed_test
+package system_test
 
 import (
 	"bytes"

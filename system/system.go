@@ -1,7 +1,7 @@
-// Package testbed wires a whole SET system in one process — CA hierarchy, a gateway,
+// Package system wires a whole SET system in one process — CA hierarchy, a gateway,
 // merchants and cardholders, every private key in a PKCS#11 token, gRPC with TLS on
 // loopback, SQLite stores — for the tests and for `setpay demo`.
-package testbed
+package system
 
 import (
 	"context"
@@ -22,11 +22,11 @@ import (
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/gateway"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
-	"github.com/setpay/setpay/signer"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/wallet"
 )
@@ -41,7 +41,7 @@ type TokenKeys struct{ Token *hsm.Token }
 func (k TokenKeys) GenerateKey(ctx context.Context, label, alg string) (crypto.Signer, error) {
 	a := map[string]hsm.Algorithm{pki.AlgECDSAP256: hsm.ECDSAP256, pki.AlgECDSAP384: hsm.ECDSAP384, pki.AlgRSA2048: hsm.RSA2048, pki.AlgRSA3072: hsm.RSA3072}[alg]
 	if a == "" {
-		return nil, fmt.Errorf("testbed: algorithm %q not supported by the token", alg)
+		return nil, fmt.Errorf("system: algorithm %q not supported by the token", alg)
 	}
 	return k.Token.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: a, Usage: hsm.UsageSign})
 }
@@ -94,7 +94,7 @@ type Bed struct {
 	H           *ca.Hierarchy
 	CRLs        *pki.MemoryCRLs
 	Verifier    *pki.Verifier
-	TLS         *signer.TLSIssuer
+	TLS         *tlsrpc.TLSIssuer
 	Ledger      *gateway.Ledger
 	GatewayEnt  *Entity
 	MerchantEnt *Entity
@@ -109,7 +109,7 @@ type Bed struct {
 	// a wallet's TLS connection to the merchant.
 	GatewayConn, MerchantConn *grpc.ClientConn
 	// TLS identities: keys in the gateway's and the merchant's tokens.
-	GatewayTLS, MerchantTLS, MerchantClientTLS signer.Identity
+	GatewayTLS, MerchantTLS, MerchantClientTLS tlsrpc.Identity
 	PANHashKey                                 []byte
 	LedgerCards                                []gateway.Card
 	closers                                    []func()
@@ -179,7 +179,7 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	if err != nil {
 		return nil, err
 	}
-	if b.TLS, err = signer.NewTLSIssuer("SETPay transport CA", k, 24*time.Hour); err != nil {
+	if b.TLS, err = tlsrpc.NewTLSIssuer("SETPay transport CA", k, 24*time.Hour); err != nil {
 		return nil, err
 	}
 	if b.GatewayDB, err = store.Open(ctx, cfg.GatewayDSN); err != nil {
@@ -198,7 +198,7 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	if b.GatewayTLS, err = b.identity(keyIn(cfg.Gateway), "tls-gateway-"+cfg.GatewayID, "127.0.0.1"); err != nil {
 		return nil, err
 	}
-	gs, _ := signer.NewGRPCServer(signer.ServerTLS(b.GatewayTLS, b.TLS.Pool()), 4<<20, gwOpts...)
+	gs, _ := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(b.GatewayTLS, b.TLS.Pool()), 4<<20, gwOpts...)
 	b.Gateway.Register(gs)
 	if b.GatewayAddr, err = b.serve(gs); err != nil {
 		return nil, err
@@ -207,7 +207,7 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 		return nil, err
 	}
 	if b.GatewayConn, err = grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(
-		signer.ClientTLS(&b.MerchantClientTLS, b.TLS.Pool(), "127.0.0.1")))); err != nil {
+		tlsrpc.ClientTLS(&b.MerchantClientTLS, b.TLS.Pool(), "127.0.0.1")))); err != nil {
 		return nil, err
 	}
 	b.closers = append(b.closers, func() { _ = b.GatewayConn.Close() })
@@ -217,23 +217,23 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	if b.MerchantTLS, err = b.identity(keyIn(cfg.Merchant), "tls-"+cfg.MerchantID, "127.0.0.1"); err != nil {
 		return nil, err
 	}
-	ms, _ := signer.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{b.MerchantTLS.TLSCertificate()}}, 4<<20, merOpts...)
+	ms, _ := tlsrpc.NewGRPCServer(&tls.Config{MinVersion: tls.VersionTLS13, Certificates: []tls.Certificate{b.MerchantTLS.TLSCertificate()}}, 4<<20, merOpts...)
 	b.Merchant.Register(ms)
 	if b.MerchantAddr, err = b.serve(ms); err != nil {
 		return nil, err
 	}
 	if b.MerchantConn, err = grpc.NewClient(b.MerchantAddr, grpc.WithTransportCredentials(credentials.NewTLS(
-		signer.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1")))); err != nil {
+		tlsrpc.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1")))); err != nil {
 		return nil, err
 	}
 	b.closers = append(b.closers, func() { _ = b.MerchantConn.Close() })
 	return b, nil
 }
 
-func (b *Bed) identity(gen func(string) (crypto.Signer, error), label, name string) (signer.Identity, error) {
+func (b *Bed) identity(gen func(string) (crypto.Signer, error), label, name string) (tlsrpc.Identity, error) {
 	k, err := gen(label)
 	if err != nil {
-		return signer.Identity{}, err
+		return tlsrpc.Identity{}, err
 	}
 	return b.TLS.Issue(name, k, 24*time.Hour)
 }
@@ -286,7 +286,7 @@ func (b *Bed) NewTrust() *setproto.Trust {
 func (b *Bed) RegisterEntity(ctx context.Context, role pki.Role, id string, tok *hsm.Token) (*Entity, error) {
 	auth := b.H.Issuing(role)
 	if auth == nil {
-		return nil, fmt.Errorf("testbed: no issuing CA for %s", role)
+		return nil, fmt.Errorf("system: no issuing CA for %s", role)
 	}
 	secret, err := auth.Enroll(ctx, role, id)
 	if err != nil {
@@ -375,7 +375,7 @@ func (b *Bed) NewMerchant(ctx context.Context, ent *Entity, db store.DB, gw setp
 // Wallet returns a wallet for the i-th cardholder talking to the bed's merchant.
 func (b *Bed) Wallet(i int) (*wallet.Wallet, error) {
 	if i < 0 || i >= len(b.Cardholders) {
-		return nil, errors.New("testbed: no such cardholder")
+		return nil, errors.New("system: no such cardholder")
 	}
 	return b.WalletFor(b.Cardholders[i].Identity)
 }

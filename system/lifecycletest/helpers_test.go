@@ -13,13 +13,13 @@ import (
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
-	"github.com/setpay/setpay/setproto/testbed"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
+	"github.com/setpay/setpay/system"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
 
-var cards = []testbed.CardSpec{
+var cards = []system.CardSpec{
 	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1000_00},
 }
 
@@ -29,7 +29,7 @@ var offers = []merchant.Offer{
 }
 
 type env struct {
-	*testbed.Bed
+	*system.Bed
 	merTok *hsm.Token
 }
 
@@ -38,7 +38,7 @@ func newBedOn(t testing.TB, gatewayDSN string) *env {
 	t.Helper()
 	tok := softhsmtest.NewToken(t)
 	merTok := softhsmtest.NewToken(t)
-	b, err := testbed.Build(context.Background(), testbed.Config{
+	b, err := system.Build(context.Background(), system.Config{
 		CARoot: tok, CA: tok, Gateway: softhsmtest.NewToken(t), Merchant: merTok, Wallet: tok, TLS: tok,
 		GatewayDSN: gatewayDSN, MerchantDSN: "sqlite:" + filepath.Join(t.TempDir(), "mer.db"),
 		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards,

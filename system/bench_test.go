@@ -1,4 +1,4 @@
-package testbed_test
+package system_test
 
 import (
 	"context"
@@ -6,7 +6,7 @@ import (
 
 	"github.com/stretchr/testify/require"
 
-	"github.com/setpay/setpay/setproto/testbed"
+	"github.com/setpay/setpay/system"
 )
 
 // BenchmarkPurchase is one purchase end to end: initiation, dual-signed request,
@@ -14,7 +14,7 @@ import (
 // private-key operation in SoftHSM tokens, SQLite stores.
 func BenchmarkPurchase(b *testing.B) {
 	e := newBed(b)
-	ch, err := e.IssueCardholder(context.Background(), e.walTok, testbed.CardSpec{PAN: "4111111111111111", Expiry: "203012"})
+	ch, err := e.IssueCardholder(context.Background(), e.walTok, system.CardSpec{PAN: "4111111111111111", Expiry: "203012"})
 	require.NoError(b, err)
 	w, err := e.WalletFor(ch.Identity)
 	require.NoError(b, err)
