@@ -15,8 +15,8 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/rpclimit"
 	"github.com/setpay/setpay/internal/tlsrpc"
-	"github.com/setpay/setpay/rpclimit"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 )

@@ -20,11 +20,11 @@ import (
 
 	"github.com/setpay/setpay/gateway"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/rpclimit"
 	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/pki"
-	"github.com/setpay/setpay/rpclimit"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/store"

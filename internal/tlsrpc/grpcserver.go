@@ -10,7 +10,7 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 
-	"github.com/setpay/setpay/rpclimit"
+	"github.com/setpay/setpay/internal/rpclimit"
 )
 
 // DefaultMaxRecvMsgBytes bounds a received message when ServerLimits leaves it zero.

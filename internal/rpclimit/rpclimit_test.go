@@ -18,7 +18,7 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
-	"github.com/setpay/setpay/rpclimit"
+	"github.com/setpay/setpay/internal/rpclimit"
 )
 
 // clock is a manual clock: tests move time, they never wait for it.
