@@ -23,6 +23,7 @@ import (
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/ca/catest"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/pki"
 )
 
@@ -172,9 +173,7 @@ func TestProfiles(t *testing.T) {
 // TestOpenSSLVerify exports the hierarchy and CRLs and lets the real openssl
 // binary judge every profile, then revokes one certificate.
 func TestOpenSSLVerify(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl")
 	ctx := context.Background()
 	f := catest.New(t)
 	is := issueAll(t, f)

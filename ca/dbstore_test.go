@@ -6,7 +6,6 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"math/big"
-	"os"
 	"path/filepath"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/ca"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/store"
 )
@@ -23,14 +23,8 @@ import (
 // SETPAY_TEST_PG_DSN is set.
 func dbBackends(t *testing.T) map[string]func(t *testing.T) (dsn string) {
 	return map[string]func(t *testing.T) string{
-		"sqlite": func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "setpay.db") },
-		"postgres": func(t *testing.T) string {
-			dsn := os.Getenv("SETPAY_TEST_PG_DSN")
-			if dsn == "" {
-				t.Skip("SETPAY_TEST_PG_DSN not set")
-			}
-			return dsn
-		},
+		"sqlite":   func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "setpay.db") },
+		"postgres": func(t *testing.T) string { return testenv.PostgresSchema(t) },
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/pki"
 )
 
@@ -20,9 +21,7 @@ import (
 // lets `openssl verify -crl_check_all` judge every certificate with the CRLs
 // fetched from the service.
 func TestOpenSSLVerifyServiceCerts(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl")
 	e := newRegEnv(t)
 	ctx := context.Background()
 	dir := t.TempDir()

@@ -18,6 +18,8 @@ import (
 	"time"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/internal/testenv"
 )
 
 // party is a certificate with its software key. The CMS layer is
@@ -124,10 +126,7 @@ func buildFixture() (*fixture, error) {
 // openssl returns the openssl binary or skips the test.
 func openssl(t *testing.T) string {
 	t.Helper()
-	p, err := exec.LookPath("openssl")
-	if err != nil {
-		t.Skip("openssl binary not found; interop test needs it")
-	}
+	p := testenv.Tool(t, "openssl")
 	return p
 }
 

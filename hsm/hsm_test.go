@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 )
 
@@ -100,13 +101,10 @@ func TestGeneratedKeysStayInTheTokenWithOneUsage(t *testing.T) {
 
 // TestPkcs11ToolSeesSensitiveKeys reads the token with OpenSC, which nobody here wrote.
 func TestPkcs11ToolSeesSensitiveKeys(t *testing.T) {
-	tool, err := exec.LookPath("pkcs11-tool")
-	if err != nil {
-		t.Skip("pkcs11-tool not installed (scripts/install-deps.sh installs opensc)")
-	}
+	tool := testenv.Tool(t, "pkcs11-tool")
 	ctx := context.Background()
 	tok := softhsmtest.NewToken(t)
-	_, err = tok.GenerateKey(ctx, hsm.KeySpec{Label: "gw-sign", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+	_, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "gw-sign", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 	require.NoError(t, err)
 	_, err = tok.GenerateKey(ctx, hsm.KeySpec{Label: "gw-kex", Algorithm: hsm.RSA2048, Usage: hsm.UsageKeyExchange})
 	require.NoError(t, err)

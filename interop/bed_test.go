@@ -22,6 +22,7 @@ import (
 	"google.golang.org/protobuf/proto"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
@@ -285,11 +286,7 @@ func (b *bed) writePEM(t testing.TB) pemFiles {
 
 func needTool(t testing.TB, name string) string {
 	t.Helper()
-	p, err := exec.LookPath(name)
-	if err != nil {
-		t.Skipf("%s not installed (scripts/install-deps.sh installs it)", name)
-	}
-	return p
+	return testenv.Tool(t, name)
 }
 
 func run(t testing.TB, env []string, name string, args ...string) (string, error) {

@@ -21,6 +21,7 @@ import (
 
 	"github.com/setpay/setpay/cms"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
@@ -45,9 +46,7 @@ func newEngine(t *testing.T, tok *hsm.Token) engine {
 	m := regexp.MustCompile(`ENGINESDIR: "([^"]+)"`).FindSubmatch(out)
 	require.NotNil(t, m, "%s", out)
 	so := filepath.Join(string(m[1]), "pkcs11.so")
-	if _, err := os.Stat(so); err != nil {
-		t.Skip("libengine-pkcs11-openssl not installed (scripts/install-deps.sh installs it)")
-	}
+	testenv.File(t, "libengine-pkcs11-openssl", so, "scripts/install-deps.sh installs it")
 	conf := filepath.Join(t.TempDir(), "openssl.cnf")
 	require.NoError(t, os.WriteFile(conf, []byte(`openssl_conf = openssl_init
 [openssl_init]

@@ -2,20 +2,15 @@ package store
 
 import (
 	"context"
-	"crypto/rand"
 	"crypto/sha256"
-	"database/sql"
-	"encoding/hex"
-	"os"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/require"
-)
 
-const pgEnv = "SETPAY_TEST_PG_DSN"
+	"github.com/setpay/setpay/internal/testenv"
+)
 
 // forEachBackend runs fn on a fresh SQLite store and, when SETPAY_TEST_PG_DSN
 // is set, on a fresh PostgreSQL schema.
@@ -34,35 +29,10 @@ func openTestSQLite(t testing.TB) *Store {
 	return s
 }
 
-// pgSchemaDSN creates an empty schema and returns a DSN whose search_path
-// points at it, so each test starts from an empty database.
+// pgSchemaDSN returns a DSN for a fresh, empty PostgreSQL schema.
 func pgSchemaDSN(t testing.TB) string {
 	t.Helper()
-	dsn := os.Getenv(pgEnv)
-	if dsn == "" {
-		t.Skipf("%s not set; run: scripts/pg-test.sh run go test -race ./store/...", pgEnv)
-	}
-	admin, err := sql.Open("pgx", dsn)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
-	var rnd [6]byte
-	_, err = rand.Read(rnd[:])
-	require.NoError(t, err)
-	schema := "t_" + hex.EncodeToString(rnd[:])
-	ctx := context.Background()
-	_, err = admin.ExecContext(ctx, "CREATE SCHEMA "+schema)
-	require.NoError(t, err)
-	t.Cleanup(func() {
-		_, err := admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE")
-		if err != nil {
-			t.Logf("drop schema %s: %v", schema, err)
-		}
-	})
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "search_path=" + schema
+	return testenv.PostgresSchema(t)
 }
 
 func openTestPG(t testing.TB) *Store {

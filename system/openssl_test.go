@@ -13,6 +13,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/cms"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
@@ -23,9 +24,7 @@ import (
 // TestOpenSSLVerifiesEveryMessage saves one signed message of each kind from a real
 // purchase and has OpenSSL 3 verify it against the exported root and chain.
 func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
-	if _, err := exec.LookPath("openssl"); err != nil {
-		t.Skip("openssl not installed")
-	}
+	testenv.Tool(t, "openssl")
 	e := newBed(t)
 	ctx := context.Background()
 	w, err := e.Wallet(0)

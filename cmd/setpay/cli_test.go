@@ -13,6 +13,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/internal/testenv"
 )
 
 // cli runs the real setpay binary in dir, as a user would.
@@ -108,7 +110,7 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 
 	// What a user checks next: OpenSSL accepts the issued certificates against the
 	// exported chain and CRLs, and the parties' keys sit in their tokens, sensitive.
-	if _, err := exec.LookPath("openssl"); err == nil {
+	if testenv.Tool(t, "openssl") != "" {
 		var crls []byte
 		for _, f := range []string{"root.crl", "brand.crl", "cca.crl", "mca.crl", "pca.crl"} {
 			b, err := os.ReadFile(filepath.Join(dir, "var/ca", f))

@@ -3,8 +3,6 @@ package crashtest
 import (
 	"bufio"
 	"context"
-	"crypto/rand"
-	"database/sql"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -28,6 +26,7 @@ import (
 	"google.golang.org/grpc/credentials/insecure"
 
 	"github.com/setpay/setpay/gateway"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
@@ -140,26 +139,13 @@ func retry[T any](ctx context.Context, op func() (T, error)) (T, int, error) {
 	}
 }
 
+// gatewayDSN is a fresh PostgreSQL schema where a server is configured (always in
+// CI), else an SQLite file.
 func gatewayDSN(t *testing.T) string {
-	dsn := os.Getenv("SETPAY_TEST_PG_DSN")
-	if dsn == "" {
+	if os.Getenv(testenv.PostgresEnv) == "" && !testenv.Required("postgres") {
 		return "sqlite:" + filepath.Join(t.TempDir(), "gw.db")
 	}
-	admin, err := sql.Open("pgx", dsn)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
-	var rnd [6]byte
-	_, err = rand.Read(rnd[:])
-	require.NoError(t, err)
-	schema := "t_" + hex.EncodeToString(rnd[:])
-	_, err = admin.ExecContext(context.Background(), "CREATE SCHEMA "+schema)
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "search_path=" + schema
+	return testenv.PostgresSchema(t)
 }
 
 func TestGatewaySurvivesSIGKILL(t *testing.T) {

@@ -2,13 +2,8 @@ package lifecycletest
 
 import (
 	"context"
-	"crypto/rand"
-	"database/sql"
-	"encoding/hex"
 	"fmt"
-	"os"
 	"path/filepath"
-	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -19,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/gateway"
+	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
@@ -27,37 +23,11 @@ import (
 	"github.com/setpay/setpay/system"
 )
 
-const pgEnv = "SETPAY_TEST_PG_DSN"
-
 // forEachBackend runs fn with a gateway store DSN on SQLite and, when
 // SETPAY_TEST_PG_DSN is set, on a fresh PostgreSQL schema.
 func forEachBackend(t *testing.T, fn func(t *testing.T, dsn string)) {
 	t.Run("sqlite", func(t *testing.T) { fn(t, "sqlite:"+filepath.Join(t.TempDir(), "gw.db")) })
-	t.Run("postgres", func(t *testing.T) { fn(t, pgSchemaDSN(t)) })
-}
-
-// pgSchemaDSN creates an empty schema and returns a DSN whose search_path points at it.
-func pgSchemaDSN(t testing.TB) string {
-	t.Helper()
-	dsn := os.Getenv(pgEnv)
-	if dsn == "" {
-		t.Skipf("%s not set; run: scripts/pg-test.sh run go test -race ./system/...", pgEnv)
-	}
-	admin, err := sql.Open("pgx", dsn)
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = admin.Close() })
-	var rnd [6]byte
-	_, err = rand.Read(rnd[:])
-	require.NoError(t, err)
-	schema := "t_" + hex.EncodeToString(rnd[:])
-	_, err = admin.ExecContext(context.Background(), "CREATE SCHEMA "+schema)
-	require.NoError(t, err)
-	t.Cleanup(func() { _, _ = admin.ExecContext(context.Background(), "DROP SCHEMA "+schema+" CASCADE") })
-	sep := "?"
-	if strings.Contains(dsn, "?") {
-		sep = "&"
-	}
-	return dsn + sep + "search_path=" + schema
+	t.Run("postgres", func(t *testing.T) { fn(t, testenv.PostgresSchema(t)) })
 }
 
 // TestLifecycle runs every lifecycle test on one bed per backend (building a bed
