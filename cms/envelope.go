@@ -24,6 +24,8 @@ const (
 	// nonce, 16-byte tag in the mac field. It is the zero value.
 	AES256GCM Cipher = iota
 	// AES256CBC writes an EnvelopedData, for peers without AuthEnvelopedData.
+	// This package never decrypts one (ErrNotAuthenticated): CBC has no
+	// integrity, and its decryption is a padding oracle.
 	AES256CBC
 )
 
