@@ -189,3 +189,23 @@ func testRoot(t testing.TB) *x509.Certificate {
 	require.NoError(t, err)
 	return c
 }
+
+// BenchmarkOpenSealed reports the cost of one passphrase guess against the
+// current format (Argon2id t=3, 64 MiB, p=4) and the old one (scrypt N=2^15).
+func BenchmarkOpenSealed(b *testing.B) {
+	v2, err := wallet.Seal(wallet.ContentCard, []byte("x"), pass)
+	require.NoError(b, err)
+	v1 := sealV1(b, wallet.ContentCard, []byte("x"), pass)
+	for _, tc := range []struct {
+		name string
+		f    []byte
+	}{{"v2-argon2id", v2}, {"v1-scrypt", v1}} {
+		b.Run(tc.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := wallet.Open(wallet.ContentCard, tc.f, pass); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
+	}
+}
