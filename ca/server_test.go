@@ -11,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"log/slog"
 	"math/big"
 	"net"
@@ -574,4 +575,35 @@ func TestCertReqEnvelopeFailuresLookAlike(t *testing.T) {
 	assertRefused(t, err, codes.InvalidArgument, "BAD_ENVELOPE")
 	assert.Contains(t, err.Error(), "content type")
 	assert.Equal(t, start, e.issued.Load(), "no refused request issued anything")
+}
+
+// BenchmarkCardDataFailureTiming: the CCA's token key (SoftHSM) opening card-data
+// envelopes broken in the GCM tag or in the RSA-OAEP wrapped key, interleaved; it
+// reports the ratio of their mean times (1: no difference). The broken-key path
+// includes the token's failing OAEP decode and then GCM under a random key.
+func BenchmarkCardDataFailureTiming(b *testing.B) {
+	e := newRegEnv(b)
+	kx, err := e.keys.Token.FindKey(context.Background(), "setpay-cca-kx")
+	require.NoError(b, err)
+	der, err := cms.Encrypt(bytes.Repeat([]byte{1}, 200), cms.EncryptOptions{Recipients: []*x509.Certificate{e.ccaKX},
+		ContentType: cms.ProtocolContentType(ca.ContentTypeAccountInfo)})
+	require.NoError(b, err)
+	tag, key := bytes.Clone(der), bytes.Clone(der)
+	tag[len(tag)-1] ^= 1
+	key[bytes.Index(key, []byte{0x04, 0x82, 0x01, 0x00})+4+100] ^= 1
+	var dTag, dKey time.Duration
+	for b.Loop() {
+		for _, tc := range []struct {
+			der []byte
+			d   *time.Duration
+		}{{tag, &dTag}, {key, &dKey}} {
+			start := time.Now()
+			_, _, err := cms.Decrypt(tc.der, e.ccaKX, kx)
+			*tc.d += time.Since(start)
+			if !errors.Is(err, cms.ErrDecrypt) {
+				b.Fatalf("got %v", err)
+			}
+		}
+	}
+	b.ReportMetric(float64(dKey)/float64(dTag), "keybroken/tagbroken")
 }
