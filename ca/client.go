@@ -193,7 +193,7 @@ func (c *Client) RegisterCardholder(ctx context.Context, r CardholderRegistratio
 	if err != nil {
 		return nil, err
 	}
-	env, err := cms.Encrypt(acct, cms.EncryptOptions{Recipients: []*x509.Certificate{kx}})
+	env, err := cms.Encrypt(acct, cms.EncryptOptions{Recipients: []*x509.Certificate{kx}, ContentType: cms.ProtocolContentType(ctAcctInfo)})
 	if err != nil {
 		return nil, fmt.Errorf("envelope card data: %w", err)
 	}

@@ -31,6 +31,9 @@ const (
 	ContentTypeCertRes
 	ContentTypeRenew
 	ContentTypeRevoke
+	// ContentTypeAccountInfo types the cardholder's card-data envelope
+	// (AuthEnvelopedData over AccountInfo, the type bound by its authAttrs).
+	ContentTypeAccountInfo
 )
 
 const (
@@ -40,6 +43,7 @@ const (
 	ctCertRes   = ContentTypeCertRes
 	ctRenew     = ContentTypeRenew
 	ctRevoke    = ContentTypeRevoke
+	ctAcctInfo  = ContentTypeAccountInfo
 )
 
 // Limits of the registration service.
@@ -293,15 +297,14 @@ func (s *Server) CertReq(ctx context.Context, req *capb.CertReqRequest) (*capb.C
 	if len(tbs.Envelope) == 0 || len(tbs.Envelope) > MaxRequestSize {
 		return nil, refuse(codeInvalid, "BAD_REQUEST", "no card data envelope")
 	}
-	plain, _, err := cms.Decrypt(tbs.Envelope, s.cfg.CCAKeyExchange, withDecryptContext(ctx, s.cfg.CCADecrypter))
-	if errors.Is(err, cms.ErrNoRecipient) {
-		return nil, refuse(codePermission, "WRONG_RECIPIENT", "card data is not enveloped to this CA")
-	}
+	plain, err := s.openCardData(ctx, tbs.Envelope)
 	if err != nil {
-		return nil, refuse(codeInvalid, "BAD_ENVELOPE", "card data envelope: %v", err)
+		return nil, err
 	}
 	var acct capb.AccountInfo
 	if err := proto.Unmarshal(plain, &acct); err != nil {
+		// Only a sender who made the envelope (and knows its plaintext) gets here:
+		// anything altered in transit fails the GCM tag in openCardData.
 		return nil, refuse(codeInvalid, "BAD_ENVELOPE", "card data: %v", err)
 	}
 	if subtle.ConstantTimeCompare(acct.CaNonce, tbs.CaNonce) != 1 {
@@ -341,6 +344,33 @@ func (s *Server) CertReq(ctx context.Context, req *capb.CertReqRequest) (*capb.C
 		return nil, s.internal(ctx, "CertReq", err)
 	}
 	return &capb.CertReqResponse{Signed: signed}, nil
+}
+
+// openCardData opens the cardholder's card-data envelope with the one cipher
+// policy of cms (AuthEnvelopedData with AES-256-GCM, RSAES-OAEP key transport),
+// the same the gateway applies. Structure, recipient and content type are
+// checked before the token is used; every failure after that is one refusal
+// with one text (cms.ErrDecrypt), so the envelope's sender learns nothing about
+// where decryption failed.
+func (s *Server) openCardData(ctx context.Context, der []byte) ([]byte, error) {
+	env, err := cms.Limits{MaxSize: MaxRequestSize, MaxRecipients: 4}.ParseEnvelope(der)
+	if err != nil {
+		return nil, refuse(codeInvalid, "BAD_ENVELOPE", "card data envelope: %v", err)
+	}
+	if want := cms.ProtocolContentType(ctAcctInfo); !env.ContentType().Equal(want) {
+		return nil, refuse(codeInvalid, "BAD_ENVELOPE", "card data envelope carries content type %s, want %s", env.ContentType(), want)
+	}
+	plain, err := env.Decrypt(s.cfg.CCAKeyExchange, withDecryptContext(ctx, s.cfg.CCADecrypter))
+	switch {
+	case errors.Is(err, cms.ErrNoRecipient):
+		return nil, refuse(codePermission, "WRONG_RECIPIENT", "card data is not enveloped to this CA")
+	case errors.Is(err, cms.ErrDecrypt):
+		s.log.InfoContext(ctx, "card data envelope did not open", "why", errors.Unwrap(err))
+		return nil, refuse(codeInvalid, "BAD_ENVELOPE", "card data envelope: %v", cms.ErrDecrypt)
+	case err != nil:
+		return nil, refuse(codeInvalid, "BAD_ENVELOPE", "card data envelope: %v", err)
+	}
+	return plain, nil
 }
 
 func (s *Server) entityCA(roleName string) (*Authority, pki.Role, error) {

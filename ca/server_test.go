@@ -1,6 +1,7 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -10,6 +11,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"log/slog"
 	"math/big"
 	"net"
@@ -188,6 +190,8 @@ type certReq struct {
 	breakCSR            bool
 	nonce               []byte
 	formID              string
+	// envelope, if set, seals the AccountInfo instead of the client's way.
+	envelope func(acct []byte) []byte
 }
 
 func signed(t testing.TB, ct uint64, m proto.Message, key crypto.Signer, cert *x509.Certificate) []byte {
@@ -241,8 +245,13 @@ func (e *regEnv) buildCertReq(t testing.TB, r certReq) []byte {
 	acct, err := proto.Marshal(&capb.AccountInfo{Pan: r.pan, Expiry: r.expiry, WalletSecret: secret,
 		Fields: map[string]string{"postal_code": r.postal}, CaNonce: r.nonce})
 	require.NoError(t, err)
-	env, err := cms.Encrypt(acct, cms.EncryptOptions{Recipients: []*x509.Certificate{r.recipient}})
-	require.NoError(t, err)
+	var env []byte
+	if r.envelope != nil {
+		env = r.envelope(acct)
+	} else {
+		env, err = cms.Encrypt(acct, cms.EncryptOptions{Recipients: []*x509.Certificate{r.recipient}, ContentType: cms.ProtocolContentType(ca.ContentTypeAccountInfo)})
+		require.NoError(t, err)
+	}
 	return signed(t, ca.ContentTypeCertReq, &capb.CertReqTBS{Csr: csr, Envelope: env, CaNonce: r.nonce, FormId: r.formID}, r.reqKey, nil)
 }
 
@@ -491,4 +500,110 @@ func TestApprovalMode(t *testing.T) {
 		_, err = e.client.Inquire(ctx, res.RequestID, ca.EntityRegistration{Role: pki.RoleMerchant, ID: id, SignatureKey: other, KeyExchangeKey: kx})
 		assert.Error(t, err)
 	}
+}
+
+// Finding 1 (padding oracle at the CCA): the card-data envelope is opened with
+// the one cipher policy. Unauthenticated AES-CBC is refused whatever is broken in
+// it, and every way a GCM envelope can fail to open (its tag, its ciphertext, its
+// wrapped key) gets the same status, reason and text, and issues nothing.
+func TestCertReqEnvelopeFailuresLookAlike(t *testing.T) {
+	e := newRegEnv(t)
+	ctx := context.Background()
+	key := walletKey(t, e)
+	ct := cms.ProtocolContentType(ca.ContentTypeAccountInfo)
+	seal := func(c cms.Cipher, tamper func([]byte) []byte) func([]byte) []byte {
+		return func(acct []byte) []byte {
+			der, err := cms.Encrypt(acct, cms.EncryptOptions{Recipients: []*x509.Certificate{e.ccaKX}, ContentType: ct, Cipher: c})
+			require.NoError(t, err)
+			return tamper(bytes.Clone(der))
+		}
+	}
+	flip := func(i func([]byte) int) func([]byte) []byte {
+		return func(der []byte) []byte { der[i(der)] ^= 0x01; return der }
+	}
+	none := func(der []byte) []byte { return der }
+	fromEnd := func(n int) func([]byte) int { return func(der []byte) int { return len(der) - n } }
+	wrappedKey := func(der []byte) int { return bytes.Index(der, []byte{0x04, 0x82, 0x01, 0x00}) + 4 + 100 }
+	// AuthEnvelopedData ends ... ciphertext, authAttrs (26 bytes), mac (18 bytes).
+	gcmCiphertext := func(der []byte) int {
+		return bytes.LastIndex(der, []byte{0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x09, 0x03}) - 5
+	}
+	start := e.issued.Load()
+	cases := []struct {
+		name     string
+		envelope func([]byte) []byte
+	}{
+		{"CBC intact", seal(cms.AES256CBC, none)},
+		{"CBC padding byte broken", seal(cms.AES256CBC, flip(fromEnd(17)))},
+		{"CBC earlier block broken", seal(cms.AES256CBC, flip(fromEnd(40)))},
+	}
+	var cbcTexts []string
+	for _, tc := range cases {
+		_, err := e.raw.CertReq(ctx, &capb.CertReqRequest{Signed: e.buildCertReq(t, certReq{pan: cardOK, expiry: cardExpiry, postal: postalCode, key: key, envelope: tc.envelope})})
+		assertRefused(t, err, codes.InvalidArgument, "BAD_ENVELOPE")
+		assert.Contains(t, err.Error(), "authenticated encryption", tc.name)
+		cbcTexts = append(cbcTexts, status.Convert(err).Message())
+	}
+	assert.Equal(t, cbcTexts[0], cbcTexts[1])
+	assert.Equal(t, cbcTexts[1], cbcTexts[2])
+
+	gcm := []struct {
+		name     string
+		envelope func([]byte) []byte
+	}{
+		{"GCM tag broken", seal(cms.AES256GCM, flip(fromEnd(1)))},
+		{"GCM ciphertext broken", seal(cms.AES256GCM, flip(gcmCiphertext))},
+		{"GCM wrapped key broken", seal(cms.AES256GCM, flip(wrappedKey))},
+	}
+	var texts []string
+	for _, tc := range gcm {
+		_, err := e.raw.CertReq(ctx, &capb.CertReqRequest{Signed: e.buildCertReq(t, certReq{pan: cardOK, expiry: cardExpiry, postal: postalCode, key: key, envelope: tc.envelope})})
+		assertRefused(t, err, codes.InvalidArgument, "BAD_ENVELOPE")
+		texts = append(texts, status.Convert(err).Message())
+	}
+	assert.Equal(t, texts[0], texts[1], "tag vs ciphertext")
+	assert.Equal(t, texts[1], texts[2], "ciphertext vs wrapped key")
+	assert.Equal(t, "BAD_ENVELOPE: card data envelope: "+cms.ErrDecrypt.Error(), texts[0])
+
+	// Finding 5: an id-data envelope (the type not bound) is refused before decryption.
+	_, err := e.raw.CertReq(ctx, &capb.CertReqRequest{Signed: e.buildCertReq(t, certReq{pan: cardOK, expiry: cardExpiry, postal: postalCode, key: key,
+		envelope: func(acct []byte) []byte {
+			der, err := cms.Encrypt(acct, cms.EncryptOptions{Recipients: []*x509.Certificate{e.ccaKX}})
+			require.NoError(t, err)
+			return der
+		}})})
+	assertRefused(t, err, codes.InvalidArgument, "BAD_ENVELOPE")
+	assert.Contains(t, err.Error(), "content type")
+	assert.Equal(t, start, e.issued.Load(), "no refused request issued anything")
+}
+
+// BenchmarkCardDataFailureTiming: the CCA's token key (SoftHSM) opening card-data
+// envelopes broken in the GCM tag or in the RSA-OAEP wrapped key, interleaved; it
+// reports the ratio of their mean times (1: no difference). The broken-key path
+// includes the token's failing OAEP decode and then GCM under a random key.
+func BenchmarkCardDataFailureTiming(b *testing.B) {
+	e := newRegEnv(b)
+	kx, err := e.keys.Token.FindKey(context.Background(), "setpay-cca-kx")
+	require.NoError(b, err)
+	der, err := cms.Encrypt(bytes.Repeat([]byte{1}, 200), cms.EncryptOptions{Recipients: []*x509.Certificate{e.ccaKX},
+		ContentType: cms.ProtocolContentType(ca.ContentTypeAccountInfo)})
+	require.NoError(b, err)
+	tag, key := bytes.Clone(der), bytes.Clone(der)
+	tag[len(tag)-1] ^= 1
+	key[bytes.Index(key, []byte{0x04, 0x82, 0x01, 0x00})+4+100] ^= 1
+	var dTag, dKey time.Duration
+	for b.Loop() {
+		for _, tc := range []struct {
+			der []byte
+			d   *time.Duration
+		}{{tag, &dTag}, {key, &dKey}} {
+			start := time.Now()
+			_, _, err := cms.Decrypt(tc.der, e.ccaKX, kx)
+			*tc.d += time.Since(start)
+			if !errors.Is(err, cms.ErrDecrypt) {
+				b.Fatalf("got %v", err)
+			}
+		}
+	}
+	b.ReportMetric(float64(dKey)/float64(dTag), "keybroken/tagbroken")
 }

@@ -1,14 +1,30 @@
 package ca_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
+	"crypto/aes"
+	"crypto/cipher"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/hex"
+	"encoding/json"
+	"log/slog"
+	"os"
 	"path/filepath"
+	"strconv"
 	"testing"
+
+	"golang.org/x/crypto/scrypt"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/wallet"
 )
@@ -50,4 +66,123 @@ func TestWalletRegisterAndLoad(t *testing.T) {
 		wallet.RegisterOptions{Dir: filepath.Join(t.TempDir(), "w3"), Passphrase: pass})
 	require.Error(t, err)
 	assert.NotContains(t, err.Error(), cardBlocked)
+}
+
+// Issue 12 finding 3: the wallet's trust anchor is bound to its sealed card
+// file. A look-alike root (same subject, another key) in root.pem is refused,
+// and Load's Identity.Root is the bound one.
+func TestWalletRefusesLookAlikeRoot(t *testing.T) {
+	e := newRegEnv(t)
+	ctx := context.Background()
+	pass := []byte("correct horse battery staple")
+	dir := filepath.Join(t.TempDir(), "w")
+	_, err := wallet.Register(ctx, e.client, wallet.CardInput{PAN: cardOK, Expiry: cardExpiry, Fields: map[string]string{"postal_code": postalCode}},
+		wallet.RegisterOptions{Dir: dir, Passphrase: pass})
+	require.NoError(t, err)
+	id, err := wallet.LoadIdentity(ctx, dir, pass, nil)
+	require.NoError(t, err)
+	require.NotNil(t, id.Root)
+	assert.Equal(t, e.client.Root().Raw, id.Root.Raw)
+
+	realRoot, err := os.ReadFile(filepath.Join(dir, wallet.FileRoot))
+	require.NoError(t, err)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, wallet.FileRoot), pki.EncodePEM(lookAlike(t, id.Root)), 0o600))
+	_, err = wallet.LoadIdentity(ctx, dir, pass, nil)
+	assert.ErrorIs(t, err, wallet.ErrRootMismatch)
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, wallet.FileRoot), realRoot, 0o600))
+	_, err = wallet.LoadIdentity(ctx, dir, pass, nil)
+	assert.NoError(t, err)
+}
+
+// Issue 12 findings 3 and 9, migration: a wallet written before (format v1,
+// scrypt, no root in the card file) opens with its passphrase, is re-sealed
+// with Argon2id and bound to the root it holds (logged), and from then on a
+// replaced root is refused.
+func TestWalletMigratesV1(t *testing.T) {
+	e := newRegEnv(t)
+	ctx := context.Background()
+	pass := []byte("8bytes!!") // v1 allowed 8-byte passphrases
+	dir := filepath.Join(t.TempDir(), "w")
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	res, err := e.client.RegisterCardholder(ctx, ca.CardholderRegistration{PAN: cardOK, Expiry: cardExpiry,
+		Fields: map[string]string{"postal_code": postalCode}, Key: key})
+	require.NoError(t, err)
+	pkcs8, err := x509.MarshalPKCS8PrivateKey(key)
+	require.NoError(t, err)
+	cardJSON, err := json.Marshal(map[string]any{"pan": cardOK, "expiry": cardExpiry, "pan_secret": res.PANSecret})
+	require.NoError(t, err)
+	require.NoError(t, os.MkdirAll(dir, 0o700))
+	for name, b := range map[string][]byte{
+		wallet.FileKey: sealV1(t, wallet.ContentPKCS8, pkcs8, pass), wallet.FileCard: sealV1(t, wallet.ContentCard, cardJSON, pass),
+		wallet.FileCert: pki.EncodePEM(res.Cert), wallet.FileChain: pki.EncodePEM(res.Chain...), wallet.FileRoot: pki.EncodePEM(e.client.Root()),
+	} {
+		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o600))
+	}
+
+	var logs bytes.Buffer
+	id, err := wallet.Load(ctx, dir, pass, wallet.LoadOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	assert.Equal(t, e.client.Root().Raw, id.Root.Raw)
+	assert.Equal(t, cardOK, id.Card.PAN)
+	fp := sha256.Sum256(e.client.Root().Raw)
+	assert.Contains(t, logs.String(), "level=WARN")
+	assert.Contains(t, logs.String(), hex.EncodeToString(fp[:]))
+	assert.NotContains(t, logs.String(), cardOK)
+	for _, name := range []string{wallet.FileKey, wallet.FileCard} {
+		b, err := os.ReadFile(filepath.Join(dir, name))
+		require.NoError(t, err)
+		var m map[string]any
+		require.NoError(t, json.Unmarshal(b, &m))
+		assert.Equal(t, "setpay-sealed/v2", m["format"], name)
+		assert.Equal(t, "argon2id", m["kdf"], name)
+		st, err := os.Stat(filepath.Join(dir, name))
+		require.NoError(t, err)
+		assert.Equal(t, os.FileMode(0o600), st.Mode().Perm(), name)
+	}
+	logs.Reset()
+	_, err = wallet.Load(ctx, dir, pass, wallet.LoadOptions{Logger: slog.New(slog.NewTextHandler(&logs, nil))})
+	require.NoError(t, err)
+	assert.Empty(t, logs.String(), "migrated once")
+
+	require.NoError(t, os.WriteFile(filepath.Join(dir, wallet.FileRoot), pki.EncodePEM(lookAlike(t, id.Root)), 0o600))
+	_, err = wallet.Load(ctx, dir, pass, wallet.LoadOptions{})
+	assert.ErrorIs(t, err, wallet.ErrRootMismatch)
+}
+
+// lookAlike is a self-signed root with the same subject and serial as root and
+// another key.
+func lookAlike(t *testing.T, root *x509.Certificate) *x509.Certificate {
+	t.Helper()
+	k, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: root.SerialNumber, Subject: root.Subject, NotBefore: root.NotBefore, NotAfter: root.NotAfter,
+		IsCA: true, BasicConstraintsValid: true, KeyUsage: root.KeyUsage, Policies: root.Policies}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, k.Public(), k)
+	require.NoError(t, err)
+	c, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	return c
+}
+
+// sealV1 writes the version-1 sealed format (scrypt N=2^15, r=8, p=1) the way
+// setpay wrote it before Argon2id, independently of the wallet package.
+func sealV1(t *testing.T, content string, plaintext, passphrase []byte) []byte {
+	t.Helper()
+	salt, nonce := make([]byte, 16), make([]byte, 12)
+	_, _ = rand.Read(salt)
+	_, _ = rand.Read(nonce)
+	n, r, p := 1<<15, 8, 1
+	k, err := scrypt.Key(passphrase, salt, n, r, p, 32)
+	require.NoError(t, err)
+	block, err := aes.NewCipher(k)
+	require.NoError(t, err)
+	g, err := cipher.NewGCM(block)
+	require.NoError(t, err)
+	aad := "setpay-sealed/v1\x00" + content + "\x00scrypt " + strconv.Itoa(n) + " " + strconv.Itoa(r) + " " + strconv.Itoa(p)
+	b, err := json.Marshal(map[string]any{"format": "setpay-sealed/v1", "content": content, "kdf": "scrypt", "n": n, "r": r, "p": p,
+		"salt": salt, "nonce": nonce, "ciphertext": g.Seal(nil, nonce, plaintext, []byte(aad))})
+	require.NoError(t, err)
+	return b
 }

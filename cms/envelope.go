@@ -7,7 +7,6 @@ import (
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/rsa"
-	"crypto/subtle"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -25,6 +24,8 @@ const (
 	// nonce, 16-byte tag in the mac field. It is the zero value.
 	AES256GCM Cipher = iota
 	// AES256CBC writes an EnvelopedData, for peers without AuthEnvelopedData.
+	// This package never decrypts one (ErrNotAuthenticated): CBC has no
+	// integrity, and its decryption is a padding oracle.
 	AES256CBC
 )
 
@@ -158,7 +159,19 @@ func Encrypt(content []byte, opts EncryptOptions) ([]byte, error) {
 		if err != nil {
 			return nil, fmt.Errorf("cms: %w", err)
 		}
-		sealed := aead.Seal(nil, nonce, content, nil) // no authAttrs, so no AAD
+		// RFC 5083 §2.1: authAttrs (the content-type attribute) must be present
+		// for any content type but id-data; their DER, as a SET, is the GCM AAD,
+		// so the content type cannot be relabelled. id-data envelopes carry none,
+		// which keeps them readable by OpenSSL 3.0 (it cannot parse authAttrs).
+		var authAttrs, aad []byte
+		if ct != oidData {
+			authAttrs, err = encodeContentTypeAuthAttrs(ct)
+			if err != nil {
+				return nil, err
+			}
+			aad = setTagged(authAttrs)
+		}
+		sealed := aead.Seal(nil, nonce, content, aad)
 		ciphertext, tag := sealed[:len(content)], sealed[len(content):]
 		b.AddASN1(cbasn1.SEQUENCE, func(b *cryptobyte.Builder) {
 			addOID(b, oidAuthEnvelopedData)
@@ -172,6 +185,9 @@ func Encrypt(content []byte, opts EncryptOptions) ([]byte, error) {
 							b.AddASN1Int64(gcmTagLen) // not the DEFAULT 12, so it is encoded
 						})
 					}, ciphertext)
+					if authAttrs != nil {
+						b.AddBytes(authAttrs)
+					}
 					b.AddASN1OctetString(tag) // mac
 				})
 			})
@@ -353,7 +369,15 @@ func (l Limits) ParseEnvelope(der []byte) (*Envelope, error) {
 			if !ed.ReadASN1Element(&authAttrs, tagCtx1Cons) {
 				return nil, malformed("authAttrs")
 			}
+			if err := checkAuthAttrs(authAttrs, env.contentType); err != nil {
+				return nil, err
+			}
 			env.aad = setTagged(authAttrs)
+		} else if env.contentType != oidData {
+			// Without authAttrs nothing authenticates the content type: such an
+			// envelope could have been relabelled.
+			return nil, fmt.Errorf("cms: AuthEnvelopedData of content type %s has no authenticated attributes (RFC 5083 §2.1): %w",
+				oidString(env.contentType), ErrContentTypeNotBound)
 		}
 		if !ed.ReadASN1Bytes(&env.tag, cbasn1.OCTET_STRING) || !skipOptional(&ed, tagCtx2Cons) || !ed.Empty() {
 			return nil, malformed("AuthEnvelopedData mac")
@@ -480,15 +504,46 @@ func (e *Envelope) Recipient(cert *x509.Certificate) (*Recipient, error) {
 // ErrNoRecipient means the envelope is not addressed to the given certificate.
 var ErrNoRecipient = errors.New("cms: no RecipientInfo for this certificate")
 
-// errDecrypt is the single error for every content-decryption failure, so
-// that callers (and attackers) cannot tell a padding error from a bad key.
-var errDecrypt = errors.New("cms: content decryption failed")
+// ErrDecrypt is what every failure to open an envelope's content looks like
+// once a RecipientInfo for the caller's certificate is found: a key unwrap that
+// fails (wrong OAEP padding, token refusal, key of the wrong size), a key
+// unwrap that "succeeds" with a wrong key, and a GCM tag that does not match
+// all take the same path (RFC 3218 §2.3: a random content key stands in for
+// one that did not unwrap) and end in an error with this text, so a sender
+// cannot tell them apart by the answer.
+var ErrDecrypt = errors.New("cms: content decryption failed")
+
+// ErrNotAuthenticated is returned, before any key operation, for envelopes
+// whose content encryption has no integrity (EnvelopedData with AES-CBC):
+// their decryption would be a padding oracle.
+var ErrNotAuthenticated = errors.New("only authenticated encryption (AuthEnvelopedData with AES-256-GCM) is decrypted")
+
+// ErrContentTypeNotBound is returned by ParseEnvelope for an AuthEnvelopedData
+// whose content type is not id-data but is not covered by authenticated
+// attributes, or whose content-type attribute disagrees with it.
+var ErrContentTypeNotBound = errors.New("content type not authenticated")
+
+// decryptError carries the cause of a content-decryption failure for the
+// recipient's own logs (errors.As / errors.Is through Unwrap) while showing
+// only ErrDecrypt's text.
+type decryptError struct{ cause error }
+
+func (e *decryptError) Error() string        { return ErrDecrypt.Error() }
+func (e *decryptError) Is(target error) bool { return target == ErrDecrypt }
+func (e *decryptError) Unwrap() error        { return e.cause }
 
 // Decrypt unwraps the content key with key (RSAES-OAEP with the envelope's
-// parameters) and decrypts the content.
+// parameters) and decrypts the content. The one cipher policy holds:
+// only AuthEnvelopedData (AES-256-GCM) is decrypted, with RSAES-OAEP key
+// transport (PKCS#1 v1.5 is refused at parse time); EnvelopedData (AES-CBC)
+// is refused with ErrNotAuthenticated before the key is used. Every failure
+// after that point is ErrDecrypt.
 func (e *Envelope) Decrypt(cert *x509.Certificate, key crypto.Decrypter) ([]byte, error) {
 	if cert == nil || key == nil {
 		return nil, errors.New("cms: Decrypt needs a certificate and a key")
+	}
+	if err := e.checkPolicy(); err != nil {
+		return nil, err
 	}
 	r, err := e.Recipient(cert)
 	if err != nil {
@@ -503,66 +558,67 @@ func (e *Envelope) Decrypt(cert *x509.Certificate, key crypto.Decrypter) ([]byte
 	if eq, ok := key.Public().(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(cert.PublicKey) {
 		return nil, errors.New("cms: decryption key does not match the recipient certificate")
 	}
-	cek, err := key.Decrypt(rand.Reader, r.encryptedKey, &rsa.OAEPOptions{Hash: r.OAEPHash, MGFHash: r.MGFHash})
-	if err != nil {
-		return nil, fmt.Errorf("cms: unwrapping content key (RSAES-OAEP %v/MGF1-%v): %w", r.OAEPHash, r.MGFHash, err)
-	}
-	if len(cek) != cekSize {
-		return nil, fmt.Errorf("cms: content key is %d bytes, want %d for AES-256", len(cek), cekSize)
-	}
-	return e.decryptContent(cek)
+	cek, uerr := key.Decrypt(rand.Reader, r.encryptedKey, &rsa.OAEPOptions{Hash: r.OAEPHash, MGFHash: r.MGFHash})
+	return e.openWith(cek, uerr)
 }
 
-// decryptContent decrypts the content with the unwrapped content key.
+// checkPolicy is the cipher policy, applied before any key operation.
+func (e *Envelope) checkPolicy() error {
+	if e.Cipher != AES256GCM {
+		return fmt.Errorf("cms: %s EnvelopedData refused: %w", e.Cipher, ErrNotAuthenticated)
+	}
+	return nil
+}
+
+// openWith decrypts the content with the unwrapped content key, or, when the
+// unwrap failed (uerr) or gave a key of the wrong size, with a random key, so
+// that both end in the same GCM failure: one path, one error text.
+func (e *Envelope) openWith(cek []byte, uerr error) ([]byte, error) {
+	cause := uerr
+	if cause == nil && len(cek) != cekSize {
+		cause = fmt.Errorf("content key of %d bytes", len(cek))
+	}
+	if cause != nil {
+		cek = make([]byte, cekSize)
+		if _, err := rand.Read(cek); err != nil {
+			return nil, fmt.Errorf("cms: %w", err)
+		}
+	}
+	out, err := e.decryptContent(cek)
+	if cause == nil {
+		cause = err
+	}
+	if cause != nil || err != nil {
+		return nil, &decryptError{cause: cause}
+	}
+	return out, nil
+}
+
+// decryptContent decrypts the AES-256-GCM content with a 32-byte content key.
 func (e *Envelope) decryptContent(cek []byte) ([]byte, error) {
-	if len(cek) != cekSize {
-		return nil, fmt.Errorf("cms: content key is %d bytes, want %d for AES-256", len(cek), cekSize)
+	if e.Cipher != AES256GCM || len(cek) != cekSize {
+		return nil, ErrNotAuthenticated // unreachable: checkPolicy and openWith come first
 	}
 	block, err := aes.NewCipher(cek)
 	if err != nil {
 		return nil, fmt.Errorf("cms: %w", err)
 	}
-	switch e.Cipher {
-	case AES256CBC:
-		buf := make([]byte, len(e.ciphertext))
-		cipher.NewCBCDecrypter(block, e.iv).CryptBlocks(buf, e.ciphertext)
-		n, ok := unpad(buf)
-		if ok != 1 {
-			return nil, errDecrypt
-		}
-		return buf[:n], nil
-	case AES256GCM:
-		aead, err := cipher.NewGCM(block)
-		if err != nil {
-			return nil, fmt.Errorf("cms: %w", err)
-		}
-		sealed := make([]byte, 0, len(e.ciphertext)+len(e.tag))
-		sealed = append(append(sealed, e.ciphertext...), e.tag...)
-		out, err := aead.Open(make([]byte, 0, len(e.ciphertext)), e.iv, sealed, e.aad)
-		if err != nil {
-			return nil, errDecrypt
-		}
-		return out, nil
+	aead, err := cipher.NewGCM(block)
+	if err != nil {
+		return nil, fmt.Errorf("cms: %w", err)
 	}
-	return nil, fmt.Errorf("cms: unknown cipher %v", e.Cipher)
+	sealed := make([]byte, 0, len(e.ciphertext)+len(e.tag))
+	sealed = append(append(sealed, e.ciphertext...), e.tag...)
+	out, err := aead.Open(make([]byte, 0, len(e.ciphertext)), e.iv, sealed, e.aad)
+	if err != nil {
+		return nil, errors.New("GCM tag mismatch")
+	}
+	return out, nil
 }
 
-// unpad checks PKCS#7 padding in constant time, returning the unpadded
-// length and 1 if valid. buf is a non-empty multiple of the block size.
-func unpad(buf []byte) (int, int) {
-	n := len(buf)
-	padLen := int(buf[n-1])
-	good := subtle.ConstantTimeLessOrEq(1, padLen) & subtle.ConstantTimeLessOrEq(padLen, aes.BlockSize)
-	for i := 1; i <= aes.BlockSize; i++ {
-		inPad := subtle.ConstantTimeLessOrEq(i, padLen)
-		same := subtle.ConstantTimeByteEq(buf[n-i], byte(padLen))
-		good &= subtle.ConstantTimeSelect(inPad, same, 1)
-	}
-	return subtle.ConstantTimeSelect(good, n-padLen, n), good
-}
-
-// Decrypt parses a DER EnvelopedData or AuthEnvelopedData and decrypts it for
-// cert with key, returning the content and its content type.
+// Decrypt parses a DER AuthEnvelopedData and decrypts it for cert with key,
+// returning the content and its (authenticated) content type. It applies the
+// one cipher policy of (*Envelope).Decrypt.
 func Decrypt(der []byte, cert *x509.Certificate, key crypto.Decrypter) ([]byte, x509.OID, error) {
 	env, err := ParseEnvelope(der)
 	if err != nil {

@@ -114,6 +114,14 @@ func envelopeSeeds(f *testing.F) {
 		}
 		f.Add(der)
 	}
+	// Typed envelopes carry authAttrs (the content-type attribute).
+	for _, n := range []uint64{3, 106} {
+		der, err := cms.Encrypt(message, cms.EncryptOptions{Recipients: []*x509.Certificate{fx.rsa.cert}, ContentType: cms.ProtocolContentType(n)})
+		if err != nil {
+			f.Fatal(err)
+		}
+		f.Add(der)
+	}
 	for _, c := range []string{"-aes256", "-aes-256-gcm"} {
 		if b := opensslSeed(f, "-encrypt", c, "-recip", "CERT", "-keyopt", "rsa_padding_mode:oaep", "-keyopt", "rsa_oaep_md:sha256"); b != nil {
 			f.Add(b)

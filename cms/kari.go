@@ -252,7 +252,7 @@ func aesKeyUnwrap(kek, wrapped []byte) ([]byte, error) {
 		}
 	}
 	if subtle.ConstantTimeCompare(a, keyWrapIV) != 1 {
-		return nil, errDecrypt
+		return nil, errors.New("key wrap integrity check failed")
 	}
 	return r, nil
 }
@@ -265,6 +265,9 @@ func (e *Envelope) DecryptAgree(ctx context.Context, cert *x509.Certificate, key
 	}
 	r, err := e.Recipient(cert)
 	if err != nil {
+		return nil, err
+	}
+	if err := e.checkPolicy(); err != nil {
 		return nil, err
 	}
 	if r.Unsupported != nil {
@@ -296,11 +299,8 @@ func (e *Envelope) DecryptAgree(ctx context.Context, cert *x509.Certificate, key
 	if err != nil {
 		return nil, err
 	}
-	cek, err := aesKeyUnwrap(kek, r.encryptedKey)
-	if err != nil {
-		return nil, err
-	}
-	return e.decryptContent(cek)
+	cek, uerr := aesKeyUnwrap(kek, r.encryptedKey)
+	return e.openWith(cek, uerr)
 }
 
 // DecryptAgree parses der and decrypts it for an EC key-agreement recipient.

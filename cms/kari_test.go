@@ -32,7 +32,7 @@ func agreer(p party) cms.KeyAgreer { return softAgreer{p.key.(*ecdsa.PrivateKey)
 
 func TestKeyAgreementRoundTrip(t *testing.T) {
 	f := getFixture(t)
-	for _, c := range []cms.Cipher{cms.AES256CBC, cms.AES256GCM} {
+	for _, c := range []cms.Cipher{cms.AES256GCM} {
 		t.Run(c.String(), func(t *testing.T) {
 			der, err := cms.Encrypt(message, cms.EncryptOptions{
 				Recipients: []*x509.Certificate{f.p256.cert, f.rsa.cert, f.p384.cert}, Cipher: c})
@@ -80,7 +80,29 @@ func TestKeyAgreementTamperedWrappedKey(t *testing.T) {
 	bad := append([]byte(nil), der...)
 	bad[i+5] ^= 1
 	_, _, err = cms.DecryptAgree(t.Context(), bad, f.p256.cert, agreer(f.p256))
-	assert.ErrorContains(t, err, "decryption failed")
+	assert.ErrorIs(t, err, cms.ErrDecrypt)
+	assert.Equal(t, cms.ErrDecrypt.Error(), err.Error(), "a failed key unwrap looks like any other decryption failure")
+}
+
+// Key agreement follows the same cipher policy: an EnvelopedData (AES-CBC) is
+// refused before the key agrees anything.
+func TestKeyAgreementRefusesCBC(t *testing.T) {
+	f := getFixture(t)
+	der := mustEncrypt(t, cms.EncryptOptions{Recipients: []*x509.Certificate{f.p256.cert}, Cipher: cms.AES256CBC})
+	var calls int
+	_, _, err := cms.DecryptAgree(t.Context(), der, f.p256.cert, countingAgreer{agreer(f.p256), &calls})
+	assert.ErrorIs(t, err, cms.ErrNotAuthenticated)
+	assert.Zero(t, calls, "no key operation for a refused cipher")
+}
+
+type countingAgreer struct {
+	cms.KeyAgreer
+	n *int
+}
+
+func (c countingAgreer) ECDH(ctx context.Context, peer *ecdh.PublicKey) ([]byte, error) {
+	*c.n++
+	return c.KeyAgreer.ECDH(ctx, peer)
 }
 
 func TestOpenSSLKeyAgreementInterop(t *testing.T) {
@@ -106,6 +128,10 @@ func TestOpenSSLKeyAgreementInterop(t *testing.T) {
 				runOpenSSL(t, dir, "cms", "-encrypt", "-binary", c.flag, "-in", "content.bin", "-recip", "cert.pem",
 					"-keyopt", "ecdh_kdf_md:sha256", "-outform", "DER", "-out", "theirs.der")
 				got, _, err := cms.DecryptAgree(t.Context(), readFile(t, filepath.Join(dir, "theirs.der")), p.cert, agreer(p))
+				if c.ours == cms.AES256CBC {
+					assert.ErrorIs(t, err, cms.ErrNotAuthenticated, "OpenSSL's CBC envelope is refused: no integrity")
+					return
+				}
 				require.NoError(t, err)
 				assert.Equal(t, message, got)
 			})
@@ -120,7 +146,7 @@ func TestRejectsSHA1KDF(t *testing.T) {
 	dir := t.TempDir()
 	writeCertPEM(t, dir, "cert.pem", f.p256.cert)
 	writeFile(t, dir, "content.bin", message)
-	runOpenSSL(t, dir, "cms", "-encrypt", "-binary", "-aes256", "-in", "content.bin", "-recip", "cert.pem",
+	runOpenSSL(t, dir, "cms", "-encrypt", "-binary", "-aes-256-gcm", "-in", "content.bin", "-recip", "cert.pem",
 		"-keyopt", "ecdh_kdf_md:sha1", "-outform", "DER", "-out", "theirs.der")
 	_, _, err := cms.DecryptAgree(t.Context(), readFile(t, filepath.Join(dir, "theirs.der")), f.p256.cert, agreer(f.p256))
 	assert.ErrorContains(t, err, "key agreement algorithm")

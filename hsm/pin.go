@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"os"
 	"strings"
+
+	"github.com/setpay/setpay/internal/secretfile"
 )
 
 // PINSource says where a token PIN comes from: "env:NAME" reads the environment
@@ -27,7 +29,8 @@ func (s PINSource) Resolve() (string, error) {
 		return pin, nil
 	default:
 		path := strings.TrimPrefix(src, "file:")
-		b, err := os.ReadFile(path)
+		// Refuses a PIN file group or others may read, naming path and mode.
+		b, err := secretfile.Read(path, maxPINFileSize)
 		if err != nil {
 			return "", fmt.Errorf("hsm: read PIN file %s: %w", path, errJoinSource(err))
 		}
@@ -39,5 +42,8 @@ func (s PINSource) Resolve() (string, error) {
 		return pin, nil
 	}
 }
+
+// maxPINFileSize bounds a PIN file (a PIN is a line; PKCS#11 PINs are short).
+const maxPINFileSize = 4096
 
 func errJoinSource(err error) error { return fmt.Errorf("%w: %w", ErrPINSource, err) }

@@ -240,6 +240,15 @@ func testHostileClient(t *testing.T, b *bed) {
 	require.NoError(t, err)
 	flipped := bytes.Clone(goodEnv)
 	flipped[len(flipped)-3] ^= 0x40 // in the GCM tag
+	// The RSA-OAEP wrapped content key (an OCTET STRING of the modulus size) broken:
+	// the unwrap fails in the token, and the answer must not differ from a bad tag.
+	badKey := bytes.Clone(goodEnv)
+	ek := bytes.Index(badKey, []byte{0x04, 0x82, 0x01, 0x00})
+	require.Positive(t, ek)
+	badKey[ek+4+100] ^= 0x01
+	// An envelope of payment instructions relabelled as an authorization request: its
+	// authAttrs still say PI, so it is refused before the gateway's token is used.
+	relabelled := retype(t, seal(bySig, setpb.ContentKind_PAYMENT_INSTRUCTIONS), setproto.ContentType(setpb.ContentKind_AUTH_REQUEST))
 	swapped := bytes.Clone(bySig)
 	swapped[contentEnd-40] ^= 0x01 // content changed after signing
 	ccaKey, err := b.caTok.FindKey(ctx, "setpay-cca")
@@ -277,6 +286,8 @@ func testHostileClient(t *testing.T, b *bed) {
 		{"CBC EnvelopedData (no integrity)", authorize(cbc), setpb.Reason_UNSUPPORTED, codes.InvalidArgument},
 		{"envelope for another recipient", authorize(toMerchant), setpb.Reason_DECRYPT_FAILED, codes.PermissionDenied},
 		{"GCM tag flipped", authorize(flipped), setpb.Reason_DECRYPT_FAILED, codes.PermissionDenied},
+		{"wrapped content key broken", authorize(badKey), setpb.Reason_DECRYPT_FAILED, codes.PermissionDenied},
+		{"content type relabelled (authAttrs disagree)", authorize(relabelled), setpb.Reason_MALFORMED, codes.InvalidArgument},
 		{"signed PInitRes in an authorization envelope", authorize(seal(sign(goodContent, setpb.ContentKind_PINIT_RES, merchant.Key, merchant.Cert, nil), setpb.ContentKind_AUTH_REQUEST), refs...), setpb.Reason_MALFORMED, codes.InvalidArgument},
 		{"garbage inside a valid envelope", authorize(seal(nestedDER(10_000), setpb.ContentKind_AUTH_REQUEST)), setpb.Reason_MALFORMED, codes.InvalidArgument},
 		// Algorithm downgrades and unknown algorithms in the SignerInfo.
@@ -322,6 +333,16 @@ func testHostileClient(t *testing.T, b *bed) {
 			b.requireUnchanged(t, before)
 		})
 	}
+
+	t.Run("decryption failures look alike", func(t *testing.T) {
+		// A broken tag and a broken wrapped key: same code, same reason, same text.
+		errTag := authorize(flipped)(ctx)
+		errKey := authorize(badKey)(ctx)
+		require.Error(t, errTag)
+		require.Error(t, errKey)
+		assert.Equal(t, status.Code(errTag), status.Code(errKey))
+		assert.Equal(t, status.Convert(errTag).Message(), status.Convert(errKey).Message())
+	})
 
 	t.Run("over the gRPC message limit", func(t *testing.T) {
 		before := b.snapshot(t)

@@ -22,5 +22,8 @@ type Identity struct {
 	Key   crypto.Signer
 	Cert  *x509.Certificate
 	Chain []*x509.Certificate // CCA, brand (root excluded)
-	Card  Card
+	// Root is the wallet's one trust anchor, the root its sealed card file is
+	// bound to (set by Register and Load).
+	Root *x509.Certificate
+	Card Card
 }

@@ -6,13 +6,18 @@ import (
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/hex"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/setpay/setpay/ca"
+	"github.com/setpay/setpay/internal/secretfile"
 	"github.com/setpay/setpay/pki"
 )
 
@@ -76,7 +81,8 @@ func Register(ctx context.Context, c *ca.Client, card CardInput, opts RegisterOp
 		return nil, fmt.Errorf("wallet: register card %s: %w", pki.MaskPAN(card.PAN), err)
 	}
 	id := &Identity{Key: key, Cert: res.Cert, Chain: res.Chain, Card: Card{PAN: card.PAN, Expiry: card.Expiry, PANSecret: res.PANSecret}}
-	sealedCard, err := SealCard(id.Card, opts.Passphrase)
+	id.Root = c.Root()
+	sealedCard, err := SealCard(id.Card, id.Root, opts.Passphrase)
 	if err != nil {
 		return nil, err
 	}
@@ -103,10 +109,41 @@ func Register(ctx context.Context, c *ca.Client, card CardInput, opts RegisterOp
 // KeyFinder finds a token key by label (e.g. a wrapper of hsm.Token.FindKey).
 type KeyFinder func(ctx context.Context, label string) (crypto.Signer, error)
 
-// LoadIdentity reads a wallet directory made by Register. The passphrase
-// opens the card file and a sealed key; find is needed for a token wallet.
-// The certificate must carry the key's public key and be bound to the card.
+// ErrRootMismatch means the wallet's root.pem is not the root its sealed card
+// file is bound to: someone replaced the trust anchor.
+var ErrRootMismatch = errors.New("wallet: root.pem is not the trusted root this wallet is bound to")
+
+// LoadOptions are LoadIdentity's optional parts.
+type LoadOptions struct {
+	// Find is needed for a token wallet.
+	Find KeyFinder
+	// Logger records migrations of old wallets (nil: slog.Default()).
+	Logger *slog.Logger
+}
+
+// LoadIdentity reads a wallet directory made by Register; see Load.
 func LoadIdentity(ctx context.Context, dir string, passphrase []byte, find KeyFinder) (*Identity, error) {
+	return Load(ctx, dir, passphrase, LoadOptions{Find: find})
+}
+
+// Load reads a wallet directory made by Register. The passphrase opens the
+// card file and a sealed key; opts.Find is needed for a token wallet. The
+// certificate must carry the key's public key and be bound to the card, and
+// root.pem must be the root whose fingerprint the sealed card file holds
+// (ErrRootMismatch otherwise): the returned Identity.Root is the one trust
+// anchor of the wallet.
+//
+// Migration: a wallet sealed before this check (format v1, scrypt, no root in
+// the card file) is upgraded on its first Load with the passphrase: its
+// sealed files are re-sealed with Argon2id, and the card file is bound to the
+// root.pem the directory holds at that moment (trust on first use after the
+// upgrade, logged at Warn with the root's fingerprint and subject so the
+// cardholder can compare it with the CA's published one).
+func Load(ctx context.Context, dir string, passphrase []byte, opts LoadOptions) (*Identity, error) {
+	log := opts.Logger
+	if log == nil {
+		log = slog.Default()
+	}
 	read := func(name string) ([]byte, error) {
 		p := filepath.Join(dir, name)
 		st, err := os.Stat(p)
@@ -117,6 +154,13 @@ func LoadIdentity(ctx context.Context, dir string, passphrase []byte, find KeyFi
 			return nil, fmt.Errorf("wallet: %s too large", p)
 		}
 		return os.ReadFile(p)
+	}
+	readSealed := func(name string) ([]byte, error) {
+		b, err := secretfile.Read(filepath.Join(dir, name), MaxSealedSize)
+		if err != nil {
+			return nil, fmt.Errorf("wallet: %w", err)
+		}
+		return b, nil
 	}
 	certPEM, err := read(FileCert)
 	if err != nil {
@@ -134,9 +178,26 @@ func LoadIdentity(ctx context.Context, dir string, passphrase []byte, find KeyFi
 	if err != nil {
 		return nil, fmt.Errorf("wallet: %s: %w", FileChain, err)
 	}
+	rootPEM, err := read(FileRoot)
+	if err != nil {
+		return nil, err
+	}
+	roots, err := pki.ParsePEMCertificates(rootPEM)
+	if err != nil {
+		return nil, fmt.Errorf("wallet: %s: %w", FileRoot, err)
+	}
+	if len(roots) != 1 {
+		return nil, fmt.Errorf("wallet: %s holds %d certificates, want the one root", FileRoot, len(roots))
+	}
+	root := roots[0]
 	var key crypto.Signer
-	if sealed, err := read(FileKey); err == nil {
-		if key, err = OpenPrivateKey(sealed, passphrase); err != nil {
+	var rekey []byte // PKCS#8 to re-seal, for an old-format key file
+	if _, err := os.Stat(filepath.Join(dir, FileKey)); err == nil {
+		sealed, err := readSealed(FileKey)
+		if err != nil {
+			return nil, err
+		}
+		if key, rekey, err = openPrivateKey(sealed, passphrase); err != nil {
 			return nil, err
 		}
 	} else {
@@ -144,10 +205,10 @@ func LoadIdentity(ctx context.Context, dir string, passphrase []byte, find KeyFi
 		if err != nil {
 			return nil, errors.New("wallet: neither a sealed key nor a token key label")
 		}
-		if find == nil {
+		if opts.Find == nil {
 			return nil, errors.New("wallet: the key is in a token; give the token")
 		}
-		if key, err = find(ctx, strings.TrimSpace(string(label))); err != nil {
+		if key, err = opts.Find(ctx, strings.TrimSpace(string(label))); err != nil {
 			return nil, fmt.Errorf("wallet: token key: %w", err)
 		}
 	}
@@ -155,16 +216,46 @@ func LoadIdentity(ctx context.Context, dir string, passphrase []byte, find KeyFi
 	if !ok || !k.Equal(key.Public()) {
 		return nil, errors.New("wallet: certificate does not match the key")
 	}
-	sealedCard, err := read(FileCard)
+	sealedCard, err := readSealed(FileCard)
 	if err != nil {
 		return nil, err
 	}
-	card, err := OpenCard(sealedCard, passphrase)
+	card, boundRoot, stale, err := openCard(sealedCard, passphrase)
 	if err != nil {
 		return nil, err
+	}
+	fp := sha256.Sum256(root.Raw)
+	if boundRoot != nil && subtle.ConstantTimeCompare(boundRoot, fp[:]) != 1 {
+		return nil, fmt.Errorf("%w: %s has SHA-256 %x, the wallet was registered with %x", ErrRootMismatch, filepath.Join(dir, FileRoot), fp[:], boundRoot)
 	}
 	if err := pki.CheckCardholderPAN(certs[0], card.PAN, card.Expiry, card.PANSecret); err != nil {
 		return nil, fmt.Errorf("wallet: certificate not bound to the stored card: %w", err)
 	}
-	return &Identity{Key: key, Cert: certs[0], Chain: chain, Card: card}, nil
+	id := &Identity{Key: key, Cert: certs[0], Chain: chain, Root: root, Card: card}
+	if rekey != nil {
+		b, err := seal(ContentPKCS8, rekey, passphrase)
+		if err != nil {
+			return nil, err
+		}
+		if err := secretfile.Write(filepath.Join(dir, FileKey), b); err != nil {
+			return nil, fmt.Errorf("wallet: re-seal key: %w", err)
+		}
+		log.InfoContext(ctx, "wallet key file re-sealed with Argon2id", "wallet", dir)
+	}
+	if stale {
+		b, err := sealCard(card, root, passphrase)
+		if err != nil {
+			return nil, err
+		}
+		if err := secretfile.Write(filepath.Join(dir, FileCard), b); err != nil {
+			return nil, fmt.Errorf("wallet: re-seal card: %w", err)
+		}
+		if boundRoot == nil {
+			log.WarnContext(ctx, "wallet upgraded: its trusted root is now bound to the sealed card file; compare the fingerprint with the CA's published root",
+				"wallet", dir, "root_sha256", hex.EncodeToString(fp[:]), "root", root.Subject.String())
+		} else {
+			log.InfoContext(ctx, "wallet card file re-sealed with Argon2id", "wallet", dir)
+		}
+	}
+	return id, nil
 }

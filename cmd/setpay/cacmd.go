@@ -21,6 +21,7 @@ import (
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/secretfile"
 	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/store"
@@ -292,6 +293,7 @@ func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	c.register(fs, "ca-dir")
 	roleName := fs.String("role", "", "merchant or gateway")
 	id := fs.String("id", "", "merchant or gateway id")
+	outFile := fs.String("out", "", "write the secret to this new file (mode 0600) instead of stdout")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -308,7 +310,12 @@ func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	// stdout carries the secret alone, for a redirect into a file.
+	if *outFile != "" {
+		// Created 0600 whatever the umask, and never over an existing file.
+		return secretfile.Create(*outFile, []byte(secret+"\n"))
+	}
+	// stdout carries the secret alone (a shell redirect creates the file with the
+	// umask's mode: prefer --out).
 	fmt.Fprintln(env.stdout, secret)
 	return nil
 }
@@ -454,15 +461,11 @@ func (r *regFlags) dial() (*ca.Client, func(), error) {
 func readSecret(file, envName, what string) ([]byte, error) {
 	var b []byte
 	if file != "" {
-		st, err := os.Stat(file)
-		if err != nil {
-			return nil, err
-		}
-		if st.Size() > 4096 {
-			return nil, fmt.Errorf("%s file too large", what)
-		}
-		if b, err = os.ReadFile(file); err != nil {
-			return nil, err
+		// Only the owner may read a secret's file (secretfile.Read refuses others,
+		// naming the path and the mode).
+		var err error
+		if b, err = secretfile.Read(file, 4096); err != nil {
+			return nil, fmt.Errorf("%s: %w", what, err)
 		}
 	} else {
 		b = []byte(os.Getenv(envName))

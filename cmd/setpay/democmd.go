@@ -224,7 +224,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 		return nil, err
 	}
 	alice := b.Cardholders[0]
-	card, err := wallet.SealCard(alice.Identity.Card, []byte(pass))
+	card, err := wallet.SealCard(alice.Identity.Card, b.H.Root.Certificate(), []byte(pass))
 	if err != nil {
 		return nil, err
 	}

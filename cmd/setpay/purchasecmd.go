@@ -11,7 +11,6 @@ import (
 	"fmt"
 	"net"
 	"os"
-	"path/filepath"
 	"strings"
 
 	"google.golang.org/grpc"
@@ -426,11 +425,9 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 		defer tok.Close()
 		find = func(ctx context.Context, label string) (crypto.Signer, error) { return tok.FindKey(ctx, label) }
 	}
-	id, err := wallet.LoadIdentity(ctx, *dir, pass, find)
-	if err != nil {
-		return err
-	}
-	roots, err := readPEMCerts(filepath.Join(*dir, wallet.FileRoot))
+	// The trust anchor is the root the sealed card file is bound to (Load refuses a
+	// root.pem that is not it), never whatever root.pem the directory holds.
+	id, err := wallet.Load(ctx, *dir, pass, wallet.LoadOptions{Find: find, Logger: env.logger})
 	if err != nil {
 		return err
 	}
@@ -440,7 +437,7 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 	}
-	v, err := pki.NewVerifier(roots[0], crls)
+	v, err := pki.NewVerifier(id.Root, crls)
 	if err != nil {
 		return err
 	}
