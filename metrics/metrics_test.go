@@ -16,6 +16,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -64,6 +65,10 @@ func sample(t *testing.T, g prometheus.Gatherer, name string, labels map[string]
 }
 
 func TestCountersMoveWithRealOperations(t *testing.T) {
+	// First, so it runs after every other cleanup: the gRPC server, the /metrics
+	// server (stopped when ctx ends) and the client leave no goroutine behind.
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tok := softhsmtest.NewToken(t)
