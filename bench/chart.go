@@ -1,21 +1,20 @@
 package bench
 
 import (
+	"bytes"
+	"encoding/xml"
 	"fmt"
 	"image/color"
+	"math"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
-
-	"gonum.org/v1/plot"
-	"gonum.org/v1/plot/plotter"
-	"gonum.org/v1/plot/vg"
-	"gonum.org/v1/plot/vg/draw"
-	// Register the output formats WriteChart offers.
-	_ "gonum.org/v1/plot/vg/vgimg"
-	_ "gonum.org/v1/plot/vg/vgpdf"
-	_ "gonum.org/v1/plot/vg/vgsvg"
 )
+
+// The charts are drawn by a small SVG writer of its own rather than a plotting
+// library: the bench ships inside the one setpay binary that also holds keys, and a
+// plotting library brings fonts, LaTeX and PDF writers into it for a few lines.
 
 // pathColors keep a path's colour the same in every panel and every chart.
 var pathColors = map[string]color.RGBA{
@@ -33,77 +32,131 @@ type Series struct {
 	X, Y  []float64
 }
 
-// Panel is one plot: a title, axis labels and its lines.
+// Panel is one plot: a title, axis labels and its lines. X is drawn on a log scale
+// (concurrency doubles from one point to the next), Y linearly from zero.
 type Panel struct {
 	Title, XLabel, YLabel string
 	Series                []Series
 }
 
-// WriteChart renders panels side by side into file; the format follows the extension
-// (.svg, .png, .pdf).
+// The geometry of one panel, in SVG user units (pixels).
+const (
+	panelW, panelH                  = 480, 340
+	marginL, marginR, marginT, marB = 64, 16, 36, 48
+	legendLine                      = 16
+)
+
+// WriteChart renders panels side by side into an SVG file.
 func WriteChart(file string, panels []Panel) error {
 	if len(panels) == 0 {
 		return fmt.Errorf("bench: nothing to chart")
 	}
-	const w, h = 5 * vg.Inch, 3.6 * vg.Inch
-	dot := strings.LastIndexByte(file, '.')
-	if dot < 0 {
-		return fmt.Errorf("bench: chart file %q needs an extension (.svg, .png, .pdf)", file)
+	if !strings.EqualFold(strings.TrimPrefix(fileExt(file), "."), "svg") {
+		return fmt.Errorf("bench: chart file %q: only .svg is written", file)
 	}
-	format := file[dot+1:]
-	c, err := draw.NewFormattedCanvas(w*vg.Length(len(panels)), h, format)
-	if err != nil {
-		return fmt.Errorf("bench: chart format %q: %w", format, err)
+	var b bytes.Buffer
+	fmt.Fprintf(&b, `<svg xmlns="http://www.w3.org/2000/svg" width="%d" height="%d" viewBox="0 0 %d %d" font-family="sans-serif" font-size="11">`+"\n",
+		panelW*len(panels), panelH, panelW*len(panels), panelH)
+	b.WriteString(`<rect width="100%" height="100%" fill="white"/>` + "\n")
+	for i, pn := range panels {
+		if err := drawPanel(&b, float64(i*panelW), pn); err != nil {
+			return err
+		}
 	}
-	tiles := draw.Tiles{Rows: 1, Cols: len(panels)}
-	canvases := plot.Align([][]*plot.Plot{plots(panels)}, tiles, draw.New(c))
-	for i, p := range plots(panels) {
-		p.Draw(canvases[0][i])
+	b.WriteString("</svg>\n")
+	if err := os.WriteFile(file, b.Bytes(), 0o644); err != nil {
+		return fmt.Errorf("bench: write chart: %w", err)
 	}
-	return saveCanvas(c, file)
+	return nil
 }
 
-func plots(panels []Panel) []*plot.Plot {
-	var out []*plot.Plot
-	for _, pn := range panels {
-		p := plot.New()
-		p.Title.Text = pn.Title
-		p.X.Label.Text = pn.XLabel
-		p.Y.Label.Text = pn.YLabel
-		p.X.Scale = plot.LogScale{}
-		p.Legend.Top = true
-		p.Y.Min = 0
-		ticks := map[float64]bool{}
-		maxY := 0.0
-		for _, s := range pn.Series {
-			for i := range s.X {
-				ticks[s.X[i]] = true
-				maxY = max(maxY, s.Y[i])
-			}
-		}
-		var marks plot.ConstantTicks
-		for x := range ticks {
-			marks = append(marks, plot.Tick{Value: x, Label: strconv.FormatFloat(x, 'f', -1, 64)})
-		}
-		p.X.Tick.Marker = marks
-		p.Y.Max = maxY * 1.45 // room for the legend above the lines
-		for _, s := range pn.Series {
-			xys := make(plotter.XYs, len(s.X))
-			for i := range s.X {
-				xys[i] = plotter.XY{X: s.X[i], Y: s.Y[i]}
-			}
-			line, points, err := plotter.NewLinePoints(xys)
-			if err != nil {
-				continue
-			}
-			line.Color, points.Color = s.Color, s.Color
-			line.Width = vg.Points(1.5)
-			p.Add(line, points)
-			p.Legend.Add(s.Name, line, points)
-		}
-		out = append(out, p)
+func fileExt(file string) string {
+	if i := strings.LastIndexByte(file, '.'); i >= 0 && !strings.ContainsRune(file[i:], '/') {
+		return file[i:]
 	}
-	return out
+	return ""
+}
+
+func drawPanel(b *bytes.Buffer, x0 float64, pn Panel) error {
+	var xs []float64
+	maxY := 0.0
+	for _, s := range pn.Series {
+		if len(s.X) != len(s.Y) {
+			return fmt.Errorf("bench: chart series %q has %d x and %d y values", s.Name, len(s.X), len(s.Y))
+		}
+		for i, x := range s.X {
+			if x <= 0 || math.IsNaN(x) || math.IsInf(x, 0) || math.IsNaN(s.Y[i]) || math.IsInf(s.Y[i], 0) {
+				return fmt.Errorf("bench: chart series %q: point (%v, %v) cannot be drawn on a log x axis", s.Name, x, s.Y[i])
+			}
+			xs = append(xs, x)
+			maxY = max(maxY, s.Y[i])
+		}
+	}
+	slices.Sort(xs)
+	xs = slices.Compact(xs)
+	// Leave the top of the plot for the legend, as many lines as there are series.
+	legendH := float64(legendLine * len(pn.Series))
+	left, right := x0+marginL, x0+panelW-marginR
+	top, bottom := float64(marginT)+legendH, float64(panelH-marB)
+	yTop := niceCeil(maxY)
+	px := func(x float64) float64 {
+		if len(xs) < 2 {
+			return (left + right) / 2
+		}
+		lo, hi := math.Log(xs[0]), math.Log(xs[len(xs)-1])
+		return left + (math.Log(x)-lo)/(hi-lo)*(right-left)
+	}
+	py := func(y float64) float64 { return bottom - y/yTop*(bottom-top) }
+
+	fmt.Fprintf(b, `<text x="%.1f" y="20" text-anchor="middle" font-size="13" font-weight="bold">%s</text>`+"\n", x0+panelW/2, esc(pn.Title))
+	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black"/>`+"\n", left, bottom, right, bottom)
+	fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="black"/>`+"\n", left, top, left, bottom)
+	for _, x := range xs {
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="middle">%s</text>`+"\n", px(x), bottom+14, strconv.FormatFloat(x, 'f', -1, 64))
+	}
+	for i := 0; i <= 4; i++ {
+		y := yTop * float64(i) / 4
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="#ddd"/>`+"\n", left, py(y), right, py(y))
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f" text-anchor="end">%s</text>`+"\n", left-4, py(y)+4, strconv.FormatFloat(y, 'g', 4, 64))
+	}
+	fmt.Fprintf(b, `<text x="%.1f" y="%d" text-anchor="middle">%s</text>`+"\n", (left+right)/2, panelH-12, esc(pn.XLabel))
+	fmt.Fprintf(b, `<text transform="translate(%.1f %.1f) rotate(-90)" text-anchor="middle">%s</text>`+"\n", x0+16, (top+bottom)/2, esc(pn.YLabel))
+	for i, s := range pn.Series {
+		col := fmt.Sprintf("#%02x%02x%02x", s.Color.R, s.Color.G, s.Color.B)
+		var pts []string
+		for j := range s.X {
+			pts = append(pts, fmt.Sprintf("%.1f,%.1f", px(s.X[j]), py(s.Y[j])))
+		}
+		fmt.Fprintf(b, `<polyline fill="none" stroke="%s" stroke-width="1.5" points="%s"/>`+"\n", col, strings.Join(pts, " "))
+		for j := range s.X {
+			fmt.Fprintf(b, `<circle cx="%.1f" cy="%.1f" r="2.5" fill="%s"/>`+"\n", px(s.X[j]), py(s.Y[j]), col)
+		}
+		ly := float64(marginT) + float64(i*legendLine) + 4
+		fmt.Fprintf(b, `<line x1="%.1f" y1="%.1f" x2="%.1f" y2="%.1f" stroke="%s" stroke-width="2"/>`+"\n", left+8, ly, left+28, ly, col)
+		fmt.Fprintf(b, `<text x="%.1f" y="%.1f">%s</text>`+"\n", left+34, ly+4, esc(s.Name))
+	}
+	return nil
+}
+
+// niceCeil rounds v up to 1, 2 or 5 times a power of ten, so the axis ends on a round
+// number.
+func niceCeil(v float64) float64 {
+	if v <= 0 {
+		return 1
+	}
+	p := math.Pow(10, math.Floor(math.Log10(v)))
+	for _, m := range []float64{1, 2, 5, 10} {
+		if v <= m*p {
+			return m * p
+		}
+	}
+	return 10 * p
+}
+
+func esc(s string) string {
+	var b strings.Builder
+	_ = xml.EscapeText(&b, []byte(s))
+	return b.String()
 }
 
 // SignPanels makes one panel per token × mechanism: ops/s against concurrency per path.
@@ -136,16 +189,4 @@ func (r *Report) SignPanels() []Panel {
 		out = append(out, pn)
 	}
 	return out
-}
-
-func saveCanvas(c vg.CanvasWriterTo, file string) error {
-	f, err := os.Create(file)
-	if err != nil {
-		return fmt.Errorf("bench: chart: %w", err)
-	}
-	if _, err := c.WriteTo(f); err != nil {
-		_ = f.Close()
-		return fmt.Errorf("bench: write chart %s: %w", file, err)
-	}
-	return f.Close()
 }

@@ -1,8 +1,12 @@
 package bench
 
 import (
+	"bytes"
 	"context"
+	"encoding/xml"
+	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"testing"
@@ -115,7 +119,7 @@ func BenchmarkPaths(b *testing.B) {
 	}
 }
 
-func TestChartFormats(t *testing.T) {
+func TestChartIsSVG(t *testing.T) {
 	rep := &Report{Results: []Result{
 		{Token: "t", Mechanism: "ecdsa-p256", Path: PathRaw, Concurrency: 1, OpsPerSec: 100},
 		{Token: "t", Mechanism: "ecdsa-p256", Path: PathRaw, Concurrency: 4, OpsPerSec: 300},
@@ -125,13 +129,41 @@ func TestChartFormats(t *testing.T) {
 	panels := rep.SignPanels()
 	require.Len(t, panels, 1)
 	assert.Len(t, panels[0].Series, 2)
-	for _, ext := range []string{"svg", "png", "pdf"} {
-		out := t.TempDir() + "/c." + ext
-		require.NoError(t, WriteChart(out, panels), ext)
-		st, err := os.Stat(out)
-		require.NoError(t, err)
-		assert.Positive(t, st.Size(), ext)
+	out := t.TempDir() + "/c.svg"
+	require.NoError(t, WriteChart(out, panels))
+	b, err := os.ReadFile(out)
+	require.NoError(t, err)
+	// Well-formed XML with one polyline per series and the legend names.
+	dec := xml.NewDecoder(bytes.NewReader(b))
+	lines := 0
+	for {
+		tok, err := dec.Token()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		require.NoError(t, err, "the chart must be well-formed XML")
+		if se, ok := tok.(xml.StartElement); ok && se.Name.Local == "polyline" {
+			lines++
+		}
 	}
-	assert.Error(t, WriteChart(t.TempDir()+"/noext", panels))
-	assert.Error(t, WriteChart(t.TempDir()+"/c.bmp", panels))
+	assert.Equal(t, 2, lines)
+	assert.Contains(t, string(b), ">"+PathSigner+"<")
+	assert.Contains(t, string(b), "ecdsa-p256 on t")
+
+	tests := []struct {
+		name   string
+		file   string
+		panels []Panel
+	}{
+		{"no extension", t.TempDir() + "/noext", panels},
+		{"not svg", t.TempDir() + "/c.png", panels},
+		{"nothing to chart", t.TempDir() + "/c.svg", nil},
+		{"x not positive", t.TempDir() + "/c.svg", []Panel{{Series: []Series{{Name: "s", X: []float64{0}, Y: []float64{1}}}}}},
+		{"lengths differ", t.TempDir() + "/c.svg", []Panel{{Series: []Series{{Name: "s", X: []float64{1, 2}, Y: []float64{1}}}}}},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			assert.Error(t, WriteChart(tt.file, tt.panels))
+		})
+	}
 }

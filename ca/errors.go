@@ -1,8 +1,9 @@
 package ca
 
 import (
-	"errors"
 	"fmt"
+
+	"github.com/setpay/setpay/internal/reason"
 )
 
 // Reason classifies a CA refusal. A Reason is an error, so
@@ -44,40 +45,11 @@ func (r Reason) String() string {
 // Error makes Reason usable as an errors.Is target.
 func (r Reason) Error() string { return "ca: " + r.String() }
 
-// Error is the error type of this package.
-type Error struct {
-	Reason Reason
-	Err    error // cause, may be nil; never contains a PAN or secret
-}
-
-func (e *Error) Error() string {
-	if e.Err == nil {
-		return "ca: " + e.Reason.String()
-	}
-	return "ca: " + e.Reason.String() + ": " + e.Err.Error()
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is matches a Reason target or an *Error target with the same Reason.
-func (e *Error) Is(target error) bool {
-	switch t := target.(type) {
-	case Reason:
-		return t == e.Reason
-	case *Error:
-		return t.Reason == e.Reason && t.Err == nil
-	}
-	return false
-}
+// Error is the error type of this package (the project's one classified-error shape).
+type Error = reason.Error[Reason]
 
 // ReasonOf returns the Reason carried by err, ReasonUnknown if none.
-func ReasonOf(err error) Reason {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	return ReasonUnknown
-}
+func ReasonOf(err error) Reason { return reason.Of(err, ReasonUnknown) }
 
 func fail(r Reason, format string, args ...any) error {
 	return &Error{Reason: r, Err: fmt.Errorf(format, args...)}

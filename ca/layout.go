@@ -47,14 +47,17 @@ type TokenKeyGenerator struct{ Token *hsm.Token }
 
 // GenerateKey implements KeyGenerator.
 func (g TokenKeyGenerator) GenerateKey(ctx context.Context, label, alg string) (crypto.Signer, error) {
-	a, err := hsmAlgorithm(alg)
+	a, err := TokenAlgorithm(alg)
 	if err != nil {
 		return nil, err
 	}
 	return g.Token.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: a, Usage: hsm.UsageSign})
 }
 
-func hsmAlgorithm(alg string) (hsm.Algorithm, error) {
+// TokenAlgorithm maps a certificate key algorithm (pki.Alg*) to the token algorithm
+// that generates it; the names are the same, but not every certificate algorithm has
+// a token algorithm (RSA-4096 has none), and that is refused here.
+func TokenAlgorithm(alg string) (hsm.Algorithm, error) {
 	switch alg {
 	case pki.AlgECDSAP256:
 		return hsm.ECDSAP256, nil

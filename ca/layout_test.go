@@ -14,6 +14,7 @@ import (
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/ca/catest"
+	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 )
@@ -65,4 +66,39 @@ func TestInitDirAndReload(t *testing.T) {
 	assert.Equal(t, "m-1", rec.SubjectID)
 	assert.Equal(t, pki.PurposeSignature, rec.Purpose)
 	assert.True(t, l.TLS.Cert.IPAddresses[0].IsLoopback())
+}
+
+func TestTokenAlgorithmIsTheOneMapping(t *testing.T) {
+	tests := []struct {
+		alg     string
+		want    hsm.Algorithm
+		refused bool
+	}{
+		{pki.AlgECDSAP256, hsm.ECDSAP256, false},
+		{pki.AlgECDSAP384, hsm.ECDSAP384, false},
+		{pki.AlgRSA2048, hsm.RSA2048, false},
+		{pki.AlgRSA3072, hsm.RSA3072, false},
+		{pki.AlgRSA4096, "", true}, // a certificate algorithm no token key is made for
+		{"ECDSA-P256", "", true},   // the old spelling is not a second vocabulary
+		{"", "", true},
+	}
+	for _, tt := range tests {
+		t.Run(tt.alg, func(t *testing.T) {
+			got, err := ca.TokenAlgorithm(tt.alg)
+			if tt.refused {
+				assert.ErrorContains(t, err, "not supported by the token")
+				return
+			}
+			require.NoError(t, err)
+			assert.Equal(t, tt.want, got)
+			assert.Equal(t, tt.alg, string(got), "certificate and token names are one vocabulary")
+		})
+	}
+	// Every certificate algorithm is either mapped or refused: none falls through.
+	for _, alg := range pki.Algorithms() {
+		_, err := ca.TokenAlgorithm(alg)
+		if alg != pki.AlgRSA4096 {
+			assert.NoError(t, err, alg)
+		}
+	}
 }

@@ -11,24 +11,22 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 	"google.golang.org/grpc"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/testenv"
-	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/system"
+	"github.com/setpay/setpay/system/systemtest"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
@@ -47,55 +45,10 @@ func TestInterop(t *testing.T) {
 	t.Run("HostileGateway", func(t *testing.T) { testHostileGateway(t, b) })
 }
 
-var cards = []system.CardSpec{
-	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 1000_00},
-	{Name: "bob", PAN: "5555555555554444", Expiry: "203011", Balance: 1000_00},
-}
-
-var offers = []merchant.Offer{
-	{ID: "book", Description: "The SET book, hardcover", Amount: 25_00, Currency: "EUR"},
-	{ID: "coffee", Description: "Coffee beans 1kg", Amount: 15_00, Currency: "EUR", Sale: true},
-}
-
-// recorder keeps what a server received and answered, so tests can hand real
-// messages to other tools.
-type recorder struct {
-	mu   sync.Mutex
-	reqs []proto.Message
-	resp []proto.Message
-}
-
-func (r *recorder) option() grpc.ServerOption {
-	return grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		r.mu.Lock()
-		r.reqs = append(r.reqs, proto.Clone(req.(proto.Message)))
-		r.mu.Unlock()
-		out, err := h(ctx, req)
-		if err == nil {
-			r.mu.Lock()
-			r.resp = append(r.resp, proto.Clone(out.(proto.Message)))
-			r.mu.Unlock()
-		}
-		return out, err
-	})
-}
-
-func (r *recorder) requests() []proto.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]proto.Message(nil), r.reqs...)
-}
-
-func (r *recorder) responses() []proto.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]proto.Message(nil), r.resp...)
-}
-
 // bed is a running system plus the tokens and database paths the tests look into.
 type bed struct {
 	*system.Bed
-	gwRec, merRec                *recorder
+	gwRec, merRec                *systemtest.Recorder
 	caTok, gwTok, merTok, walTok *hsm.Token
 	gwDB, merDB                  string
 	gwRO, merRO                  *sql.DB // read-only connections for counting rows
@@ -108,14 +61,14 @@ type bedOptions struct {
 func newBed(t testing.TB, o bedOptions) *bed {
 	t.Helper()
 	dir := t.TempDir()
-	b := &bed{gwRec: &recorder{}, merRec: &recorder{}, caTok: softhsmtest.NewToken(t), gwTok: softhsmtest.NewToken(t),
+	b := &bed{gwRec: &systemtest.Recorder{}, merRec: &systemtest.Recorder{}, caTok: softhsmtest.NewToken(t), gwTok: softhsmtest.NewToken(t),
 		merTok: softhsmtest.NewToken(t), walTok: softhsmtest.NewToken(t),
 		gwDB: filepath.Join(dir, "gw.db"), merDB: filepath.Join(dir, "mer.db")}
 	tb, err := system.Build(context.Background(), system.Config{
 		CARoot: b.caTok, CA: b.caTok, Gateway: b.gwTok, Merchant: b.merTok, Wallet: b.walTok, TLS: b.walTok,
 		GatewayDSN: "sqlite:" + b.gwDB, MerchantDSN: "sqlite:" + b.merDB,
-		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards,
-	}, append([]grpc.ServerOption{b.gwRec.option()}, o.gw...), append([]grpc.ServerOption{b.merRec.option()}, o.mer...))
+		GatewayID: "gw-1", MerchantID: "shop-1", Offers: systemtest.Offers(), Cards: systemtest.Cards(),
+	}, append([]grpc.ServerOption{b.gwRec.Option()}, o.gw...), append([]grpc.ServerOption{b.merRec.Option()}, o.mer...))
 	require.NoError(t, err)
 	t.Cleanup(tb.Close)
 	b.Bed = tb

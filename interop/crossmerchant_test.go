@@ -13,13 +13,14 @@ import (
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system/systemtest"
 )
 
 // lastAuthorization is the newest authorization answer the gateway sent: its XID and
 // capture token (empty for a sale).
 func lastAuthorization(t *testing.T, b *bed) *setpb.AuthResponse {
 	t.Helper()
-	resps := b.gwRec.responses()
+	resps := b.gwRec.Responses()
 	for i := len(resps) - 1; i >= 0; i-- {
 		env := resps[i].(*setpb.Enveloped).GetCms()
 		if envelopeKind(t, env) != setpb.ContentKind_AUTH_RESPONSE {
@@ -43,10 +44,10 @@ func lastAuthorization(t *testing.T, b *bed) *setpb.AuthResponse {
 // may keep its signed refusal per pair ID and audit the key operations behind it.)
 func testCrossMerchant(t *testing.T, b *bed) {
 	ctx := context.Background()
-	b.buy(t, 0, "book")
+	b.buy(t, systemtest.Alice, "book")
 	auth := lastAuthorization(t, b)
 	require.NotEmpty(t, auth.GetCaptureToken())
-	b.buy(t, 0, "coffee")
+	b.buy(t, systemtest.Alice, "coffee")
 	sale := lastAuthorization(t, b)
 	require.True(t, sale.GetCaptured())
 
@@ -79,7 +80,7 @@ func testCrossMerchant(t *testing.T, b *bed) {
 		})
 	}
 	t.Run("capture token of another transaction", func(t *testing.T) {
-		b.buy(t, 0, "book")
+		b.buy(t, systemtest.Alice, "book")
 		second := lastAuthorization(t, b)
 		before := b.snapshot(t)
 		_, err := b.Merchant.SendLifecycle(ctx, &setpb.CaptureRequest{Xid: second.GetXid(), Amount: 1_00, Currency: "EUR", CaptureToken: auth.GetCaptureToken()})

@@ -30,6 +30,7 @@ import (
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/system/systemtest"
 )
 
 // Hostile input, over gRPC, to a running gateway and merchant. Every case must get a
@@ -176,7 +177,7 @@ type hostileCase struct {
 
 func testHostileClient(t *testing.T, b *bed) {
 	ctx := context.Background()
-	b.buy(t, 0, "book") // the gateway now caches the merchant's certificates
+	b.buy(t, systemtest.Alice, "book") // the gateway now caches the merchant's certificates
 	gw := setpb.NewGatewayClient(b.GatewayConn)
 	mer := setpb.NewMerchantClient(b.MerchantConn)
 	gwKX := b.GatewayEnt.KXCert
@@ -185,7 +186,7 @@ func testHostileClient(t *testing.T, b *bed) {
 
 	// A well-formed request the tests take apart (its order is created before the
 	// snapshots, so the merchant's row count is settled).
-	good := newAuthRequest(t, b, 0)
+	good := newAuthRequest(t, b, systemtest.Alice)
 	goodContent, err := setproto.Marshal(good)
 	require.NoError(t, err)
 	sign := func(content []byte, kind setpb.ContentKind, key crypto.Signer, cert *x509.Certificate, embed []*x509.Certificate) []byte {
@@ -410,7 +411,7 @@ func testHostileClient(t *testing.T, b *bed) {
 			{"SHA-224 in digestAlgorithms", func(sd []byte) []byte { return patchFirst(sd, derSHA256, derSHA224) }},
 		} {
 			t.Run(tc.name, func(t *testing.T) {
-				fresh, err := setproto.Marshal(newAuthRequest(t, b, 0))
+				fresh, err := setproto.Marshal(newAuthRequest(t, b, systemtest.Alice))
 				require.NoError(t, err)
 				sd := sign(fresh, setpb.ContentKind_AUTH_REQUEST, merchant.Key, merchant.Cert, nil)
 				patched := tc.patch(sd)
@@ -448,14 +449,14 @@ func testHostileClient(t *testing.T, b *bed) {
 	})
 
 	t.Run("still serves honest clients", func(t *testing.T) {
-		b.buy(t, 1, "coffee")
+		b.buy(t, systemtest.Frank, "coffee")
 	})
 }
 
 // merchantCases are hostile wallets.
 func merchantCases(t *testing.T, b *bed, mer setpb.MerchantClient, att attacker) []hostileCase {
 	ctx := context.Background()
-	w, err := b.Wallet(0)
+	w, err := b.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	s, err := w.Start(ctx, "book") // creates the order before the snapshots
 	require.NoError(t, err)

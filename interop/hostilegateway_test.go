@@ -19,6 +19,7 @@ import (
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system/systemtest"
 	"github.com/setpay/setpay/wallet"
 )
 
@@ -67,7 +68,7 @@ func testHostileGateway(t *testing.T, b *bed) {
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(nil, b.TLS.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
-	w, err := wallet.New(wallet.Config{Identity: b.Cardholders[1].Identity, Trust: b.NewTrust(), Merchant: setpb.NewMerchantClient(conn), Brand: "SETPay"})
+	w, err := wallet.New(wallet.Config{Identity: b.Cardholders[systemtest.Frank].Identity, Trust: b.NewTrust(), Merchant: setpb.NewMerchantClient(conn), Brand: "SETPay"})
 	require.NoError(t, err)
 
 	s, err := w.Start(ctx, "book")
@@ -76,9 +77,9 @@ func testHostileGateway(t *testing.T, b *bed) {
 	require.NoError(t, err)
 
 	// A real answer of the gateway, to another request, to replay.
-	b.buy(t, 0, "book")
+	b.buy(t, systemtest.Alice, "book")
 	var replayed []byte
-	for _, r := range b.gwRec.responses() {
+	for _, r := range b.gwRec.Responses() {
 		if env := r.(*setpb.Enveloped).GetCms(); envelopeKind(t, env) == setpb.ContentKind_AUTH_RESPONSE {
 			replayed = env
 		}

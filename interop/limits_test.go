@@ -19,6 +19,7 @@ import (
 	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/system/systemtest"
 )
 
 // gatewayRefusal is what a SET gateway's limiter should put in its refusals: the
@@ -36,12 +37,12 @@ func TestGatewayRateLimit(t *testing.T) {
 	b := newBed(t, bedOptions{gw: lim.ServerOptions()})
 	ctx := context.Background()
 
-	b.buy(t, 0, "book")
-	b.buy(t, 0, "book")
+	b.buy(t, systemtest.Alice, "book")
+	b.buy(t, systemtest.Alice, "book")
 	assert.Equal(t, 1, lim.Clients(), "one merchant certificate, one bucket")
 
 	// The third authorization within the same instant is over the burst.
-	w, err := b.Wallet(1)
+	w, err := b.Wallet(systemtest.Frank)
 	require.NoError(t, err)
 	s, err := w.Start(ctx, "book")
 	require.NoError(t, err)

@@ -27,6 +27,7 @@ import (
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
+	"github.com/setpay/setpay/system/systemtest"
 )
 
 // engine is OpenSSL with libp11's pkcs11 engine pointed at the test binary's
@@ -142,7 +143,7 @@ type captured struct {
 func capture(t *testing.T, b *bed) captured {
 	t.Helper()
 	ctx := context.Background()
-	w, err := b.Wallet(0)
+	w, err := b.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	r, err := w.Buy(ctx, "book") // authorization: the answer carries a capture token
 	require.NoError(t, err)
@@ -160,7 +161,7 @@ func capture(t *testing.T, b *bed) captured {
 			}
 		}
 	}
-	for _, m := range append(b.merRec.requests(), b.merRec.responses()...) {
+	for _, m := range append(b.merRec.Requests(), b.merRec.Responses()...) {
 		switch m := m.(type) {
 		case *setpb.Signed:
 			add(m.GetCms())
@@ -169,7 +170,7 @@ func capture(t *testing.T, b *bed) captured {
 			c.piEnvs = append(c.piEnvs, m.GetPiEnvelope())
 		}
 	}
-	for _, m := range b.gwRec.requests() {
+	for _, m := range b.gwRec.Requests() {
 		env := m.(*setpb.Enveloped).GetCms()
 		kind := envelopeKind(t, env)
 		inner, err := setproto.Unseal(env, kind, b.GatewayEnt.KXCert, b.GatewayEnt.KXKey)
@@ -179,7 +180,7 @@ func capture(t *testing.T, b *bed) captured {
 			c.authReqs = append(c.authReqs, env)
 		}
 	}
-	for _, m := range b.gwRec.responses() {
+	for _, m := range b.gwRec.Responses() {
 		env := m.(*setpb.Enveloped).GetCms()
 		kind := envelopeKind(t, env)
 		inner, err := setproto.Unseal(env, kind, b.MerchantEnt.KXCert, b.MerchantEnt.KXKey)
@@ -276,7 +277,7 @@ func testVerifyCertificates(t *testing.T, b *bed, f pemFiles) {
 	}
 	t.Run("revoked cardholder", func(t *testing.T) {
 		ctx := context.Background()
-		ch, err := b.IssueCardholder(ctx, b.walTok, cards[1])
+		ch, err := b.IssueCardholder(ctx, b.walTok, systemtest.Cards()[systemtest.Frank])
 		require.NoError(t, err)
 		require.NoError(t, b.H.CCA.Revoke(ctx, ch.Identity.Cert.SerialNumber, 1))
 		require.NoError(t, b.PublishCRLs(ctx))
@@ -435,7 +436,7 @@ func testOpenSSLAuthRequest(t *testing.T, b *bed) {
 	e := newEngine(t, b.merTok)
 	ctx := context.Background()
 	gw := setpb.NewGatewayClient(b.GatewayConn)
-	req := newAuthRequest(t, b, 1)
+	req := newAuthRequest(t, b, systemtest.Frank)
 	content, err := setproto.Marshal(req)
 	require.NoError(t, err)
 	in := writeTemp(t, "authreq.bin", content)

@@ -2,8 +2,9 @@ package pki
 
 import (
 	"crypto/x509"
-	"errors"
 	"fmt"
+
+	"github.com/setpay/setpay/internal/reason"
 )
 
 // Reason classifies a certificate failure so callers can map it to a SET
@@ -48,49 +49,11 @@ func (r Reason) String() string {
 // Error makes Reason usable as an errors.Is target.
 func (r Reason) Error() string { return "pki: " + r.String() }
 
-// Error is the error type of this package.
-type Error struct {
-	Reason  Reason
-	Subject string // subject of the certificate concerned, if any (never card data)
-	Err     error  // underlying cause, may be nil
-}
-
-func (e *Error) Error() string {
-	s := "pki: " + e.Reason.String()
-	if e.Subject != "" {
-		s += fmt.Sprintf(" (%s)", e.Subject)
-	}
-	if e.Err != nil {
-		s += ": " + e.Err.Error()
-	}
-	return s
-}
-
-func (e *Error) Unwrap() error { return e.Err }
-
-// Is matches a Reason target, or an *Error target with the same Reason.
-func (e *Error) Is(target error) bool {
-	switch t := target.(type) {
-	case Reason:
-		return t == e.Reason
-	case *Error:
-		return t.Reason == e.Reason && t.Err == nil
-	}
-	return false
-}
+// Error is the error type of this package (the project's one classified-error shape).
+type Error = reason.Error[Reason]
 
 // ReasonOf returns the Reason carried by err, ReasonUnknown if none.
-func ReasonOf(err error) Reason {
-	var e *Error
-	if errors.As(err, &e) {
-		return e.Reason
-	}
-	var r Reason
-	if errors.As(err, &r) {
-		return r
-	}
-	return ReasonUnknown
-}
+func ReasonOf(err error) Reason { return reason.Of(err, ReasonUnknown) }
 
 func newError(r Reason, cert *x509.Certificate, err error) *Error {
 	e := &Error{Reason: r, Err: err}

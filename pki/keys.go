@@ -8,13 +8,15 @@ import (
 	"fmt"
 )
 
-// Key algorithm names used across the project (KeyGenerator arguments, config).
+// Key algorithm names used across the project (KeyGenerator arguments, config). They
+// are the token layer's names too (hsm.Algorithm), so one vocabulary serves the
+// certificates, the configs and the tokens; ca.TokenAlgorithm is the one mapping.
 const (
-	AlgECDSAP256 = "ECDSA-P256"
-	AlgECDSAP384 = "ECDSA-P384"
-	AlgRSA2048   = "RSA-2048"
-	AlgRSA3072   = "RSA-3072"
-	AlgRSA4096   = "RSA-4096"
+	AlgECDSAP256 = "ecdsa-p256"
+	AlgECDSAP384 = "ecdsa-p384"
+	AlgRSA2048   = "rsa2048"
+	AlgRSA3072   = "rsa3072"
+	AlgRSA4096   = "rsa4096"
 )
 
 // Algorithms lists the allowed key algorithms.

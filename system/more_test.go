@@ -16,13 +16,14 @@ import (
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/store"
+	"github.com/setpay/setpay/system/systemtest"
 	"github.com/setpay/setpay/wallet"
 )
 
 func TestConcurrentDuplicatesAuthorizeOnce(t *testing.T) {
 	e := newBed(t)
 	ctx := context.Background()
-	w, err := e.Wallet(0)
+	w, err := e.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	s, err := w.Start(ctx, "book")
 	require.NoError(t, err)
@@ -49,8 +50,8 @@ func TestConcurrentDuplicatesAuthorizeOnce(t *testing.T) {
 		require.NoError(t, errs[i])
 		assert.Equal(t, answers[0], answers[i], "every duplicate gets the same answer")
 	}
-	bal, _ := e.Ledger.Balance(cards[0].PAN)
-	assert.Equal(t, int64(100_00-25_00), bal, "funds held once")
+	bal, _ := e.Ledger.Balance(cards[systemtest.Alice].PAN)
+	assert.Equal(t, cards[systemtest.Alice].Balance-25_00, bal, "funds held once")
 	n2, err := e.GatewayDB.VerifyAudit(ctx)
 	require.NoError(t, err)
 	recs, err := e.GatewayDB.ListAudit(ctx, 0, 1000)
@@ -71,7 +72,7 @@ func TestConcurrentDuplicatesAuthorizeOnce(t *testing.T) {
 
 func TestInquiryOfUnknownTransaction(t *testing.T) {
 	e := newBed(t)
-	w, err := e.Wallet(0)
+	w, err := e.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	_, err = w.Inquire(context.Background(), "no-such-xid")
 	requireRefused(t, err, setpb.Reason_UNKNOWN_TRANSACTION)
@@ -102,7 +103,7 @@ func TestMerchantResendsCertificatesAfterGatewayRestart(t *testing.T) {
 	d.g.Store(newGateway())
 	m, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, d)
 	require.NoError(t, err)
-	w, err := e.Wallet(0)
+	w, err := e.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	authorize := func() *merchant.AuthOutcome {
 		s, err := w.Start(ctx, "book")
@@ -150,7 +151,7 @@ func TestOAEPSHA256FollowsTheToken(t *testing.T) {
 func lastXID(t *testing.T, e *env) string {
 	t.Helper()
 	var xid string
-	for _, m := range e.merRec.all() {
+	for _, m := range e.merRec.Requests() {
 		if p, ok := m.(*setpb.PurchaseRequest); ok {
 			oi, err := setproto.ParseOrderInfo(p.GetOrderInfo())
 			require.NoError(t, err)

@@ -19,6 +19,7 @@ import (
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/system"
+	"github.com/setpay/setpay/system/systemtest"
 )
 
 // TestOpenSSLVerifiesEveryMessage saves one signed message of each kind from a real
@@ -27,7 +28,7 @@ func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
 	testenv.Tool(t, "openssl")
 	e := newBed(t)
 	ctx := context.Background()
-	w, err := e.Wallet(0)
+	w, err := e.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	r, err := w.Buy(ctx, "book") // authorization only: the answer carries a capture token
 	require.NoError(t, err)
@@ -68,7 +69,7 @@ func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
 			}
 		}
 	}
-	for _, m := range append(e.merRec.all(), e.merRec.resp...) {
+	for _, m := range append(e.merRec.Requests(), e.merRec.Responses()...) {
 		switch m := m.(type) {
 		case *setpb.Signed:
 			add(m.GetCms())
@@ -86,11 +87,11 @@ func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
 		t.Fatalf("envelope of none of %v", kinds)
 		return nil, 0
 	}
-	for _, m := range e.gwRec.all() {
+	for _, m := range e.gwRec.Requests() {
 		inner, _ := unseal(m.(*setpb.Enveloped).GetCms(), append([]setpb.ContentKind{setpb.ContentKind_AUTH_REQUEST}, setproto.LifecycleKinds...), e.GatewayEnt)
 		add(inner)
 	}
-	for _, m := range e.gwRec.resp {
+	for _, m := range e.gwRec.Responses() {
 		inner, kind := unseal(m.(*setpb.Enveloped).GetCms(), []setpb.ContentKind{setpb.ContentKind_AUTH_RESPONSE, setpb.ContentKind_LIFECYCLE_RESPONSE}, e.MerchantEnt)
 		add(inner)
 		if kind != setpb.ContentKind_AUTH_RESPONSE {

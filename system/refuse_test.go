@@ -21,6 +21,7 @@ import (
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/system"
+	"github.com/setpay/setpay/system/systemtest"
 	"github.com/setpay/setpay/wallet"
 )
 
@@ -99,7 +100,7 @@ func TestRefusals(t *testing.T) {
 		requireRefused(t, send(t, w, s, req), setpb.Reason_MERCHANT_MISMATCH)
 	})
 	t.Run("revoked cardholder certificate", func(t *testing.T) {
-		ch, err := e.IssueCardholder(ctx, e.walTok, cards[0])
+		ch, err := e.IssueCardholder(ctx, e.walTok, cards[systemtest.Alice])
 		require.NoError(t, err)
 		require.NoError(t, e.H.CCA.Revoke(ctx, ch.Identity.Cert.SerialNumber, ca.RevokeKeyCompromise))
 		require.NoError(t, e.PublishCRLs(ctx))
@@ -109,7 +110,7 @@ func TestRefusals(t *testing.T) {
 		requireRefused(t, send(t, w, s, req), setpb.Reason_CERT_REVOKED)
 	})
 	t.Run("expired cardholder certificate", func(t *testing.T) {
-		ch, err := e.IssueCardholderFor(ctx, e.walTok, cards[0], time.Hour)
+		ch, err := e.IssueCardholderFor(ctx, e.walTok, cards[systemtest.Alice], time.Hour)
 		require.NoError(t, err)
 		// The merchant's clock, not the test, moves past the certificate's end.
 		clk := clock.NewManual(time.Now())
@@ -118,7 +119,7 @@ func TestRefusals(t *testing.T) {
 		m, err := merchant.New(ctx, merchant.Config{Sign: e.MerchantEnt.Sign, KXCert: e.MerchantEnt.KXCert, KXKey: e.MerchantEnt.KXKey,
 			Trust: trust, Store: e.MerchantDB, Brand: system.Brand, GatewayKX: e.GatewayEnt.KXCert,
 			GatewayChain: []*x509.Certificate{e.H.PCA.Certificate(), e.H.Brand.Certificate()},
-			Gateway:      setpb.NewGatewayClient(e.GatewayConn), Offers: offers, Clock: clk.Now})
+			Gateway:      setpb.NewGatewayClient(e.GatewayConn), Offers: systemtest.Offers(), Clock: clk.Now})
 		require.NoError(t, err)
 		w, err := wallet.New(wallet.Config{Identity: ch.Identity, Trust: e.NewTrust(), Merchant: localMerchant{m}, Brand: system.Brand})
 		require.NoError(t, err)
@@ -205,19 +206,19 @@ func TestRefusals(t *testing.T) {
 func TestMerchantCannotReadPANAndGatewayNeverSeesOrder(t *testing.T) {
 	e := newBed(t)
 	ctx := context.Background()
-	w, err := e.Wallet(0)
+	w, err := e.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	r, err := w.Buy(ctx, "book")
 	require.NoError(t, err)
 	require.True(t, r.Approved())
-	pan := []byte(cards[0].PAN)
-	od := []byte(offers[0].Description)
+	pan := []byte(cards[systemtest.Alice].PAN)
+	od := []byte(systemtest.Offers()[0].Description)
 
 	merKeys, err := e.merTok.Keys(ctx)
 	require.NoError(t, err)
 	require.NotEmpty(t, merKeys)
 	var preqs int
-	for _, m := range e.merRec.all() {
+	for _, m := range e.merRec.Requests() {
 		raw, err := proto.Marshal(m)
 		require.NoError(t, err)
 		assert.False(t, bytes.Contains(raw, pan), "the merchant received the PAN")
@@ -232,7 +233,7 @@ func TestMerchantCannotReadPANAndGatewayNeverSeesOrder(t *testing.T) {
 	require.Equal(t, 1, preqs)
 
 	var auths int
-	for _, m := range e.gwRec.all() {
+	for _, m := range e.gwRec.Requests() {
 		raw, err := proto.Marshal(m)
 		require.NoError(t, err)
 		assert.False(t, bytes.Contains(raw, od))

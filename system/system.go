@@ -34,18 +34,6 @@ import (
 // Brand is the card brand of the test bed.
 const Brand = "SETPay"
 
-// TokenKeys adapts an hsm.Token to ca.KeyGenerator (signing-only keys).
-type TokenKeys struct{ Token *hsm.Token }
-
-// GenerateKey implements ca.KeyGenerator.
-func (k TokenKeys) GenerateKey(ctx context.Context, label, alg string) (crypto.Signer, error) {
-	a := map[string]hsm.Algorithm{pki.AlgECDSAP256: hsm.ECDSAP256, pki.AlgECDSAP384: hsm.ECDSAP384, pki.AlgRSA2048: hsm.RSA2048, pki.AlgRSA3072: hsm.RSA3072}[alg]
-	if a == "" {
-		return nil, fmt.Errorf("system: algorithm %q not supported by the token", alg)
-	}
-	return k.Token.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: a, Usage: hsm.UsageSign})
-}
-
 // CardSpec is a card the bed issues to a cardholder and puts in the issuer's ledger.
 type CardSpec struct {
 	Name         string // for transcripts
@@ -132,7 +120,7 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 			b.Close()
 		}
 	}()
-	b.H, err = ca.BuildHierarchy(ctx, ca.HierarchyConfig{RootKeys: TokenKeys{cfg.CARoot}, Keys: TokenKeys{cfg.CA},
+	b.H, err = ca.BuildHierarchy(ctx, ca.HierarchyConfig{RootKeys: ca.TokenKeyGenerator{Token: cfg.CARoot}, Keys: ca.TokenKeyGenerator{Token: cfg.CA},
 		Org: "SETPay", Brand: Brand, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err

@@ -11,7 +11,6 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
-	"google.golang.org/protobuf/proto"
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
@@ -21,55 +20,17 @@ import (
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/system"
+	"github.com/setpay/setpay/system/systemtest"
 )
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
 
-// Cards: index order is relied on by the tests.
-var cards = []system.CardSpec{
-	{Name: "alice", PAN: "4111111111111111", Expiry: "203012", Balance: 100_00},
-	{Name: "bob (poor)", PAN: "5555555555554444", Expiry: "203011", Balance: 5_00},
-	{Name: "carol (blocked)", PAN: "4012888888881881", Expiry: "203010", Balance: 1000_00, Blocked: true},
-	{Name: "dave (expired on file)", PAN: "378282246310005", Expiry: "203009", LedgerExpiry: "202401", Balance: 1000_00},
-	{Name: "erin (limit)", PAN: "6011111111111117", Expiry: "203008", Balance: 1000_00, Limit: 10_00},
-}
-
-var offers = []merchant.Offer{
-	{ID: "book", Description: "The SET book, hardcover", Amount: 25_00, Currency: "EUR"},
-	{ID: "coffee", Description: "Coffee beans 1kg", Amount: 15_00, Currency: "EUR", Sale: true},
-}
-
-// recorder keeps every request a server received.
-type recorder struct {
-	mu   sync.Mutex
-	reqs []proto.Message
-	resp []proto.Message
-}
-
-func (r *recorder) interceptor() grpc.ServerOption {
-	return grpc.UnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
-		r.mu.Lock()
-		r.reqs = append(r.reqs, proto.Clone(req.(proto.Message)))
-		r.mu.Unlock()
-		out, err := h(ctx, req)
-		if err == nil {
-			r.mu.Lock()
-			r.resp = append(r.resp, proto.Clone(out.(proto.Message)))
-			r.mu.Unlock()
-		}
-		return out, err
-	})
-}
-
-func (r *recorder) all() []proto.Message {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return append([]proto.Message(nil), r.reqs...)
-}
+// cards are the shared test cards; tests index them with systemtest.Alice, ...
+var cards = systemtest.Cards()
 
 type env struct {
 	*system.Bed
-	gwRec, merRec         *recorder
+	gwRec, merRec         *systemtest.Recorder
 	caTok, merTok, walTok *hsm.Token
 	decided               *decisions
 }
@@ -93,12 +54,12 @@ func newBed(t testing.TB) *env {
 	caTok := softhsmtest.NewToken(t)
 	tok := softhsmtest.NewToken(t)
 	dir := t.TempDir()
-	e := &env{gwRec: &recorder{}, merRec: &recorder{}, caTok: caTok, merTok: softhsmtest.NewToken(t), walTok: tok, decided: &decisions{}}
+	e := &env{gwRec: &systemtest.Recorder{}, merRec: &systemtest.Recorder{}, caTok: caTok, merTok: softhsmtest.NewToken(t), walTok: tok, decided: &decisions{}}
 	b, err := system.Build(context.Background(), system.Config{
 		CARoot: caTok, CA: caTok, Gateway: softhsmtest.NewToken(t), Merchant: e.merTok, Wallet: tok, TLS: tok,
 		GatewayDSN: "sqlite:" + filepath.Join(dir, "gw.db"), MerchantDSN: "sqlite:" + filepath.Join(dir, "mer.db"),
-		GatewayID: "gw-1", MerchantID: "shop-1", Offers: offers, Cards: cards, GatewayDecided: e.decided.add,
-	}, []grpc.ServerOption{e.gwRec.interceptor()}, []grpc.ServerOption{e.merRec.interceptor()})
+		GatewayID: "gw-1", MerchantID: "shop-1", Offers: systemtest.Offers(), Cards: cards, GatewayDecided: e.decided.add,
+	}, []grpc.ServerOption{e.gwRec.Option()}, []grpc.ServerOption{e.merRec.Option()})
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 	e.Bed = b
@@ -169,15 +130,15 @@ func TestPurchaseOutcomes(t *testing.T) {
 			}
 		})
 	}
-	bal, ok := e.Ledger.Balance(cards[0].PAN)
+	bal, ok := e.Ledger.Balance(cards[systemtest.Alice].PAN)
 	require.True(t, ok)
-	assert.Equal(t, int64(100_00-25_00-15_00), bal)
+	assert.Equal(t, cards[systemtest.Alice].Balance-25_00-15_00, bal)
 }
 
 func TestRetryGetsSameAnswerAndReplayIsRefused(t *testing.T) {
 	e := newBed(t)
 	ctx := context.Background()
-	w, err := e.Wallet(0)
+	w, err := e.Wallet(systemtest.Alice)
 	require.NoError(t, err)
 	s, err := w.Start(ctx, "book")
 	require.NoError(t, err)
@@ -201,6 +162,6 @@ func TestRetryGetsSameAnswerAndReplayIsRefused(t *testing.T) {
 	_, err = mc.Purchase(ctx, req2)
 	requireRefused(t, err, setpb.Reason_REPLAY)
 	assert.Equal(t, codes.AlreadyExists, status.Code(err))
-	bal, _ := e.Ledger.Balance(cards[0].PAN)
-	assert.Equal(t, int64(100_00-25_00), bal, "funds held once")
+	bal, _ := e.Ledger.Balance(cards[systemtest.Alice].PAN)
+	assert.Equal(t, cards[systemtest.Alice].Balance-25_00, bal, "funds held once")
 }

@@ -23,21 +23,6 @@ import (
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 )
 
-// HSMAlgorithm maps a pki.Alg* name to the token's algorithm name.
-func HSMAlgorithm(alg string) (hsm.Algorithm, error) {
-	switch alg {
-	case pki.AlgECDSAP256:
-		return hsm.ECDSAP256, nil
-	case pki.AlgECDSAP384:
-		return hsm.ECDSAP384, nil
-	case pki.AlgRSA2048:
-		return hsm.RSA2048, nil
-	case pki.AlgRSA3072:
-		return hsm.RSA3072, nil
-	}
-	return "", fmt.Errorf("catest: algorithm %q not supported by the token", alg)
-}
-
 // TokenKeys is a ca.KeyGenerator over an hsm.Token that remembers the
 // signers it created, so tests can misuse a CA key on purpose (forgeries).
 type TokenKeys struct {
@@ -53,11 +38,7 @@ func NewTokenKeys(t testing.TB) *TokenKeys {
 
 // GenerateKey implements ca.KeyGenerator with signing-only token keys.
 func (k *TokenKeys) GenerateKey(ctx context.Context, label, alg string) (crypto.Signer, error) {
-	a, err := HSMAlgorithm(alg)
-	if err != nil {
-		return nil, err
-	}
-	key, err := k.Token.GenerateKey(ctx, hsm.KeySpec{Label: label, Algorithm: a, Usage: hsm.UsageSign})
+	key, err := ca.TokenKeyGenerator{Token: k.Token}.GenerateKey(ctx, label, alg)
 	if err != nil {
 		return nil, err
 	}
@@ -115,7 +96,7 @@ func (f *Fixture) PublishCRLs(t testing.TB) {
 // Key generates an end-entity key in the Keys token (usage sign or keyexchange).
 func (f *Fixture) Key(t testing.TB, alg string, usage hsm.Usage) *hsm.Key {
 	t.Helper()
-	a, err := HSMAlgorithm(alg)
+	a, err := ca.TokenAlgorithm(alg)
 	require.NoError(t, err)
 	f.n.Lock()
 	f.seq++

@@ -30,7 +30,7 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 	var paths listFlag
 	fs.Var(&paths, "paths", "paths to run (default raw,crypto11,signer,grpc,software)")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
-	chartOut := fs.String("chart", "", "also draw ops/s against concurrency per path to this file (.svg, .png or .pdf)")
+	chartOut := fs.String("chart", "", "also draw ops/s against concurrency per path to this file (.svg)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -100,7 +100,7 @@ func runBenchPurchase(ctx context.Context, env *cliEnv, args []string) error {
 	duration := fs.Duration("duration", 5*time.Second, "measuring time per concurrency")
 	storeDSN := fs.String("store", "", "store of the gateway and merchant: empty for SQLite files, or a postgres:// DSN")
 	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
-	chartOut := fs.String("chart", "", "also draw purchases/s and p99 against concurrency to this file (.svg, .png or .pdf)")
+	chartOut := fs.String("chart", "", "also draw purchases/s and p99 against concurrency to this file (.svg)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")
 	if err := fs.Parse(args); err != nil {
