@@ -7,6 +7,7 @@ import (
 	"net"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -237,3 +238,30 @@ func (s *syncBuffer) Write(p []byte) (int, error) {
 }
 func (s *syncBuffer) String() string { s.mu.Lock(); defer s.mu.Unlock(); return s.b.String() }
 func (s *syncBuffer) Reset()         { s.mu.Lock(); defer s.mu.Unlock(); s.b.Reset() }
+
+// TestInterceptorPanicIsInternal: a panic in an interceptor the caller chains (outside
+// the limiter and the handler's recovery) is recovered too.
+func TestInterceptorPanicIsInternal(t *testing.T) {
+	noLeaks(t)
+	p := newPKI(t)
+	var logBuf syncBuffer
+	var calls atomic.Int32
+	panicky := grpc.ChainUnaryInterceptor(func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		if calls.Add(1) == 1 {
+			panic(panicValue)
+		}
+		return h(ctx, req)
+	})
+	gs, _, err := tlsrpc.NewGRPCServerWithLimits(tlsrpc.ServerTLS(p.server, p.issuer.Pool()),
+		tlsrpc.ServerLimits{Logger: slog.New(slog.NewTextHandler(&logBuf, nil))}, panicky)
+	require.NoError(t, err)
+	hc := healthpb.NewHealthClient(serve(t, p, gs))
+	_, err = hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	assert.Equal(t, codes.Internal, status.Code(err), "%v", err)
+	lines := strings.Split(strings.TrimSpace(logBuf.String()), "\n")
+	require.Len(t, lines, 1, "one log line per panic:\n%s", logBuf.String())
+	assert.Contains(t, lines[0], "method=/grpc.health.v1.Health/Check")
+	assert.NotContains(t, lines[0], "4111")
+	_, err = hc.Check(context.Background(), &healthpb.HealthCheckRequest{})
+	assert.NoError(t, err, "the server still serves")
+}
