@@ -1,7 +1,8 @@
 // Package rpclimit bounds what one client may ask of a gRPC server: a token bucket
-// (golang.org/x/time/rate) of requests per client, where a client is the identity of its verified TLS client
-// certificate or, for servers that do not ask for one, its peer address (host only,
-// so new connections do not buy new buckets). Refusals are codes.ResourceExhausted.
+// (golang.org/x/time/rate) of requests per client, where a client is the identity of
+// its verified TLS client certificate or, for servers that do not ask for one, its
+// peer address (host only, so new connections do not buy new buckets). Refusals are
+// codes.ResourceExhausted.
 //
 // The limiter runs after the TLS handshake and before the handler, so a refused
 // request costs no token operation, no store access and no parsing beyond gRPC's own
