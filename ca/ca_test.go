@@ -23,6 +23,7 @@ import (
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/ca/catest"
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/clock"
 	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/pki"
 )
@@ -352,14 +353,13 @@ func TestIssueRefusals(t *testing.T) {
 
 func TestEnrollment(t *testing.T) {
 	ctx := context.Background()
-	now := time.Now()
-	clock := func() time.Time { return now }
+	clk := clock.NewManual(time.Now())
 	f := catest.New(t)
 	// A second Authority over the MCA's token key and certificate, with a
 	// clock the test moves.
 	mca, err := ca.NewAuthority(ca.Config{
 		Signer: f.Keys.Signer("setpay-mca"), Certificate: f.H.MCA.Certificate(),
-		Chain: f.H.MCA.Chain()[1:], Clock: func() time.Time { return clock() },
+		Chain: f.H.MCA.Chain()[1:], Clock: clk.Now,
 		EnrollmentTTL: time.Hour,
 	})
 	require.NoError(t, err)
@@ -386,7 +386,7 @@ func TestEnrollment(t *testing.T) {
 
 	sec2, err := mca.Enroll(ctx, pki.RoleMerchant, "shop-3")
 	require.NoError(t, err)
-	now = now.Add(time.Hour + time.Second)
+	clk.Add(time.Hour + time.Second)
 	assert.ErrorIs(t, issue("shop-3", sec2), ca.ReasonEnrollmentExpired)
 
 	// A bad CSR does not burn the secret.

@@ -18,6 +18,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"time"
 
 	"github.com/miekg/pkcs11"
 	"github.com/stretchr/testify/assert"
@@ -423,9 +424,19 @@ func TestSessionRecovery(t *testing.T) {
 					}
 				}()
 			}
+			var stopOnce sync.Once
+			halt := func() { stopOnce.Do(func() { close(stop) }); wg.Wait() }
+			t.Cleanup(halt) // a failed require below must not leave the signers running
+			// waitFor waits, at most a minute (a hung token, not a slow machine), for n
+			// more signatures or a failure.
 			waitFor := func(n int64) {
+				t.Helper()
 				before := signed.Load()
+				deadline := time.Now().Add(time.Minute)
 				for signed.Load() < before+n && failed.Load() == 0 {
+					if time.Now().After(deadline) {
+						require.FailNowf(t, "signers stalled", "%d of %d more signatures in a minute", signed.Load()-before, n)
+					}
 					runtime.Gosched()
 				}
 			}
@@ -436,8 +447,7 @@ func TestSessionRecovery(t *testing.T) {
 				pause.Unlock()
 			}
 			waitFor(100)
-			close(stop)
-			wg.Wait()
+			halt()
 			assert.Zero(t, failed.Load())
 			assert.GreaterOrEqual(t, tok.Stats().Recoveries.Load(), c.minRecoveries, "recoveries")
 			assert.Greater(t, signed.Load(), int64(500))

@@ -10,13 +10,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 
 	"github.com/setpay/setpay/hsm"
@@ -123,13 +122,13 @@ type snapshot struct {
 	gwRows, merRows map[string]int64
 	gwAudit         int64 // last audit sequence number
 	merAudit        int64
-	goroutines      int
+	goroutines      goleak.Option // the goroutines running at the snapshot
 }
 
 func (b *bed) snapshot(t testing.TB) snapshot {
 	t.Helper()
 	return snapshot{gwRows: countRows(t, b.gwRO), merRows: countRows(t, b.merRO), gwAudit: lastAudit(t, b.GatewayDB),
-		merAudit: lastAudit(t, b.MerchantDB), goroutines: settledGoroutines(0)}
+		merAudit: lastAudit(t, b.MerchantDB), goroutines: goleak.IgnoreCurrent()}
 }
 
 // lastAudit verifies a store's audit chain and returns its last sequence number.
@@ -147,21 +146,6 @@ func lastAudit(t testing.TB, db *store.Store) int64 {
 		}
 		last = recs[len(recs)-1].Seq
 	}
-}
-
-// settledGoroutines waits (bounded) until the goroutine count is at most want (0: just
-// let it settle) and returns it: finished RPCs unwind asynchronously.
-func settledGoroutines(want int) int {
-	n := runtime.NumGoroutine()
-	for i := 0; i < 100; i++ {
-		time.Sleep(20 * time.Millisecond)
-		m := runtime.NumGoroutine()
-		if (want > 0 && m <= want) || (want == 0 && m == n) {
-			return m
-		}
-		n = m
-	}
-	return n
 }
 
 // requireUnchanged checks that nothing was written and nothing leaked since s. The
@@ -191,11 +175,8 @@ func (b *bed) requireUnchanged(t *testing.T, s snapshot) {
 				"%s audit record %d of a refused request is not a refused decryption: %q %q", name, r.Seq, r.Purpose, r.Details)
 		}
 	}
-	if n := settledGoroutines(s.goroutines); n > s.goroutines {
-		buf := make([]byte, 1<<20)
-		buf = buf[:runtime.Stack(buf, true)]
-		assert.LessOrEqual(t, n, s.goroutines, "goroutines leaked:\n%s", buf)
-	}
+	// goleak retries for a while: finished RPCs unwind asynchronously.
+	assert.NoError(t, goleak.Find(s.goroutines), "goroutines leaked by the refused request")
 	for name, tok := range map[string]*hsm.Token{"gateway": b.gwTok, "merchant": b.merTok} {
 		st := tok.Stats()
 		open := st.SessionsOpen.Load()

@@ -3,7 +3,6 @@ package interop_test
 import (
 	"context"
 	"net"
-	"sync"
 	"testing"
 	"time"
 
@@ -15,25 +14,13 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/clock"
 	"github.com/setpay/setpay/internal/rpclimit"
 	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/system/systemtest"
 )
-
-// manualClock moves only when the test says so: no timing assertions.
-type manualClock struct {
-	mu sync.Mutex
-	t  time.Time
-}
-
-func (c *manualClock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *manualClock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
 
 // gatewayRefusal is what a SET gateway's limiter should put in its refusals: the
 // merchant reads GATEWAY_UNAVAILABLE, keeps the order pending and the wallet may retry
@@ -44,8 +31,8 @@ var gatewayRefusal = &setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE
 // TestGatewayRateLimit runs the bed's gateway behind the per-client limiter, keyed by
 // the merchant's verified TLS client certificate.
 func TestGatewayRateLimit(t *testing.T) {
-	clk := &manualClock{t: time.Now()}
-	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 2, Clock: clk.now, Detail: gatewayRefusal})
+	clk := clock.NewManual(time.Now())
+	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 2, Clock: clk.Now, Detail: gatewayRefusal})
 	require.NoError(t, err)
 	b := newBed(t, bedOptions{gw: lim.ServerOptions()})
 	ctx := context.Background()
@@ -73,7 +60,7 @@ func TestGatewayRateLimit(t *testing.T) {
 	assert.Equal(t, 2, lim.Clients())
 
 	// Time passes: the wallet retries the same request and the purchase completes.
-	clk.add(time.Second)
+	clk.Add(time.Second)
 	r, err := w.Send(ctx, s, req)
 	require.NoError(t, err)
 	assert.Equal(t, setpb.AuthResult_APPROVED, r.Result)
@@ -96,8 +83,8 @@ func otherMerchantConn(t *testing.T, b *bed) *grpc.ClientConn {
 // TestMerchantRateLimitByPeer: wallets have no client certificates, so the merchant's
 // limiter keys them by peer host; two connections from one host share a bucket.
 func TestMerchantRateLimitByPeer(t *testing.T) {
-	clk := &manualClock{t: time.Now()}
-	lim, err := rpclimit.New(rpclimit.Config{Rate: 0.5, Burst: 3, Clock: clk.now})
+	clk := clock.NewManual(time.Now())
+	lim, err := rpclimit.New(rpclimit.Config{Rate: 0.5, Burst: 3, Clock: clk.Now})
 	require.NoError(t, err)
 	b := newBed(t, bedOptions{mer: lim.ServerOptions()})
 	ctx := context.Background()
@@ -116,7 +103,7 @@ func TestMerchantRateLimitByPeer(t *testing.T) {
 	}
 	b.requireUnchanged(t, before)
 	assert.Equal(t, 1, lim.Clients())
-	clk.add(2 * time.Second)
+	clk.Add(2 * time.Second)
 	_, err = setpb.NewMerchantClient(second).PurchaseInit(ctx, bad)
 	requireRefused(t, err, setpb.Reason_MALFORMED)
 }
@@ -126,11 +113,11 @@ func TestMerchantRateLimitByPeer(t *testing.T) {
 // the handler, and the rate limiter (health checks exempt) answers ResourceExhausted.
 func testServerLimits(t *testing.T, b *bed) {
 	ctx := context.Background()
-	clk := &manualClock{t: time.Now()}
+	clk := clock.NewManual(time.Now())
 	const maxMsg = 64 << 10
 	gs, health, err := tlsrpc.NewGRPCServerWithLimits(tlsrpc.ServerTLS(b.GatewayTLS, b.TLS.Pool()), tlsrpc.ServerLimits{
 		MaxRecvMsgBytes: maxMsg, MaxConcurrentStreams: 16,
-		Rate: rpclimit.Config{Rate: 1, Burst: 2, Clock: clk.now, Detail: gatewayRefusal},
+		Rate: rpclimit.Config{Rate: 1, Burst: 2, Clock: clk.Now, Detail: gatewayRefusal},
 	})
 	require.NoError(t, err)
 	b.Gateway.Register(gs)

@@ -6,16 +6,17 @@ import (
 	"crypto/rand"
 	"crypto/rsa"
 	"crypto/sha256"
-	"io"
+	"maps"
 	"net"
-	"net/http"
-	"regexp"
-	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/testutil"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
 
@@ -28,30 +29,46 @@ import (
 
 func TestMain(m *testing.M) { softhsmtest.Main(m) }
 
-func scrape(t *testing.T, addr string) string {
+// sample is the value of the one series of the family name whose labels are exactly
+// labels (a histogram's sample count): a family or series that does not exist — a
+// misspelt name or label — fails the test instead of reading 0.
+func sample(t *testing.T, g prometheus.Gatherer, name string, labels map[string]string) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + addr + "/metrics")
+	fams, err := g.Gather()
 	require.NoError(t, err)
-	defer resp.Body.Close()
-	require.Equal(t, http.StatusOK, resp.StatusCode)
-	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return string(b)
-}
-
-// value reads one sample; the pattern is a regexp for the series, labels included.
-func value(t *testing.T, text, series string) float64 {
-	t.Helper()
-	m := regexp.MustCompile(`(?m)^` + series + ` ([0-9.e+-]+)$`).FindStringSubmatch(text)
-	if m == nil {
-		return 0
+	for _, f := range fams {
+		if f.GetName() != name {
+			continue
+		}
+		for _, m := range f.GetMetric() {
+			got := map[string]string{}
+			for _, lp := range m.GetLabel() {
+				got[lp.GetName()] = lp.GetValue()
+			}
+			if !maps.Equal(got, labels) {
+				continue
+			}
+			switch {
+			case m.Counter != nil:
+				return m.GetCounter().GetValue()
+			case m.Gauge != nil:
+				return m.GetGauge().GetValue()
+			case m.Histogram != nil:
+				return float64(m.GetHistogram().GetSampleCount())
+			}
+			require.FailNow(t, "unsupported metric type", "%s %v", name, labels)
+		}
+		require.FailNow(t, "no such series", "%s %v", name, labels)
 	}
-	v, err := strconv.ParseFloat(m[1], 64)
-	require.NoError(t, err)
-	return v
+	require.FailNow(t, "no such metric family", "%s", name)
+	return 0
 }
 
 func TestCountersMoveWithRealOperations(t *testing.T) {
+	// First, so it runs after every other cleanup: the gRPC server, the /metrics
+	// server (stopped when ctx ends) and the client leave no goroutine behind.
+	leaks := goleak.IgnoreCurrent()
+	t.Cleanup(func() { goleak.VerifyNone(t, leaks) })
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	tok := softhsmtest.NewToken(t)
@@ -81,8 +98,9 @@ func TestCountersMoveWithRealOperations(t *testing.T) {
 	addr, err := reg.Serve(ctx, "127.0.0.1:0", nil)
 	require.NoError(t, err)
 
-	before := scrape(t, addr)
-	assert.Zero(t, value(t, before, `grpc_server_handled_total\{grpc_code="OK",grpc_method="Sign",grpc_service="setpay.signer.v1.Signer",grpc_type="unary"\}`))
+	g := reg.Prometheus()
+	signOK := map[string]string{"grpc_code": "OK", "grpc_method": "Sign", "grpc_service": "setpay.signer.v1.Signer", "grpc_type": "unary"}
+	assert.Zero(t, sample(t, g, "grpc_server_handled_total", signOK), "InitGRPCServer pre-creates the series")
 
 	conn, err := grpc.NewClient(lis.Addr().String(), grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&cliID, issuer.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
@@ -100,22 +118,34 @@ func TestCountersMoveWithRealOperations(t *testing.T) {
 	reg.Authorization("approved")
 	reg.Authorization("insufficient_funds")
 
-	after := scrape(t, addr)
+	tl := tok.Label()
 	cases := []struct {
-		series string
+		name   string
+		labels map[string]string
 		want   float64
 	}{
-		{`setpay_token_operation_seconds_count\{key="gw-sign",mechanism="CKM_ECDSA",op="sign",token="` + tok.Label() + `"\}`, 5},
-		{`setpay_token_operation_errors_total\{ckr="",key="gw-sign",op="decrypt",token="` + tok.Label() + `"\}`, 1},
-		{`grpc_server_handled_total\{grpc_code="OK",grpc_method="Sign",grpc_service="setpay.signer.v1.Signer",grpc_type="unary"\}`, 5},
-		{`setpay_authorizations_total\{result="approved"\}`, 1},
-		{`setpay_authorizations_total\{result="insufficient_funds"\}`, 1},
+		{"setpay_token_operation_seconds", map[string]string{"key": "gw-sign", "mechanism": "CKM_ECDSA", "op": "sign", "token": tl}, 5},
+		{"setpay_token_operation_errors_total", map[string]string{"ckr": "", "key": "gw-sign", "op": "decrypt", "token": tl}, 1},
+		{"grpc_server_handled_total", signOK, 5},
+		{"setpay_token_recoveries_total", map[string]string{"token": tl}, 0},
 	}
 	for _, c := range cases {
-		assert.Equal(t, c.want, value(t, after, c.series), c.series)
+		assert.Equal(t, c.want, sample(t, g, c.name, c.labels), "%s %v", c.name, c.labels)
 	}
 	// Several TLS signatures and generations happened too; at least the 5 remote signs.
-	assert.GreaterOrEqual(t, value(t, after, `setpay_token_logins_total\{token="`+tok.Label()+`"\}`), 1.0)
-	assert.GreaterOrEqual(t, value(t, after, `setpay_token_sessions\{state="idle",token="`+tok.Label()+`"\}`), 1.0)
-	assert.Regexp(t, `setpay_token_recoveries_total\{token="`+tok.Label()+`"\} 0`, after)
+	assert.GreaterOrEqual(t, sample(t, g, "setpay_token_logins_total", map[string]string{"token": tl}), 1.0)
+	assert.GreaterOrEqual(t, sample(t, g, "setpay_token_sessions", map[string]string{"state": "idle", "token": tl}), 1.0)
+
+	// And /metrics serves them, in the exposition format.
+	const authz = `
+# HELP setpay_authorizations_total Authorization decisions, by result (approved or the decline reason).
+# TYPE setpay_authorizations_total counter
+setpay_authorizations_total{result="approved"} 1
+setpay_authorizations_total{result="insufficient_funds"} 1
+`
+	assert.NoError(t, testutil.ScrapeAndCompare("http://"+addr+"/metrics", strings.NewReader(authz), "setpay_authorizations_total"))
+	problems, err := testutil.GatherAndLint(g, "setpay_authorizations_total", "setpay_token_operation_seconds",
+		"setpay_token_operation_errors_total", "setpay_token_sessions", "setpay_token_recoveries_total", "setpay_token_logins_total")
+	require.NoError(t, err)
+	assert.Empty(t, problems, "metric names and help follow the Prometheus conventions")
 }

@@ -11,16 +11,34 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/protobuf/proto"
 
 	"github.com/setpay/setpay/ca"
+	"github.com/setpay/setpay/internal/clock"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/system/systemtest"
 	"github.com/setpay/setpay/wallet"
 )
+
+// localMerchant lets a wallet call a merchant in-process (one with its own clock).
+type localMerchant struct{ m *merchant.Merchant }
+
+func (l localMerchant) PurchaseInit(ctx context.Context, in *setpb.PInitReq, _ ...grpc.CallOption) (*setpb.Signed, error) {
+	return l.m.PurchaseInit(ctx, in)
+}
+
+func (l localMerchant) Purchase(ctx context.Context, in *setpb.PurchaseRequest, _ ...grpc.CallOption) (*setpb.Signed, error) {
+	return l.m.Purchase(ctx, in)
+}
+
+func (l localMerchant) Inquiry(ctx context.Context, in *setpb.Signed, _ ...grpc.CallOption) (*setpb.Signed, error) {
+	return l.m.Inquiry(ctx, in)
+}
 
 func TestRefusals(t *testing.T) {
 	e := newBed(t)
@@ -92,14 +110,24 @@ func TestRefusals(t *testing.T) {
 		requireRefused(t, send(t, w, s, req), setpb.Reason_CERT_REVOKED)
 	})
 	t.Run("expired cardholder certificate", func(t *testing.T) {
-		ch, err := e.IssueCardholderFor(ctx, e.walTok, cards[systemtest.Alice], time.Second)
+		ch, err := e.IssueCardholderFor(ctx, e.walTok, cards[systemtest.Alice], time.Hour)
 		require.NoError(t, err)
-		for !time.Now().After(ch.Identity.Cert.NotAfter) {
-			time.Sleep(100 * time.Millisecond)
-		}
-		w, s := start(t, ch.Identity)
+		// The merchant's clock, not the test, moves past the certificate's end.
+		clk := clock.NewManual(time.Now())
+		trust := e.NewTrust()
+		trust.Clock = clk.Now
+		m, err := merchant.New(ctx, merchant.Config{Sign: e.MerchantEnt.Sign, KXCert: e.MerchantEnt.KXCert, KXKey: e.MerchantEnt.KXKey,
+			Trust: trust, Store: e.MerchantDB, Brand: system.Brand, GatewayKX: e.GatewayEnt.KXCert,
+			GatewayChain: []*x509.Certificate{e.H.PCA.Certificate(), e.H.Brand.Certificate()},
+			Gateway:      setpb.NewGatewayClient(e.GatewayConn), Offers: systemtest.Offers(), Clock: clk.Now})
+		require.NoError(t, err)
+		w, err := wallet.New(wallet.Config{Identity: ch.Identity, Trust: e.NewTrust(), Merchant: localMerchant{m}, Brand: system.Brand})
+		require.NoError(t, err)
+		s, err := w.Start(ctx, "book")
+		require.NoError(t, err)
 		req, err := w.Prepare(s)
 		require.NoError(t, err)
+		clk.Set(ch.Identity.Cert.NotAfter.Add(time.Second))
 		requireRefused(t, send(t, w, s, req), setpb.Reason_CERT_EXPIRED)
 	})
 	t.Run("wallet certificate of the wrong role", func(t *testing.T) {

@@ -1,9 +1,9 @@
 package main
 
 import (
+	"bufio"
 	"bytes"
 	"context"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -35,26 +35,42 @@ func (c cli) run(args ...string) string {
 	return stdout.String()
 }
 
-func freeAddr(t *testing.T) string {
+// startServer starts cmd, a server told to listen on port 0, and returns the address
+// it reports ("... listening on ADDR" on stdout): the port is the server's own, so no
+// other process can take it between a probe and the server's listen. It fails t if
+// the server exits or says nothing within d.
+func startServer(t *testing.T, cmd *exec.Cmd, d time.Duration) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
+	pr, pw, err := os.Pipe()
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
-}
-
-func waitListening(t *testing.T, addr string, d time.Duration) {
-	t.Helper()
-	deadline := time.Now().Add(d)
-	for time.Now().Before(deadline) {
-		if c, err := net.DialTimeout("tcp", addr, 200*time.Millisecond); err == nil {
-			_ = c.Close()
-			return
-		}
-		time.Sleep(100 * time.Millisecond)
+	cmd.Stdout = pw
+	err = cmd.Start()
+	_ = pw.Close() // the child holds its copy; EOF comes when it exits
+	if err != nil {
+		_ = pr.Close()
+		require.NoError(t, err)
 	}
-	t.Fatalf("nothing listening on %s after %v", addr, d)
+	addrc := make(chan string, 1)
+	go func() {
+		defer pr.Close()
+		defer close(addrc)
+		sc := bufio.NewScanner(pr)
+		found := false
+		for sc.Scan() { // read to EOF, so the server never blocks writing stdout
+			if _, addr, ok := strings.Cut(sc.Text(), " listening on "); ok && !found {
+				found = true
+				addrc <- strings.TrimSpace(addr)
+			}
+		}
+	}()
+	select {
+	case addr, ok := <-addrc:
+		require.True(t, ok, "%s exited without listening", cmd.Path)
+		return addr
+	case <-time.After(d):
+		require.FailNowf(t, "server did not listen", "%s said nothing in %v", cmd.Path, d)
+		return ""
+	}
 }
 
 // TestRegistrationSequenceFromTheDocs runs docs/pki.md's "From nothing to registered
@@ -74,13 +90,11 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant,setpay-wallet")
 	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--root-token", "setpay-root", "--token", "setpay-ca", "--out", "./var/ca", "--store", "sqlite:./var/setpay.db")
 
-	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	serve := exec.CommandContext(ctx, bin, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", addr)
+	serve := exec.CommandContext(ctx, bin, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0")
 	serve.Dir = dir
 	var serveErr bytes.Buffer
 	serve.Stderr = &serveErr
-	require.NoError(t, serve.Start())
 	t.Cleanup(func() {
 		cancel()
 		_ = serve.Wait()
@@ -88,7 +102,7 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 			t.Logf("ca serve stderr:\n%s", serveErr.String())
 		}
 	})
-	waitListening(t, addr, 30*time.Second)
+	addr := startServer(t, serve, 30*time.Second)
 
 	for _, p := range []struct{ role, id, token string }{{"gateway", "gw-1", "setpay-gateway"}, {"merchant", "shop-1", "setpay-merchant"}} {
 		secret := c.run("ca", "enroll", "--softhsm-dir", "./var/softhsm", "--role", p.role, "--id", p.id)

@@ -8,8 +8,8 @@ import (
 	"fmt"
 	"os"
 
+	"go.yaml.in/yaml/v3"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
-	"gopkg.in/yaml.v3"
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/tlsrpc"

@@ -56,10 +56,14 @@ type childConfig struct {
 	DSN        string         `json:"dsn"`
 	PANHashKey string         `json:"pan_hash_key"` // hex
 	Cards      []gateway.Card `json:"cards"`
-	Listen     string         `json:"listen"`
 }
 
-// runChild serves the gateway on cfg.Listen until killed, and says "ready" on stdout
+// listenerFD is the descriptor of the listening socket a child inherits from the
+// test (exec.Cmd.ExtraFiles[0]): the test listens once, on port 0, and every child
+// serves that socket, so the address survives the kills.
+const listenerFD = 3
+
+// runChild serves the gateway on the inherited listener until killed, and says "ready" on stdout
 // once it listens.
 func runChild(ctx context.Context, path string) error {
 	b, err := os.ReadFile(path)
@@ -144,9 +148,11 @@ func runChild(ctx context.Context, path string) error {
 	if err != nil {
 		return err
 	}
-	lis, err := net.Listen("tcp", c.Listen)
+	lf := os.NewFile(listenerFD, "listener")
+	lis, err := net.FileListener(lf)
+	_ = lf.Close() // FileListener holds its own copy
 	if err != nil {
-		return err
+		return fmt.Errorf("inherited listener: %w", err)
 	}
 	s := grpc.NewServer() // loopback, plain: this test is about crashes, not transport
 	g.Register(s)

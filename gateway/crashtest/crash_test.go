@@ -46,6 +46,7 @@ type child struct {
 // proc starts, kills and restarts the gateway process on one address.
 type proc struct {
 	cfg    string
+	lis    *os.File // the listening socket every child inherits
 	env    []string
 	logDir string
 	mu     sync.Mutex
@@ -59,6 +60,7 @@ func (p *proc) start() error {
 	p.starts++
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = p.env
+	cmd.ExtraFiles = []*os.File{p.lis} // listenerFD in the child
 	logf, err := os.Create(filepath.Join(p.logDir, fmt.Sprintf("gateway-%d.log", p.starts)))
 	if err != nil {
 		return err
@@ -100,13 +102,19 @@ func (p *proc) kill() {
 	<-c.done
 }
 
-func freeAddr(t *testing.T) string {
+// listen opens the gateway's loopback socket on port 0 and returns its address and a
+// descriptor for the children. The test holds it open across kills: the address never
+// goes back to the system for another process to take, and connections made while no
+// child runs wait in its backlog for the next one.
+func listen(t *testing.T) (string, *os.File) {
 	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	addr := l.Addr().String()
-	require.NoError(t, l.Close())
-	return addr
+	t.Cleanup(func() { _ = l.Close() })
+	f, err := l.(*net.TCPListener).File()
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = f.Close() })
+	return l.Addr().String(), f
 }
 
 // directMerchant lets a wallet call a merchant in-process.
@@ -167,19 +175,19 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 	t.Cleanup(b.Close)
 
 	// The gateway process: same token directory (SOFTHSM2_CONF), same token and keys,
-	// same store, a fixed loopback address so the merchant's connection comes back.
-	addr := freeAddr(t)
+	// same store, one loopback socket so the merchant's connection comes back.
+	addr, lisFile := listen(t)
 	dir := t.TempDir()
 	cfg := childConfig{Token: gwTok.Label(), SignLabel: b.GatewayEnt.SignKey.Label(), KXLabel: b.GatewayEnt.KXKey.Label(),
 		SignChain: string(pki.EncodePEM(b.GatewayEnt.Sign.Certificates()...)), KXCert: string(pki.EncodePEM(b.GatewayEnt.KXCert)),
 		Root: string(pki.EncodePEM(b.H.Root.Certificate())), CACerts: string(pki.EncodePEM(b.CACerts()...)),
 		CRLs: string(pki.EncodeCRLPEM(b.CRLs.All()...)), DSN: dsn, PANHashKey: hex.EncodeToString(b.PANHashKey),
-		Cards: b.LedgerCards, Listen: addr}
+		Cards: b.LedgerCards}
 	js, err := json.Marshal(cfg)
 	require.NoError(t, err)
 	cfgPath := filepath.Join(dir, "child.json")
 	require.NoError(t, os.WriteFile(cfgPath, js, 0o600))
-	p := &proc{cfg: cfgPath, logDir: dir,
+	p := &proc{cfg: cfgPath, lis: lisFile, logDir: dir,
 		env: append(append(os.Environ(), softhsmtest.Env(t)...), childEnv+"="+cfgPath, pinEnv+"="+softhsmtest.PIN)}
 	require.NoError(t, p.start())
 	t.Cleanup(p.kill)

@@ -1,11 +1,17 @@
 // Package rpclimit bounds what one client may ask of a gRPC server: a token bucket
-// of requests per client, where a client is the identity of its verified TLS client
-// certificate or, for servers that do not ask for one, its peer address (host only,
-// so new connections do not buy new buckets). Refusals are codes.ResourceExhausted.
+// (golang.org/x/time/rate) of requests per client, where a client is the identity of
+// its verified TLS client certificate or, for servers that do not ask for one, its
+// peer address (host only, so new connections do not buy new buckets). Refusals are
+// codes.ResourceExhausted.
 //
 // The limiter runs after the TLS handshake and before the handler, so a refused
 // request costs no token operation, no store access and no parsing beyond gRPC's own
 // framing (whose size grpc.MaxRecvMsgSize bounds).
+//
+// Limiter satisfies the go-grpc-middleware ratelimit.Limiter interface, but its own
+// interceptors are used: the middleware's rewrites every refusal into a new status
+// whose message embeds the limiter's error text, which drops the status details a SET
+// client reads its reason from (Config.Detail).
 package rpclimit
 
 import (
@@ -15,11 +21,14 @@ import (
 	"encoding/hex"
 	"errors"
 	"fmt"
+	"math"
 	"net"
 	"strings"
 	"sync"
 	"time"
 
+	"github.com/grpc-ecosystem/go-grpc-middleware/v2/interceptors/ratelimit"
+	"golang.org/x/time/rate"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
@@ -70,17 +79,18 @@ func (c Config) Validate() error {
 // Limiter is a per-client token bucket. It is safe for concurrent use.
 type Limiter struct {
 	cfg     Config
-	burst   float64
+	burst   int
 	mu      sync.Mutex
 	buckets map[string]*list.Element // of *bucket
 	lru     *list.List               // front: most recently seen
 }
 
 type bucket struct {
-	key    string
-	tokens float64
-	last   time.Time
+	key string
+	lim *rate.Limiter
 }
+
+var _ ratelimit.Limiter = (*Limiter)(nil)
 
 // New returns a Limiter for cfg.
 func New(cfg Config) (*Limiter, error) {
@@ -93,9 +103,9 @@ func New(cfg Config) (*Limiter, error) {
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
-	burst := float64(cfg.Burst)
-	if cfg.Burst == 0 {
-		burst = max(1, float64(int(cfg.Rate+0.999999)))
+	burst := cfg.Burst
+	if burst == 0 {
+		burst = max(1, int(math.Ceil(cfg.Rate)))
 	}
 	return &Limiter{cfg: cfg, burst: burst, buckets: map[string]*list.Element{}, lru: list.New()}, nil
 }
@@ -112,24 +122,17 @@ func (l *Limiter) Allow(key string) bool {
 	if e, ok := l.buckets[key]; ok {
 		l.lru.MoveToFront(e)
 		b = e.Value.(*bucket)
-		if el := now.Sub(b.last); el > 0 {
-			b.tokens = min(l.burst, b.tokens+el.Seconds()*l.cfg.Rate)
-		}
-		b.last = now
 	} else {
 		for len(l.buckets) >= l.cfg.MaxClients {
 			old := l.lru.Back()
 			delete(l.buckets, old.Value.(*bucket).key)
 			l.lru.Remove(old)
 		}
-		b = &bucket{key: key, tokens: l.burst, last: now}
+		// A new bucket starts full.
+		b = &bucket{key: key, lim: rate.NewLimiter(rate.Limit(l.cfg.Rate), l.burst)}
 		l.buckets[key] = l.lru.PushFront(b)
 	}
-	if b.tokens < 1 {
-		return false
-	}
-	b.tokens--
-	return true
+	return b.lim.AllowN(now, 1)
 }
 
 // Clients is the number of buckets held.
@@ -163,6 +166,15 @@ func ClientKey(ctx context.Context) (string, error) {
 		a = host
 	}
 	return "addr:" + strings.ToLower(a), nil
+}
+
+// Limit takes a token for the call in ctx (a server context, which names the
+// method) and returns its refusal status (codes.ResourceExhausted, with Config.Detail)
+// when the client has none left, or nil. It implements the go-grpc-middleware
+// ratelimit.Limiter interface.
+func (l *Limiter) Limit(ctx context.Context) error {
+	method, _ := grpc.Method(ctx)
+	return l.check(ctx, method)
 }
 
 func (l *Limiter) check(ctx context.Context, method string) error {

@@ -9,6 +9,7 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials/insecure"
@@ -18,23 +19,16 @@ import (
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/types/known/wrapperspb"
 
+	"github.com/setpay/setpay/internal/clock"
 	"github.com/setpay/setpay/internal/rpclimit"
 )
 
-// clock is a manual clock: tests move time, they never wait for it.
-type clock struct {
-	mu sync.Mutex
-	t  time.Time
-}
+// TestMain fails the package if a test leaves a goroutine behind (a server, a
+// connection).
+func TestMain(m *testing.M) { goleak.VerifyTestMain(m) }
 
-func (c *clock) now() time.Time { c.mu.Lock(); defer c.mu.Unlock(); return c.t }
-func (c *clock) add(d time.Duration) {
-	c.mu.Lock()
-	c.t = c.t.Add(d)
-	c.mu.Unlock()
-}
-
-func newClock() *clock { return &clock{t: time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)} }
+// newClock is a manual clock: tests move time, they never wait for it.
+func newClock() *clock.Manual { return clock.NewManual(time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)) }
 
 func TestConfigValidate(t *testing.T) {
 	tests := []struct {
@@ -91,10 +85,10 @@ func TestTokenBucket(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			c := newClock()
-			l, err := rpclimit.New(rpclimit.Config{Rate: tt.rate, Burst: tt.burst, Clock: c.now})
+			l, err := rpclimit.New(rpclimit.Config{Rate: tt.rate, Burst: tt.burst, Clock: c.Now})
 			require.NoError(t, err)
 			for i, s := range tt.steps {
-				c.add(s.advance)
+				c.Add(s.advance)
 				got := 0
 				for range s.n {
 					if l.Allow("client") {
@@ -109,7 +103,7 @@ func TestTokenBucket(t *testing.T) {
 
 func TestClientsAreSeparateAndBounded(t *testing.T) {
 	c := newClock()
-	l, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 1, MaxClients: 3, Clock: c.now})
+	l, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 1, MaxClients: 3, Clock: c.Now})
 	require.NoError(t, err)
 	assert.True(t, l.Allow("a"))
 	assert.False(t, l.Allow("a"))
@@ -142,7 +136,7 @@ func serve(t *testing.T, lim *rpclimit.Limiter) *grpc.ClientConn {
 
 func TestInterceptorsOverGRPC(t *testing.T) {
 	c := newClock()
-	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 2, Clock: c.now, Detail: wrapperspb.String("slow down")})
+	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 2, Clock: c.Now, Detail: wrapperspb.String("slow down")})
 	require.NoError(t, err)
 	conn := serve(t, lim)
 	hc := healthpb.NewHealthClient(conn)
@@ -165,14 +159,14 @@ func TestInterceptorsOverGRPC(t *testing.T) {
 	assert.Equal(t, codes.ResourceExhausted, status.Code(err))
 
 	// The peer is keyed by host, so a second connection from the same host shares it.
-	c.add(time.Second)
+	c.Add(time.Second)
 	_, err = hc.Check(ctx, &healthpb.HealthCheckRequest{})
 	assert.NoError(t, err, "one token refilled")
 	assert.Equal(t, 1, lim.Clients())
 }
 
 func TestExempt(t *testing.T) {
-	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 1, Exempt: rpclimit.HealthExempt, Clock: newClock().now})
+	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 1, Exempt: rpclimit.HealthExempt, Clock: newClock().Now})
 	require.NoError(t, err)
 	hc := healthpb.NewHealthClient(serve(t, lim))
 	for range 5 {
@@ -201,7 +195,7 @@ func TestClientKey(t *testing.T) {
 }
 
 func TestConcurrentAllowIsExact(t *testing.T) {
-	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 50, Clock: newClock().now})
+	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 50, Clock: newClock().Now})
 	require.NoError(t, err)
 	var mu sync.Mutex
 	passed := 0
@@ -221,4 +215,19 @@ func TestConcurrentAllowIsExact(t *testing.T) {
 	}
 	wg.Wait()
 	assert.Equal(t, 50, passed, "a frozen clock lets exactly the burst through")
+}
+
+// TestLimit is the go-grpc-middleware ratelimit.Limiter face of the limiter: the same
+// buckets, keying and refusal status (detail included).
+func TestLimit(t *testing.T) {
+	lim, err := rpclimit.New(rpclimit.Config{Rate: 1, Burst: 1, Clock: newClock().Now, Detail: wrapperspb.String("slow down")})
+	require.NoError(t, err)
+	ctx := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("192.0.2.7"), Port: 1}})
+	require.NoError(t, lim.Limit(ctx))
+	st := status.Convert(lim.Limit(ctx))
+	assert.Equal(t, codes.ResourceExhausted, st.Code())
+	require.Len(t, st.Details(), 1)
+	assert.Equal(t, "slow down", st.Details()[0].(*wrapperspb.StringValue).GetValue())
+	other := peer.NewContext(context.Background(), &peer.Peer{Addr: &net.TCPAddr{IP: net.ParseIP("192.0.2.8"), Port: 1}})
+	assert.NoError(t, lim.Limit(other), "another host has its own bucket")
 }

@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/gateway"
+	"github.com/setpay/setpay/internal/clock"
 	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/pki"
@@ -232,7 +233,7 @@ func testLifecycleReversalsAndRefusals(t *testing.T, e *env) {
 	refused(t, err, setpb.Reason_UNKNOWN_TRANSACTION, codes.NotFound)
 
 	// Past the capture period (a gateway whose clock is 8 days ahead).
-	late, err := e.NewGateway(e.GatewayDB, func() time.Time { return time.Now().Add(8 * 24 * time.Hour) })
+	late, err := e.NewGateway(e.GatewayDB, clock.NewManual(time.Now().Add(8*24*time.Hour)).Now)
 	require.NoError(t, err)
 	mLate, err := e.NewMerchant(ctx, e.MerchantEnt, e.MerchantDB, system.LocalGateway{G: late})
 	require.NoError(t, err)
