@@ -607,3 +607,44 @@ func BenchmarkCardDataFailureTiming(b *testing.B) {
 	}
 	b.ReportMetric(float64(dKey)/float64(dTag), "keybroken/tagbroken")
 }
+
+// TestServiceCRLsFeedARefresher: a running service refreshing from the CA service
+// sees a revocation made after it started.
+func TestServiceCRLsFeedARefresher(t *testing.T) {
+	ctx := context.Background()
+	e := newRegEnv(t)
+	var cas []*x509.Certificate
+	for _, a := range e.h.Authorities() {
+		cas = append(cas, a.Certificate())
+	}
+	crls := pki.NewMemoryCRLs()
+	r, err := pki.NewCRLRefresher(pki.CRLRefresherConfig{Into: crls, Issuers: cas, Sources: []pki.CRLFetcher{e.client.CRLFetcher("test CA")}})
+	require.NoError(t, err)
+	require.NoError(t, r.Refresh(ctx))
+	for _, s := range r.Status() {
+		assert.NotEmpty(t, s.Number, "a CRL of %s was fetched", s.Issuer)
+	}
+	before, err := crls.CRL(ctx, e.h.MCA.Certificate())
+	require.NoError(t, err)
+
+	secret, err := e.h.MCA.Enroll(ctx, pki.RoleMerchant, "shop-crl")
+	require.NoError(t, err)
+	sig, err := e.keys.Token.GenerateKey(ctx, hsm.KeySpec{Label: "shop-crl-sig", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+	require.NoError(t, err)
+	kx, err := e.keys.Token.GenerateKey(ctx, hsm.KeySpec{Label: "shop-crl-kx", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+	require.NoError(t, err)
+	certs, err := e.h.MCA.IssueEntity(ctx, ca.EntityRequest{Role: pki.RoleMerchant, ID: "shop-crl", Secret: secret,
+		SignatureCSR: catest.CSR(t, sig, "shop-crl"), KeyExchangeCSR: catest.CSR(t, kx, "shop-crl")})
+	require.NoError(t, err)
+	require.NoError(t, e.h.MCA.Revoke(ctx, certs.Signature.SerialNumber, 1))
+
+	require.NoError(t, r.Refresh(ctx))
+	after, err := crls.CRL(ctx, e.h.MCA.Certificate())
+	require.NoError(t, err)
+	assert.Equal(t, 1, after.Number.Cmp(before.Number), "a newer MCA CRL was installed")
+	v, err := pki.NewVerifier(e.h.Root.Certificate(), crls)
+	require.NoError(t, err)
+	_, err = v.Verify(ctx, certs.Signature, []*x509.Certificate{e.h.MCA.Certificate(), e.h.Brand.Certificate()},
+		pki.Expect{Role: pki.RoleMerchant, Purpose: pki.PurposeSignature}, time.Now())
+	assert.ErrorIs(t, err, pki.ReasonRevoked)
+}
