@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
+	"flag"
 	"fmt"
 	"math/big"
 	"net"
@@ -41,26 +42,26 @@ const caConfigFile = "ca.yaml"
 
 // caFlags are shared by the ca subcommands.
 type caFlags struct {
-	tf        tokenFlags
+	tf        *tokenFlags
 	out       string
 	storeDSN  string
 	rootToken string
 }
 
-// register adds the flags; dirFlag names the CA directory flag ("out" for
-// init, whose product it is, "ca-dir" elsewhere).
-func (c *caFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-}, dirFlag string) {
+// caFlagsOn registers the token flags and the CA flags on fs; dirFlag names the CA
+// directory flag ("out" for init, whose product it is, "ca-dir" elsewhere).
+func caFlagsOn(fs *flag.FlagSet, dirFlag string) *caFlags {
+	c := &caFlags{tf: tokenFlagsOn(fs)}
 	fs.StringVar(&c.out, dirFlag, "./var/ca", "CA directory (certificates, CRLs, ca.yaml)")
 	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <out>/ca.yaml)")
 	fs.StringVar(&c.rootToken, "root-token", "", "token holding the root key (default: from <out>/ca.yaml for init/crl; serve keeps the root offline unless given)")
+	return c
 }
 
 // defaults fills unset flags from ca.yaml.
 func (c *caFlags) defaults() (caFileConfig, error) {
 	var fc caFileConfig
-	if err := loadYAML(filepath.Join(c.out, caConfigFile), &fc); err != nil {
+	if err := loadConfig(filepath.Join(c.out, caConfigFile), &fc); err != nil {
 		return fc, fmt.Errorf("%w (run `setpay ca init` first or pass --ca-dir)", err)
 	}
 	if c.storeDSN == "" {
@@ -138,9 +139,7 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 
 func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca init", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "out")
+	c := caFlagsOn(fs, "out")
 	brand := fs.String("brand", "SETPay", "brand name in CA common names")
 	org := fs.String("org", "SETPay", "subject O of every certificate")
 	tlsName := fs.String("tls-name", "127.0.0.1", "DNS name or IP address of the CA service's TLS certificate")
@@ -206,9 +205,7 @@ var demoCards = []ca.LedgerCard{
 
 func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca serve", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	listen := fs.String("listen", "127.0.0.1:7440", "address to listen on")
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
 	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until `setpay ca approve`")
@@ -250,9 +247,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 
 func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca approve", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	reqID := fs.String("request", "", "request id to decide (without it: list the requests)")
 	reject := fs.Bool("reject", false, "reject instead of approving")
 	if err := fs.Parse(args); err != nil {
@@ -287,9 +282,7 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 
 func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca enroll", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	roleName := fs.String("role", "", "merchant or gateway")
 	id := fs.String("id", "", "merchant or gateway id")
 	if err := fs.Parse(args); err != nil {
@@ -322,9 +315,7 @@ var reasonNames = map[string]int{
 
 func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca revoke", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	serialHex := fs.String("serial", "", "serial number in hex")
 	reasonName := fs.String("reason", "unspecified", "RFC 5280 reason: keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, ...")
 	if err := fs.Parse(args); err != nil {
@@ -369,9 +360,7 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 
 func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca crl", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	which := fs.String("ca", "pca", "root, brand, cca, mca or pca")
 	outFile := fs.String("out", "", "file to write the PEM CRL to (default stdout)")
 	if err := fs.Parse(args); err != nil {
@@ -407,13 +396,14 @@ type regFlags struct {
 	addr, root, tlsCA, serverName string
 }
 
-func (r *regFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-}) {
+// regFlagsOn registers the registration clients' connection flags on fs.
+func regFlagsOn(fs *flag.FlagSet) *regFlags {
+	r := &regFlags{}
 	fs.StringVar(&r.addr, "ca", "127.0.0.1:7440", "CA service address")
 	fs.StringVar(&r.root, "ca-root", "./var/ca/root.pem", "the trusted SET root certificate (from the CA, out of band)")
 	fs.StringVar(&r.tlsCA, "ca-tls", "./var/ca/tls-ca.pem", "trust anchor of the CA service's TLS certificate")
 	fs.StringVar(&r.serverName, "ca-name", "", "TLS name of the CA service (default: the host of --ca)")
+	return r
 }
 
 func (r *regFlags) dial() (*ca.Client, func(), error) {
@@ -476,10 +466,8 @@ func readSecret(file, envName, what string) ([]byte, error) {
 
 func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki.Role) error {
 	fs := newFlags("setpay "+role.String()+" register", env)
-	var tf tokenFlags
-	tf.register(fs)
-	var rf regFlags
-	rf.register(fs)
+	tf := tokenFlagsOn(fs)
+	rf := regFlagsOn(fs)
 	id := fs.String("id", "", role.String()+" id, as enrolled")
 	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
 	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
@@ -580,10 +568,8 @@ type walletCardFile struct {
 
 func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay wallet register", env)
-	var tf tokenFlags
-	tf.register(fs)
-	var rf regFlags
-	rf.register(fs)
+	tf := tokenFlagsOn(fs)
+	rf := regFlagsOn(fs)
 	cardFile := fs.String("card-file", "", "YAML file with pan, expiry (YYYYMM), postal_code, cardholder_name")
 	out := fs.String("out", "./var/wallet", "wallet directory")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")

@@ -69,8 +69,7 @@ func runInitSoftHSM(ctx context.Context, env *cliEnv, args []string) error {
 
 func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm keygen", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "key label (CKA_LABEL)")
 	alg := fs.String("alg", string(hsm.ECDSAP256), "ecdsa-p256, ecdsa-p384, rsa2048 or rsa3072")
 	usage := fs.String("usage", string(hsm.UsageSign), "sign or keyexchange")
@@ -93,8 +92,7 @@ func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 
 func runList(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm list", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -146,8 +144,7 @@ func runList(ctx context.Context, env *cliEnv, args []string) error {
 
 func runDelete(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm delete", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "key label")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -167,8 +164,7 @@ func runDelete(ctx context.Context, env *cliEnv, args []string) error {
 
 func runRename(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm rename", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "current key label")
 	to := fs.String("to", "", "new key label")
 	if err := fs.Parse(args); err != nil {

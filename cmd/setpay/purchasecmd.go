@@ -152,9 +152,6 @@ func (r *running) key(ctx context.Context, uri string) (*hsm.Key, error) {
 }
 
 func openParty(ctx context.Context, env *cliEnv, c *partyConfig) (r *running, err error) {
-	if c.Listen == "" || c.SignKey == "" || c.SignCert == "" || c.KXKey == "" || c.KXCert == "" || c.Root == "" || c.Store == "" {
-		return nil, errors.New("config needs listen, sign_key, sign_cert, kx_key, kx_cert, root and store")
-	}
 	r = &running{}
 	defer func() {
 		if err != nil {
@@ -269,11 +266,8 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var cfg gatewayConfig
-	if err := loadYAML(*cfgPath, &cfg); err != nil {
+	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
-	}
-	if cfg.TLS.Cert == "" || cfg.TLS.Key == "" || cfg.TLS.ClientCA == "" || cfg.PANHashKey == "" {
-		return errors.New("config needs tls.cert, tls.key, tls.client_ca and pan_hash_key_source")
 	}
 	r, err := openParty(ctx, env, &cfg.partyConfig)
 	if err != nil {
@@ -331,13 +325,10 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var cfg merchantConfig
-	if err := loadYAML(*cfgPath, &cfg); err != nil {
+	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
 	gw := cfg.Gateway
-	if cfg.TLS.Cert == "" || cfg.TLS.Key == "" || gw.Address == "" || gw.KXCert == "" || gw.TLSCA == "" || gw.ClientCert == "" || gw.ClientKey == "" {
-		return errors.New("config needs tls.cert, tls.key and gateway.{address,kx_cert,tls_ca,tls_cert,tls_key}")
-	}
 	r, err := openParty(ctx, env, &cfg.partyConfig)
 	if err != nil {
 		return err
@@ -388,8 +379,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay wallet buy", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	dir := fs.String("wallet", "./var/wallet", "wallet directory made by `setpay wallet register`")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
 	addr := fs.String("merchant", "", "merchant address host:port")

@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
 
@@ -58,6 +57,20 @@ func loadYAML(path string, v any) error {
 	return nil
 }
 
+// validator is a configuration that checks itself, naming each missing or wrong field.
+type validator interface{ validate() error }
+
+// loadConfig reads a YAML configuration (unknown fields are errors) and validates it.
+func loadConfig(path string, v validator) error {
+	if err := loadYAML(path, v); err != nil {
+		return err
+	}
+	if err := v.validate(); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
 func readPEMCerts(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -92,11 +105,8 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var cfg signerConfig
-	if err := loadYAML(*cfgPath, &cfg); err != nil {
+	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
-	}
-	if cfg.Listen == "" || cfg.TLS.Cert == "" || cfg.TLS.Key == "" || cfg.TLS.ClientCA == "" {
-		return errors.New("config needs listen, tls.cert, tls.key and tls.client_ca")
 	}
 	mod, err := hsm.OpenModule(cfg.Module, env.logger)
 	if err != nil {

@@ -20,11 +20,15 @@ type tokenFlags struct {
 	softhsmDir string
 }
 
-func (f *tokenFlags) register(fs *flag.FlagSet) {
+// tokenFlagsOn registers the token flags on fs.
+func tokenFlagsOn(fs *flag.FlagSet) *tokenFlags {
+	f := &tokenFlags{}
+
 	fs.StringVar(&f.module, "module", "", "PKCS#11 module path (default: $SETPAY_PKCS11_MODULE, else SoftHSM2)")
 	fs.StringVar(&f.token, "token", "", "token label")
 	fs.StringVar(&f.pinSource, "pin-source", "", "where the user PIN comes from: env:NAME or file:/path (default env:SETPAY_PIN)")
 	fs.StringVar(&f.softhsmDir, "softhsm-dir", "", "use the SoftHSM2 dev token directory made by `setpay hsm init-softhsm`")
+	return f
 }
 
 // resolve fills the defaults and, for a SoftHSM dir, points the process at it (SoftHSM
