@@ -17,22 +17,17 @@ import (
 	"github.com/setpay/setpay/internal/testenv"
 )
 
-// cli runs the real setpay binary in dir, as a user would.
+// cli runs the real setpay binary in dir, as a user would, and requires success.
 type cli struct {
 	t   *testing.T
-	bin string
 	dir string
 }
 
 func (c cli) run(args ...string) string {
 	c.t.Helper()
-	cmd := exec.Command(c.bin, args...)
-	cmd.Dir = c.dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	require.NoError(c.t, err, "setpay %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), stdout.String(), stderr.String())
-	return stdout.String()
+	r := runSetpay(c.t, c.dir, nil, args...)
+	require.Zero(c.t, r.code, "setpay %s\n%s", strings.Join(args, " "), r)
+	return r.stdout
 }
 
 func freeAddr(t *testing.T) string {
@@ -65,19 +60,14 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 		t.Skip("builds the binary and runs a whole CA; skipped with -short")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "setpay")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	c := cli{t: t, bin: bin, dir: dir}
+	c := cli{t: t, dir: dir}
 
 	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant,setpay-wallet")
 	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--root-token", "setpay-root", "--token", "setpay-ca", "--out", "./var/ca", "--store", "sqlite:./var/setpay.db")
 
 	addr := freeAddr(t)
 	ctx, cancel := context.WithCancel(context.Background())
-	serve := exec.CommandContext(ctx, bin, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", addr)
-	serve.Dir = dir
+	serve := setpayCmd(ctx, t, dir, nil, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", addr)
 	var serveErr bytes.Buffer
 	serve.Stderr = &serveErr
 	require.NoError(t, serve.Start())
@@ -97,11 +87,9 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 		c.run(p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
 			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role)
 		// A spent secret is spent.
-		cmd := exec.Command(bin, p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
+		again := runSetpay(t, dir, nil, p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
 			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role+"-again")
-		cmd.Dir = dir
-		again, err := cmd.CombinedOutput()
-		assert.Error(t, err, "re-used enrollment secret accepted: %s", again)
+		assert.Equal(t, 1, again.code, "re-used enrollment secret accepted:\n%s", again)
 	}
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "card.yaml"), []byte("pan: \"4111111111111111\"\nexpiry: \"203012\"\npostal_code: \"75001\"\ncardholder_name: \"Alice Example\"\n"), 0o600))
