@@ -108,15 +108,11 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
-	mod, err := hsm.OpenModule(cfg.Module, env.logger)
+	mod, tok, err := openToken(ctx, env, cfg.Module, cfg.Token, hsm.PINSource(cfg.PINSource), cfg.MaxSessions)
 	if err != nil {
 		return err
 	}
 	defer mod.Close()
-	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: cfg.Token}, PIN: hsm.PINSource(cfg.PINSource), MaxSessions: cfg.MaxSessions, Logger: env.logger})
-	if err != nil {
-		return err
-	}
 	defer tok.Close()
 	reg := metrics.New()
 	reg.WatchToken(tok)
@@ -135,16 +131,16 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 		return tok.KeyByURI(ctx, u)
 	}
 	svc := signer.NewService()
-	for _, k := range cfg.Keys {
+	for i, k := range cfg.Keys {
 		key, err := keyByURI(k.Key)
 		if err != nil {
-			return fmt.Errorf("key %q: %w", k.Name, err)
+			return fmt.Errorf("keys[%d].key (%s): %w", i, k.Name, err)
 		}
 		e := signer.Entry{Name: k.Name, Key: key, Algorithm: string(key.Algorithm()), Usage: string(key.Usage())}
 		if k.Cert != "" {
 			certs, err := readPEMCerts(k.Cert)
 			if err != nil {
-				return err
+				return fmt.Errorf("keys[%d].cert: %w", i, err)
 			}
 			e.Certificate = certs[0]
 		}
@@ -154,15 +150,15 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	tlsKey, err := keyByURI(cfg.TLS.Key)
 	if err != nil {
-		return fmt.Errorf("TLS key: %w", err)
+		return fmt.Errorf("tls.key: %w", err)
 	}
 	chain, err := readPEMCerts(cfg.TLS.Cert)
 	if err != nil {
-		return err
+		return fmt.Errorf("tls.cert: %w", err)
 	}
 	cas, err := readPEMCerts(cfg.TLS.ClientCA)
 	if err != nil {
-		return err
+		return fmt.Errorf("tls.client_ca: %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range cas {

@@ -4,7 +4,9 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"os"
 	"path/filepath"
+	"strings"
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/softhsm"
@@ -72,14 +74,31 @@ func (f *tokenFlags) open(ctx context.Context, env *cliEnv) (*hsm.Module, *hsm.T
 	if f.token == "" {
 		return nil, nil, fmt.Errorf("--token is required")
 	}
-	mod, err := hsm.OpenModule(f.module, env.logger)
+	return openToken(ctx, env, f.module, f.token, hsm.PINSource(f.pinSource), 0)
+}
+
+// openToken opens a module and one of its tokens. Every command and every service
+// opens its token here, so an operator reads the same error from `setpay hsm list`
+// as from a service whose configuration names the same module, token and PIN.
+func openToken(ctx context.Context, env *cliEnv, module, label string, pin hsm.PINSource, maxSessions int) (*hsm.Module, *hsm.Token, error) {
+	mod, err := hsm.OpenModule(module, env.logger)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, softhsmHint(module, err)
 	}
-	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: f.token}, PIN: hsm.PINSource(f.pinSource), Logger: env.logger})
+	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: label}, PIN: pin, MaxSessions: maxSessions, Logger: env.logger})
 	if err != nil {
 		_ = mod.Close()
-		return nil, nil, err
+		return nil, nil, softhsmHint(module, err)
 	}
 	return mod, tok, nil
+}
+
+// softhsmHint adds to a SoftHSM error that SOFTHSM2_CONF is unset: SoftHSM then reads
+// the system-wide configuration, whose token directory rarely holds the tokens meant.
+func softhsmHint(module string, err error) error {
+	if strings.Contains(filepath.Base(module), "softhsm") && os.Getenv("SOFTHSM2_CONF") == "" {
+		return fmt.Errorf("%w (SOFTHSM2_CONF is not set, so SoftHSM used its system-wide configuration; "+
+			"export SOFTHSM2_CONF=<dir>/softhsm2.conf or use --softhsm-dir)", err)
+	}
+	return err
 }
