@@ -9,7 +9,7 @@ deps:
 
 # The main job: the end-to-end run on an embedded SoftHSM token and an embedded store.
 demo: deps
-	$(GO) run ./cmd/setpay demo --var $(VAR)
+	$(GO) run ./cmd/setpay demo --var $(VAR)/demo
 
 build:
 	$(GO) build -o bin/setpay ./cmd/setpay
