@@ -58,7 +58,7 @@ func caFlagsOn(fs *flag.FlagSet, dirFlag string) *caFlags {
 	return c
 }
 
-// defaults fills unset flags from ca.yaml.
+// defaults fills unset flags from ca.yaml (whose store path is relative to it).
 func (c *caFlags) defaults() (caFileConfig, error) {
 	var fc caFileConfig
 	if err := loadConfig(filepath.Join(c.out, caConfigFile), &fc); err != nil {
@@ -71,6 +71,27 @@ func (c *caFlags) defaults() (caFileConfig, error) {
 		c.tf.token = fc.Token
 	}
 	return fc, nil
+}
+
+// dsnRelativeTo records a sqlite: DSN relative to dir (ca.yaml's directory).
+func dsnRelativeTo(dir, dsn string) (string, error) {
+	path, ok := strings.CutPrefix(dsn, "sqlite:")
+	if !ok {
+		return dsn, nil
+	}
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	absPath, err := filepath.Abs(strings.TrimPrefix(path, "//"))
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(absDir, absPath)
+	if err != nil {
+		return "sqlite:" + absPath, nil
+	}
+	return "sqlite:" + rel, nil
 }
 
 // caStores opens the durable store of every CA, keyed by role name.
@@ -118,10 +139,10 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 		}
 		closers = append(closers, func() { _ = rootTok.Close() })
 	}
-	db, err := store.Open(ctx, c.storeDSN)
+	db, err := store.Open(ctx, c.storeDSN, store.MustExist())
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("store: %w", err)
 	}
 	closers = append(closers, func() { _ = db.Close() })
 	stores, err := caStores(db)
@@ -180,7 +201,12 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := yaml.Marshal(caFileConfig{Store: c.storeDSN, RootToken: c.rootToken, Token: c.tf.token, Brand: *brand, TLSName: *tlsName})
+	// ca.yaml names the store relative to itself, so any directory finds the same store.
+	recorded, err := dsnRelativeTo(c.out, c.storeDSN)
+	if err != nil {
+		return err
+	}
+	b, err := yaml.Marshal(caFileConfig{Store: recorded, RootToken: c.rootToken, Token: c.tf.token, Brand: *brand, TLSName: *tlsName})
 	if err != nil {
 		return err
 	}
@@ -251,6 +277,10 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	reqID := fs.String("request", "", "request id to decide (without it: list the requests)")
 	reject := fs.Bool("reject", false, "reject instead of approving")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// The CA directory must be a CA's (ca.yaml), not a misspelt path to create a queue in.
+	if _, err := c.defaults(); err != nil {
 		return err
 	}
 	q, err := ca.NewPendingQueue(filepath.Join(c.out, "pending"))

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"net"
+	"path/filepath"
 	"strings"
 
 	"github.com/setpay/setpay/hsm"
@@ -200,3 +201,77 @@ func (f *caFileConfig) validate() error {
 	c.required("root_token", f.RootToken)
 	return c.err()
 }
+
+// Paths in a configuration file are relative to the file's directory, never to the
+// directory a command happens to run in: a CA command run from elsewhere must open the
+// CA's store, not start a second one.
+
+// inDir resolves a relative path p against dir.
+func inDir(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// dsnInDir resolves the path of a sqlite: DSN against dir; other DSNs are unchanged.
+func dsnInDir(dir, dsn string) string {
+	path, ok := strings.CutPrefix(dsn, "sqlite:")
+	if !ok || path == "" {
+		return dsn
+	}
+	return "sqlite:" + inDir(dir, strings.TrimPrefix(path, "//"))
+}
+
+// sourceInDir resolves the path of a file: secret source against dir.
+func sourceInDir(dir, src string) string {
+	path, ok := strings.CutPrefix(strings.TrimSpace(src), "file:")
+	if !ok || path == "" {
+		return src
+	}
+	return "file:" + inDir(dir, path)
+}
+
+// moduleInDir resolves a module given as a relative path ("lib/x.so"); a bare file
+// name ("libsofthsm2.so") is left to the dynamic loader's search.
+func moduleInDir(dir, m string) string {
+	if !strings.ContainsRune(m, filepath.Separator) {
+		return m
+	}
+	return inDir(dir, m)
+}
+
+func allInDir(dir string, ps []string) {
+	for i := range ps {
+		ps[i] = inDir(dir, ps[i])
+	}
+}
+
+func (p *partyConfig) resolvePaths(dir string) {
+	p.Module, p.PINSource = moduleInDir(dir, p.Module), sourceInDir(dir, p.PINSource)
+	p.SignCert, p.KXCert, p.Root = inDir(dir, p.SignCert), inDir(dir, p.KXCert), inDir(dir, p.Root)
+	allInDir(dir, p.CAChain)
+	allInDir(dir, p.CRLs)
+	p.Store = dsnInDir(dir, p.Store)
+	p.TLS.Cert, p.TLS.ClientCA = inDir(dir, p.TLS.Cert), inDir(dir, p.TLS.ClientCA)
+}
+
+func (g *gatewayConfig) resolvePaths(dir string) {
+	g.partyConfig.resolvePaths(dir)
+	g.PANHashKey = sourceInDir(dir, g.PANHashKey)
+}
+
+func (m *merchantConfig) resolvePaths(dir string) {
+	m.partyConfig.resolvePaths(dir)
+	m.Gateway.KXCert, m.Gateway.TLSCA, m.Gateway.ClientCert = inDir(dir, m.Gateway.KXCert), inDir(dir, m.Gateway.TLSCA), inDir(dir, m.Gateway.ClientCert)
+}
+
+func (s *signerConfig) resolvePaths(dir string) {
+	s.Module, s.PINSource = moduleInDir(dir, s.Module), sourceInDir(dir, s.PINSource)
+	s.TLS.Cert, s.TLS.ClientCA = inDir(dir, s.TLS.Cert), inDir(dir, s.TLS.ClientCA)
+	for i := range s.Keys {
+		s.Keys[i].Cert = inDir(dir, s.Keys[i].Cert)
+	}
+}
+
+func (f *caFileConfig) resolvePaths(dir string) { f.Store = dsnInDir(dir, f.Store) }

@@ -35,6 +35,7 @@ type cliEnv struct {
 func commands() map[string]*command {
 	return map[string]*command{
 		"audit": {summary: "audit log", sub: map[string]*command{"verify": {summary: "verify the hash chain of a store's audit log", run: runAuditVerify}}},
+		"store": {summary: "durable stores", sub: map[string]*command{"init": {summary: "create a gateway or merchant store (other commands never create one)", run: runStoreInit}}},
 		"hsm": {summary: "administer PKCS#11 tokens", sub: map[string]*command{
 			"init-softhsm": {summary: "create a SoftHSM2 dev token directory and tokens", run: runInitSoftHSM},
 			"keygen":       {summary: "generate a key pair inside a token", run: runKeygen},

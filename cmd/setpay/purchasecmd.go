@@ -214,7 +214,7 @@ func (r *running) open(ctx context.Context, env *cliEnv, c *partyConfig) error {
 	if err := r.kx.ProbeOAEP(ctx, crypto.SHA256, crypto.SHA256); err != nil {
 		env.logger.Info("key-exchange key accepts RSA-OAEP with SHA-1 only", "key", r.kx.URI())
 	}
-	if r.db, err = store.Open(ctx, c.Store); err != nil {
+	if r.db, err = store.Open(ctx, c.Store, store.MustExist()); err != nil {
 		return fmt.Errorf("store: %w", err)
 	}
 	return nil

@@ -6,6 +6,7 @@ import (
 	"encoding/pem"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"gopkg.in/yaml.v3"
@@ -57,14 +58,24 @@ func loadYAML(path string, v any) error {
 	return nil
 }
 
-// validator is a configuration that checks itself, naming each missing or wrong field.
-type validator interface{ validate() error }
+// configFile is a configuration that resolves its paths against the file's directory
+// and checks itself, naming each missing or wrong field.
+type configFile interface {
+	resolvePaths(dir string)
+	validate() error
+}
 
-// loadConfig reads a YAML configuration (unknown fields are errors) and validates it.
-func loadConfig(path string, v validator) error {
+// loadConfig reads a YAML configuration (unknown fields are errors), resolves its
+// relative paths against the file's directory and validates it.
+func loadConfig(path string, v configFile) error {
 	if err := loadYAML(path, v); err != nil {
 		return err
 	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	v.resolvePaths(filepath.Dir(abs))
 	if err := v.validate(); err != nil {
 		return fmt.Errorf("config %s: %w", path, err)
 	}
