@@ -11,11 +11,14 @@ deps:
 demo: deps
 	$(GO) run ./cmd/setpay demo --var $(VAR)/demo
 
+# The revision is linked in too, for builds the toolchain cannot stamp (git worktrees,
+# GOFLAGS=-buildvcs=false); `setpay version` and setpay_build_info report it.
+LDFLAGS ?= -X main.vcsRevision=$(shell git rev-parse HEAD 2>/dev/null)
 build:
-	$(GO) build -o bin/setpay ./cmd/setpay
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/setpay ./cmd/setpay
 
 install:
-	$(GO) install ./cmd/setpay
+	$(GO) install -ldflags "$(LDFLAGS)" ./cmd/setpay
 
 # cmd/setpay's real coverage. Its tests run the built binary (built once, with -cover),
 # so the binary's counters (GOCOVERDIR) are merged with the in-process tests' and

@@ -17,8 +17,8 @@ func runAuditVerify(ctx context.Context, env *cliEnv, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dsn == "" || fs.NArg() != 0 {
-		return errors.New("usage: setpay audit verify --store DSN")
+	if *dsn == "" {
+		return usageErrorf("--store is required")
 	}
 	db, err := store.Open(ctx, *dsn, store.MustExist())
 	if err != nil {
@@ -46,8 +46,8 @@ func runStoreInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dsn == "" || fs.NArg() != 0 {
-		return errors.New("usage: setpay store init --store DSN")
+	if *dsn == "" {
+		return usageErrorf("--store is required")
 	}
 	db, err := store.Open(ctx, *dsn)
 	if err != nil {

@@ -62,13 +62,25 @@ func setpayBinary(t testing.TB) (path, coverDir string) {
 			mode = "set"
 		}
 		b.path = filepath.Join(b.dir, "setpay")
-		cmd := exec.Command("go", "build", "-cover", "-covermode="+mode, "-o", b.path, ".")
+		// As `make build`: the revision is linked in where the toolchain cannot stamp
+		// it (git worktrees, -buildvcs=false).
+		ldflags := "-X main.vcsRevision=" + sourceRevision()
+		cmd := exec.Command("go", "build", "-cover", "-covermode="+mode, "-ldflags="+ldflags, "-o", b.path, ".")
 		if out, err := cmd.CombinedOutput(); err != nil {
 			b.err = errors.New("go build -cover: " + err.Error() + "\n" + string(out))
 		}
 	})
 	require.NoError(t, b.err)
 	return b.path, b.coverDir
+}
+
+// sourceRevision is the commit of the tree under test ("" without git).
+func sourceRevision() string {
+	out, err := exec.Command("git", "rev-parse", "HEAD").Output()
+	if err != nil {
+		return ""
+	}
+	return strings.TrimSpace(string(out))
 }
 
 // result is what a run of the binary left: its output and exit code.

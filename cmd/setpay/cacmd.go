@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"errors"
-	"flag"
 	"fmt"
 	"math/big"
 	"net"
@@ -50,7 +49,7 @@ type caFlags struct {
 
 // caFlagsOn registers the token flags and the CA flags on fs; dirFlag names the CA
 // directory flag ("out" for init, whose product it is, "ca-dir" elsewhere).
-func caFlagsOn(fs *flag.FlagSet, dirFlag string) *caFlags {
+func caFlagsOn(fs *flagSet, dirFlag string) *caFlags {
 	c := &caFlags{tf: tokenFlagsOn(fs)}
 	fs.StringVar(&c.out, dirFlag, "./var/ca", "CA directory (certificates, CRLs, ca.yaml)")
 	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <out>/ca.yaml)")
@@ -118,7 +117,7 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 		c.rootToken = fc.RootToken
 	}
 	if c.storeDSN == "" {
-		return nil, nil, errors.New("--store is required")
+		return nil, nil, usageErrorf("--store is required")
 	}
 	mod, tok, err := c.tf.open(ctx, env)
 	if err != nil {
@@ -174,7 +173,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 		c.tf.token = "setpay-ca"
 	}
 	if c.storeDSN == "" {
-		return errors.New("--store is required (e.g. sqlite:./var/setpay.db)")
+		return usageErrorf("--store is required (e.g. sqlite:./var/setpay.db)")
 	}
 	mod, tok, err := c.tf.open(ctx, env)
 	if err != nil {
@@ -320,7 +319,7 @@ func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	role, err := pki.ParseRole(*roleName)
 	if err != nil || (role != pki.RoleMerchant && role != pki.RoleGateway) {
-		return errors.New("--role must be merchant or gateway")
+		return usageErrorf("--role must be merchant or gateway")
 	}
 	l, cleanup, err := c.openCA(ctx, env, false)
 	if err != nil {
@@ -353,13 +352,13 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	serial, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(*serialHex), "0x"), 16)
 	if !ok || serial.Sign() <= 0 || serial.BitLen() > 160 {
-		return errors.New("--serial must be a positive hex number")
+		return usageErrorf("--serial must be a positive hex number")
 	}
 	reason, ok := reasonNames[*reasonName]
 	if !ok {
 		n, err := strconv.Atoi(*reasonName)
 		if err != nil {
-			return fmt.Errorf("unknown --reason %q", *reasonName)
+			return usageErrorf("unknown --reason %q", *reasonName)
 		}
 		reason = n
 	}
@@ -398,7 +397,7 @@ func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	role, err := pki.ParseRole(*which)
 	if err != nil || !role.IsCA() {
-		return errors.New("--ca must be root, brand, cca, mca or pca")
+		return usageErrorf("--ca must be root, brand, cca, mca or pca")
 	}
 	l, cleanup, err := c.openCA(ctx, env, role == pki.RoleRoot)
 	if err != nil {
@@ -427,7 +426,7 @@ type regFlags struct {
 }
 
 // regFlagsOn registers the registration clients' connection flags on fs.
-func regFlagsOn(fs *flag.FlagSet) *regFlags {
+func regFlagsOn(fs *flagSet) *regFlags {
 	r := &regFlags{}
 	fs.StringVar(&r.addr, "ca", "127.0.0.1:7440", "CA service address")
 	fs.StringVar(&r.root, "ca-root", "./var/ca/root.pem", "the trusted SET root certificate (from the CA, out of band)")
@@ -453,7 +452,7 @@ func (r *regFlags) dial() (*ca.Client, func(), error) {
 	if name == "" {
 		host, _, err := net.SplitHostPort(r.addr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--ca: %w", err)
+			return nil, nil, usageErrorf("--ca: %w", err)
 		}
 		name = host
 	}
@@ -507,7 +506,7 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		return err
 	}
 	if err := pki.ValidateEntityID(*id); err != nil {
-		return fmt.Errorf("--id: %w", err)
+		return usageErrorf("--id: %w", err)
 	}
 	var secret []byte
 	if *reqID == "" {
@@ -607,7 +606,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *cardFile == "" {
-		return errors.New("--card-file is required")
+		return usageErrorf("--card-file is required")
 	}
 	var card walletCardFile
 	if err := loadYAML(*cardFile, &card); err != nil {

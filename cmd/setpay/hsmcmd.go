@@ -25,6 +25,11 @@ func runInitSoftHSM(ctx context.Context, env *cliEnv, args []string) error {
 	if len(labels) == 0 {
 		labels = listFlag{"setpay-dev"}
 	}
+	if *pinSource != "" {
+		if err := checkSecretSource(*pinSource); err != nil {
+			return usageErrorf("--pin-source: %w", err)
+		}
+	}
 	d, err := softhsm.Create(*dir)
 	if err != nil {
 		return err
@@ -103,7 +108,7 @@ func runList(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		mod, err := hsm.OpenModule(tf.module, env.logger)
 		if err != nil {
-			return err
+			return softhsmHint(tf.module, err)
 		}
 		defer mod.Close()
 		ts, err := mod.Tokens()

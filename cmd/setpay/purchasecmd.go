@@ -61,6 +61,9 @@ type partyConfig struct {
 func startMetrics(ctx context.Context, env *cliEnv, c *partyConfig, tok *hsm.Token) (*metrics.Registry, error) {
 	reg := metrics.New()
 	reg.WatchToken(tok)
+	if err := registerBuildInfo(reg.Prometheus()); err != nil {
+		return nil, err
+	}
 	if c.MetricsListen != "" {
 		addr, err := reg.Serve(ctx, c.MetricsListen, env.logger)
 		if err != nil {
@@ -398,12 +401,12 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *offer == "" || *addr == "" || *merchantCA == "" {
-		return errors.New("--offer, --merchant and --merchant-ca are required")
+		return usageErrorf("--offer, --merchant and --merchant-ca are required")
 	}
 	if *serverName == "" {
 		host, _, err := net.SplitHostPort(*addr)
 		if err != nil {
-			return fmt.Errorf("--merchant: %w", err)
+			return usageErrorf("--merchant: %w", err)
 		}
 		*serverName = host
 	}

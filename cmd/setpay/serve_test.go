@@ -2,8 +2,11 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"syscall"
@@ -133,13 +136,14 @@ func TestServeReportsTokenAndConfigErrors(t *testing.T) {
 	}
 }
 
-// TestServeStartsAndStopsOnTheDemoConfig: the demo's own configuration serves, and
-// SIGTERM stops the service with exit 0 (the baseline the error cases differ from).
+// TestServeStartsAndStopsOnTheDemoConfig: the demo's own configuration serves, its
+// metrics carry setpay_build_info with the revision, and SIGTERM stops the service with
+// exit 0 (the baseline the error cases differ from).
 func TestServeStartsAndStopsOnTheDemoConfig(t *testing.T) {
 	root := demoFixture(t)
 	dir := t.TempDir()
 	c := readConfig[gatewayConfig](t, filepath.Join(root, "gateway.yaml"))
-	c.Listen, c.MetricsListen = freeAddr(t), ""
+	c.Listen, c.MetricsListen = freeAddr(t), freeAddr(t)
 	cfg := filepath.Join(dir, "gateway.yaml")
 	writeConfig(t, cfg, c)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -149,6 +153,13 @@ func TestServeStartsAndStopsOnTheDemoConfig(t *testing.T) {
 	cmd.Stdout, cmd.Stderr = &out, &out
 	require.NoError(t, cmd.Start())
 	waitListening(t, c.Listen, 30*time.Second)
+	waitListening(t, c.MetricsListen, 30*time.Second)
+	resp, err := http.Get("http://" + c.MetricsListen + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, resp.Body.Close())
+	require.NoError(t, err)
+	assert.Regexp(t, `setpay_build_info\{[^}]*revision="`+regexp.QuoteMeta(sourceRevision())+`"[^}]*\} 1`, string(body))
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	assert.NoError(t, cmd.Wait(), "%s", out.String())
 	assert.Contains(t, out.String(), "listening on")

@@ -127,6 +127,9 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer tok.Close()
 	reg := metrics.New()
 	reg.WatchToken(tok)
+	if err := registerBuildInfo(reg.Prometheus()); err != nil {
+		return err
+	}
 	if cfg.MetricsListen != "" {
 		addr, err := reg.Serve(ctx, cfg.MetricsListen, env.logger)
 		if err != nil {

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"flag"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -23,7 +22,7 @@ type tokenFlags struct {
 }
 
 // tokenFlagsOn registers the token flags on fs.
-func tokenFlagsOn(fs *flag.FlagSet) *tokenFlags {
+func tokenFlagsOn(fs *flagSet) *tokenFlags {
 	f := &tokenFlags{}
 
 	fs.StringVar(&f.module, "module", "", "PKCS#11 module path (default: $SETPAY_PKCS11_MODULE, else SoftHSM2)")
@@ -36,6 +35,11 @@ func tokenFlagsOn(fs *flag.FlagSet) *tokenFlags {
 // resolve fills the defaults and, for a SoftHSM dir, points the process at it (SoftHSM
 // reads its config once, at the module's first C_Initialize).
 func (f *tokenFlags) resolve() error {
+	if f.pinSource != "" {
+		if err := checkSecretSource(f.pinSource); err != nil {
+			return usageErrorf("--pin-source: %w", err)
+		}
+	}
 	if f.softhsmDir != "" {
 		d := softhsm.Dir{Root: mustAbs(f.softhsmDir)}
 		if err := d.Activate(); err != nil {
@@ -72,7 +76,7 @@ func (f *tokenFlags) open(ctx context.Context, env *cliEnv) (*hsm.Module, *hsm.T
 		return nil, nil, err
 	}
 	if f.token == "" {
-		return nil, nil, fmt.Errorf("--token is required")
+		return nil, nil, usageErrorf("--token is required")
 	}
 	return openToken(ctx, env, f.module, f.token, hsm.PINSource(f.pinSource), 0)
 }
