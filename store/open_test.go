@@ -8,6 +8,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/internal/testenv"
 )
 
 func TestOpenMustExistCreatesNothing(t *testing.T) {
@@ -29,6 +31,19 @@ func TestOpenMustExistCreatesNothing(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, s.Close())
 	s, err = Open(ctx, "sqlite:"+made, MustExist())
+	require.NoError(t, err)
+	assert.NoError(t, s.Close())
+}
+
+func TestOpenMustExistPostgres(t *testing.T) {
+	ctx := context.Background()
+	dsn := testenv.PostgresSchema(t)
+	_, err := Open(ctx, dsn, MustExist())
+	assert.ErrorIs(t, err, ErrNoStore, "an empty schema is not a store")
+	s, err := Open(ctx, dsn)
+	require.NoError(t, err)
+	require.NoError(t, s.Close())
+	s, err = Open(ctx, dsn, MustExist())
 	require.NoError(t, err)
 	assert.NoError(t, s.Close())
 }
