@@ -2,14 +2,32 @@
 GO ?= go
 VAR ?= ./var
 
-.PHONY: demo test test-tpm2 fuzz deps vet bench-sign clean
+.PHONY: demo test test-tpm2 fuzz deps vet bench-sign clean build install cover-cli
 
 deps:
 	@bash scripts/install-deps.sh
 
 # The main job: the end-to-end run on an embedded SoftHSM token and an embedded store.
 demo: deps
-	$(GO) run ./cmd/setpay demo --var $(VAR)
+	$(GO) run ./cmd/setpay demo --var $(VAR)/demo
+
+# The revision is linked in too, for builds the toolchain cannot stamp (git worktrees,
+# GOFLAGS=-buildvcs=false); `setpay version` and setpay_build_info report it.
+LDFLAGS ?= -X main.vcsRevision=$(shell git rev-parse HEAD 2>/dev/null)
+build:
+	$(GO) build -ldflags "$(LDFLAGS)" -o bin/setpay ./cmd/setpay
+
+install:
+	$(GO) install -ldflags "$(LDFLAGS)" ./cmd/setpay
+
+# cmd/setpay's real coverage. Its tests run the built binary (built once, with -cover),
+# so the binary's counters (GOCOVERDIR) are merged with the in-process tests' and
+# reported by `go tool covdata percent`.
+COVERDIR ?= $(CURDIR)/cover
+cover-cli: deps
+	rm -rf $(COVERDIR)/cli && mkdir -p $(COVERDIR)/cli/bin $(COVERDIR)/cli/unit
+	SETPAY_CLI_GOCOVERDIR=$(COVERDIR)/cli/bin $(GO) test -count=1 -cover -timeout 15m ./cmd/setpay/ -args -test.gocoverdir=$(COVERDIR)/cli/unit
+	$(GO) tool covdata percent -i=$(COVERDIR)/cli/bin,$(COVERDIR)/cli/unit -pkg=github.com/setpay/setpay/cmd/setpay
 
 vet:
 	$(GO) vet ./...
@@ -33,4 +51,4 @@ bench-sign: deps
 	$(GO) run ./cmd/setpay bench sign --softhsm --mech ecdsa-p256,rsa2048-pkcs1,rsa2048-pss,rsa2048-oaep-decrypt,ecdh-p256 --concurrency 1,2,4,8,16 --duration 5s --json bench-sign.json
 
 clean:
-	rm -rf $(VAR) bench-sign.json
+	rm -rf $(VAR) bench-sign.json bin cover

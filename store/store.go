@@ -81,14 +81,21 @@ const (
 //
 //	sqlite:./var/setpay.db        (parent directory created 0700 if missing)
 //	postgres://user@host:5432/db?sslmode=disable   (or postgresql://)
-func Open(ctx context.Context, dsn string) (*Store, error) {
+//
+// With MustExist, Open creates nothing: the store must have been opened (and so
+// migrated) before, else the error wraps ErrNoStore.
+func Open(ctx context.Context, dsn string, opts ...OpenOption) (*Store, error) {
+	var o openOptions
+	for _, opt := range opts {
+		opt(&o)
+	}
 	var (
 		s   *Store
 		err error
 	)
 	switch {
 	case strings.HasPrefix(dsn, "sqlite:"):
-		s, err = openSQLite(strings.TrimPrefix(dsn, "sqlite:"))
+		s, err = openSQLite(strings.TrimPrefix(dsn, "sqlite:"), o.mustExist)
 	case strings.HasPrefix(dsn, "postgres://"), strings.HasPrefix(dsn, "postgresql://"):
 		s, err = openPostgres(dsn)
 	default:
@@ -101,6 +108,12 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 		s.db.Close()
 		return nil, fmt.Errorf("store: open %s: ping: %w", s.d.name(), err)
 	}
+	if o.mustExist {
+		if v, err := s.SchemaVersion(ctx); err != nil || v == 0 {
+			s.db.Close()
+			return nil, fmt.Errorf("store: open %s: no setpay schema in it: %w", s.d.name(), ErrNoStore)
+		}
+	}
 	if err := s.migrate(ctx); err != nil {
 		s.db.Close()
 		return nil, err
@@ -108,21 +121,40 @@ func Open(ctx context.Context, dsn string) (*Store, error) {
 	return s, nil
 }
 
-func openSQLite(path string) (*Store, error) {
+// ErrNoStore: Open with MustExist found no store to open.
+var ErrNoStore = errors.New("store: no such store (create it first)")
+
+// OpenOption changes what Open does.
+type OpenOption func(*openOptions)
+
+type openOptions struct{ mustExist bool }
+
+// MustExist makes Open open an existing store only: a missing SQLite file, or a
+// database without setpay's schema, is an error (ErrNoStore) instead of a new, empty
+// store, so a misspelt path cannot silently start a second store.
+func MustExist() OpenOption { return func(o *openOptions) { o.mustExist = true } }
+
+func openSQLite(path string, mustExist bool) (*Store, error) {
 	path = strings.TrimPrefix(path, "//")
 	if path == "" || strings.ContainsAny(path, "?#") || strings.HasPrefix(path, ":memory:") {
 		// An in-memory database is per connection, which would silently
 		// split state across the pool; require a file.
 		return nil, invalidf("open sqlite: need a file path without '?' or '#'")
 	}
-	if dir := filepath.Dir(path); dir != "" {
+	flags := os.O_RDWR | os.O_CREATE
+	if mustExist {
+		if _, err := os.Stat(path); err != nil {
+			return nil, fmt.Errorf("store: open sqlite %s: %w: %w", path, ErrNoStore, err)
+		}
+		flags = os.O_RDWR
+	} else if dir := filepath.Dir(path); dir != "" {
 		if err := os.MkdirAll(dir, 0o700); err != nil {
 			return nil, fmt.Errorf("store: open sqlite: create directory: %w", err)
 		}
 	}
 	// Create the file owner-only before SQLite does (it would use 0644);
 	// SQLite gives the -wal and -shm files the same mode.
-	f, err := os.OpenFile(path, os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := os.OpenFile(path, flags, 0o600)
 	if err != nil {
 		return nil, fmt.Errorf("store: open sqlite: %w", err)
 	}

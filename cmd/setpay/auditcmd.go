@@ -17,10 +17,10 @@ func runAuditVerify(ctx context.Context, env *cliEnv, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if *dsn == "" || fs.NArg() != 0 {
-		return errors.New("usage: setpay audit verify --store DSN")
+	if *dsn == "" {
+		return usageErrorf("--store is required")
 	}
-	db, err := store.Open(ctx, *dsn)
+	db, err := store.Open(ctx, *dsn, store.MustExist())
 	if err != nil {
 		return fmt.Errorf("open store: %w", err)
 	}
@@ -34,5 +34,30 @@ func runAuditVerify(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("audit verify: %w", err)
 	}
 	fmt.Fprintf(env.stdout, "audit chain verified: %d records, none missing or altered\n", n)
+	return nil
+}
+
+// runStoreInit creates a store (or brings an existing one to this program's schema).
+// It is the one command besides `ca init` that creates a store: every other command
+// opens an existing store only, so a misspelt path is an error, not a new empty store.
+func runStoreInit(ctx context.Context, env *cliEnv, args []string) error {
+	fs := newFlags("setpay store init", env)
+	dsn := fs.String("store", "", "store DSN: sqlite:PATH or postgres://...")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *dsn == "" {
+		return usageErrorf("--store is required")
+	}
+	db, err := store.Open(ctx, *dsn)
+	if err != nil {
+		return fmt.Errorf("store init: %w", err)
+	}
+	defer db.Close()
+	v, err := db.SchemaVersion(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(env.stdout, "store ready (schema version %d)\n", v)
 	return nil
 }

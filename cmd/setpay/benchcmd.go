@@ -34,6 +34,9 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
+	if err := checkSecretSource(*pinSource); err != nil {
+		return usageErrorf("--pin-source: %w", err)
+	}
 	ms, err := bench.ParseMechanisms(*mechs)
 	if err != nil {
 		return err
@@ -65,7 +68,7 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 			cfg.Tokens = append(cfg.Tokens, bench.TokenSpec{Module: *module, Label: t, PIN: hsm.PINSource(*pinSource)})
 		}
 	default:
-		return fmt.Errorf("name the tokens with --module PATH --token LABEL, or use --softhsm")
+		return usageErrorf("name the tokens with --module PATH --token LABEL, or use --softhsm")
 	}
 	fmt.Fprintf(env.stderr, "bench sign: %d token(s), %d mechanism(s), concurrency %v, %v per path in %d rounds\n",
 		len(cfg.Tokens), len(ms), levels, *duration, *rounds)
@@ -149,7 +152,7 @@ func parseLevels(conc listFlag) ([]int, error) {
 	for _, c := range conc {
 		n, err := strconv.Atoi(c)
 		if err != nil || n < 1 || n > 1024 {
-			return nil, fmt.Errorf("--concurrency %q: want whole numbers from 1 to 1024", c)
+			return nil, usageErrorf("--concurrency %q: want whole numbers from 1 to 1024", c)
 		}
 		levels = append(levels, n)
 	}

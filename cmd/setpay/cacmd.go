@@ -42,26 +42,26 @@ const caConfigFile = "ca.yaml"
 
 // caFlags are shared by the ca subcommands.
 type caFlags struct {
-	tf        tokenFlags
+	tf        *tokenFlags
 	out       string
 	storeDSN  string
 	rootToken string
 }
 
-// register adds the flags; dirFlag names the CA directory flag ("out" for
-// init, whose product it is, "ca-dir" elsewhere).
-func (c *caFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-}, dirFlag string) {
+// caFlagsOn registers the token flags and the CA flags on fs; dirFlag names the CA
+// directory flag ("out" for init, whose product it is, "ca-dir" elsewhere).
+func caFlagsOn(fs *flagSet, dirFlag string) *caFlags {
+	c := &caFlags{tf: tokenFlagsOn(fs)}
 	fs.StringVar(&c.out, dirFlag, "./var/ca", "CA directory (certificates, CRLs, ca.yaml)")
 	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <out>/ca.yaml)")
 	fs.StringVar(&c.rootToken, "root-token", "", "token holding the root key (default: from <out>/ca.yaml for init/crl; serve keeps the root offline unless given)")
+	return c
 }
 
-// defaults fills unset flags from ca.yaml.
+// defaults fills unset flags from ca.yaml (whose store path is relative to it).
 func (c *caFlags) defaults() (caFileConfig, error) {
 	var fc caFileConfig
-	if err := loadYAML(filepath.Join(c.out, caConfigFile), &fc); err != nil {
+	if err := loadConfig(filepath.Join(c.out, caConfigFile), &fc); err != nil {
 		return fc, fmt.Errorf("%w (run `setpay ca init` first or pass --ca-dir)", err)
 	}
 	if c.storeDSN == "" {
@@ -71,6 +71,27 @@ func (c *caFlags) defaults() (caFileConfig, error) {
 		c.tf.token = fc.Token
 	}
 	return fc, nil
+}
+
+// dsnRelativeTo records a sqlite: DSN relative to dir (ca.yaml's directory).
+func dsnRelativeTo(dir, dsn string) (string, error) {
+	path, ok := strings.CutPrefix(dsn, "sqlite:")
+	if !ok {
+		return dsn, nil
+	}
+	absDir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", err
+	}
+	absPath, err := filepath.Abs(strings.TrimPrefix(path, "//"))
+	if err != nil {
+		return "", err
+	}
+	rel, err := filepath.Rel(absDir, absPath)
+	if err != nil {
+		return "sqlite:" + absPath, nil
+	}
+	return "sqlite:" + rel, nil
 }
 
 // caStores opens the durable store of every CA, keyed by role name.
@@ -97,7 +118,7 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 		c.rootToken = fc.RootToken
 	}
 	if c.storeDSN == "" {
-		return nil, nil, errors.New("--store is required")
+		return nil, nil, usageErrorf("--store is required")
 	}
 	mod, tok, err := c.tf.open(ctx, env)
 	if err != nil {
@@ -118,10 +139,10 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 		}
 		closers = append(closers, func() { _ = rootTok.Close() })
 	}
-	db, err := store.Open(ctx, c.storeDSN)
+	db, err := store.Open(ctx, c.storeDSN, store.MustExist())
 	if err != nil {
 		cleanup()
-		return nil, nil, err
+		return nil, nil, fmt.Errorf("store: %w", err)
 	}
 	closers = append(closers, func() { _ = db.Close() })
 	stores, err := caStores(db)
@@ -139,9 +160,7 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 
 func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca init", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "out")
+	c := caFlagsOn(fs, "out")
 	brand := fs.String("brand", "SETPay", "brand name in CA common names")
 	org := fs.String("org", "SETPay", "subject O of every certificate")
 	tlsName := fs.String("tls-name", "127.0.0.1", "DNS name or IP address of the CA service's TLS certificate")
@@ -155,7 +174,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 		c.tf.token = "setpay-ca"
 	}
 	if c.storeDSN == "" {
-		return errors.New("--store is required (e.g. sqlite:./var/setpay.db)")
+		return usageErrorf("--store is required (e.g. sqlite:./var/setpay.db)")
 	}
 	mod, tok, err := c.tf.open(ctx, env)
 	if err != nil {
@@ -182,7 +201,12 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := yaml.Marshal(caFileConfig{Store: c.storeDSN, RootToken: c.rootToken, Token: c.tf.token, Brand: *brand, TLSName: *tlsName})
+	// ca.yaml names the store relative to itself, so any directory finds the same store.
+	recorded, err := dsnRelativeTo(c.out, c.storeDSN)
+	if err != nil {
+		return err
+	}
+	b, err := yaml.Marshal(caFileConfig{Store: recorded, RootToken: c.rootToken, Token: c.tf.token, Brand: *brand, TLSName: *tlsName})
 	if err != nil {
 		return err
 	}
@@ -207,9 +231,7 @@ var demoCards = []ca.LedgerCard{
 
 func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca serve", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	listen := fs.String("listen", "127.0.0.1:7440", "address to listen on")
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
 	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until `setpay ca approve`")
@@ -251,12 +273,14 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 
 func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca approve", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	reqID := fs.String("request", "", "request id to decide (without it: list the requests)")
 	reject := fs.Bool("reject", false, "reject instead of approving")
 	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	// The CA directory must be a CA's (ca.yaml), not a misspelt path to create a queue in.
+	if _, err := c.defaults(); err != nil {
 		return err
 	}
 	q, err := ca.NewPendingQueue(filepath.Join(c.out, "pending"))
@@ -288,9 +312,7 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 
 func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca enroll", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	roleName := fs.String("role", "", "merchant or gateway")
 	id := fs.String("id", "", "merchant or gateway id")
 	outFile := fs.String("out", "", "write the secret to this new file (mode 0600) instead of stdout")
@@ -299,7 +321,7 @@ func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	role, err := pki.ParseRole(*roleName)
 	if err != nil || (role != pki.RoleMerchant && role != pki.RoleGateway) {
-		return errors.New("--role must be merchant or gateway")
+		return usageErrorf("--role must be merchant or gateway")
 	}
 	l, cleanup, err := c.openCA(ctx, env, false)
 	if err != nil {
@@ -329,9 +351,7 @@ var reasonNames = map[string]int{
 
 func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca revoke", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	serialHex := fs.String("serial", "", "serial number in hex")
 	reasonName := fs.String("reason", "unspecified", "RFC 5280 reason: keyCompromise, affiliationChanged, superseded, cessationOfOperation, privilegeWithdrawn, ...")
 	if err := fs.Parse(args); err != nil {
@@ -339,13 +359,13 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	serial, ok := new(big.Int).SetString(strings.TrimPrefix(strings.ToLower(*serialHex), "0x"), 16)
 	if !ok || serial.Sign() <= 0 || serial.BitLen() > 160 {
-		return errors.New("--serial must be a positive hex number")
+		return usageErrorf("--serial must be a positive hex number")
 	}
 	reason, ok := reasonNames[*reasonName]
 	if !ok {
 		n, err := strconv.Atoi(*reasonName)
 		if err != nil {
-			return fmt.Errorf("unknown --reason %q", *reasonName)
+			return usageErrorf("unknown --reason %q", *reasonName)
 		}
 		reason = n
 	}
@@ -376,9 +396,7 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 
 func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca crl", env)
-	var c caFlags
-	c.tf.register(fs)
-	c.register(fs, "ca-dir")
+	c := caFlagsOn(fs, "ca-dir")
 	which := fs.String("ca", "pca", "root, brand, cca, mca or pca")
 	outFile := fs.String("out", "", "file to write the PEM CRL to (default stdout)")
 	if err := fs.Parse(args); err != nil {
@@ -386,7 +404,7 @@ func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	role, err := pki.ParseRole(*which)
 	if err != nil || !role.IsCA() {
-		return errors.New("--ca must be root, brand, cca, mca or pca")
+		return usageErrorf("--ca must be root, brand, cca, mca or pca")
 	}
 	l, cleanup, err := c.openCA(ctx, env, role == pki.RoleRoot)
 	if err != nil {
@@ -414,13 +432,14 @@ type regFlags struct {
 	addr, root, tlsCA, serverName string
 }
 
-func (r *regFlags) register(fs interface {
-	StringVar(*string, string, string, string)
-}) {
+// regFlagsOn registers the registration clients' connection flags on fs.
+func regFlagsOn(fs *flagSet) *regFlags {
+	r := &regFlags{}
 	fs.StringVar(&r.addr, "ca", "127.0.0.1:7440", "CA service address")
 	fs.StringVar(&r.root, "ca-root", "./var/ca/root.pem", "the trusted SET root certificate (from the CA, out of band)")
 	fs.StringVar(&r.tlsCA, "ca-tls", "./var/ca/tls-ca.pem", "trust anchor of the CA service's TLS certificate")
 	fs.StringVar(&r.serverName, "ca-name", "", "TLS name of the CA service (default: the host of --ca)")
+	return r
 }
 
 func (r *regFlags) dial() (*ca.Client, func(), error) {
@@ -440,7 +459,7 @@ func (r *regFlags) dial() (*ca.Client, func(), error) {
 	if name == "" {
 		host, _, err := net.SplitHostPort(r.addr)
 		if err != nil {
-			return nil, nil, fmt.Errorf("--ca: %w", err)
+			return nil, nil, usageErrorf("--ca: %w", err)
 		}
 		name = host
 	}
@@ -479,10 +498,8 @@ func readSecret(file, envName, what string) ([]byte, error) {
 
 func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki.Role) error {
 	fs := newFlags("setpay "+role.String()+" register", env)
-	var tf tokenFlags
-	tf.register(fs)
-	var rf regFlags
-	rf.register(fs)
+	tf := tokenFlagsOn(fs)
+	rf := regFlagsOn(fs)
 	id := fs.String("id", "", role.String()+" id, as enrolled")
 	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
 	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
@@ -492,7 +509,7 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		return err
 	}
 	if err := pki.ValidateEntityID(*id); err != nil {
-		return fmt.Errorf("--id: %w", err)
+		return usageErrorf("--id: %w", err)
 	}
 	var secret []byte
 	if *reqID == "" {
@@ -583,10 +600,8 @@ type walletCardFile struct {
 
 func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay wallet register", env)
-	var tf tokenFlags
-	tf.register(fs)
-	var rf regFlags
-	rf.register(fs)
+	tf := tokenFlagsOn(fs)
+	rf := regFlagsOn(fs)
 	cardFile := fs.String("card-file", "", "YAML file with pan, expiry (YYYYMM), postal_code, cardholder_name")
 	out := fs.String("out", "./var/wallet", "wallet directory")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
@@ -594,7 +609,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *cardFile == "" {
-		return errors.New("--card-file is required")
+		return usageErrorf("--card-file is required")
 	}
 	var card walletCardFile
 	if err := loadYAML(*cardFile, &card); err != nil {

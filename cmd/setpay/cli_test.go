@@ -17,22 +17,17 @@ import (
 	"github.com/setpay/setpay/internal/testenv"
 )
 
-// cli runs the real setpay binary in dir, as a user would.
+// cli runs the real setpay binary in dir, as a user would, and requires success.
 type cli struct {
 	t   *testing.T
-	bin string
 	dir string
 }
 
 func (c cli) run(args ...string) string {
 	c.t.Helper()
-	cmd := exec.Command(c.bin, args...)
-	cmd.Dir = c.dir
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	err := cmd.Run()
-	require.NoError(c.t, err, "setpay %s\nstdout:\n%s\nstderr:\n%s", strings.Join(args, " "), stdout.String(), stderr.String())
-	return stdout.String()
+	r := runSetpay(c.t, c.dir, nil, args...)
+	require.Zero(c.t, r.code, "setpay %s\n%s", strings.Join(args, " "), r)
+	return r.stdout
 }
 
 // startServer starts cmd, a server told to listen on port 0, and returns the address
@@ -40,6 +35,15 @@ func (c cli) run(args ...string) string {
 // other process can take it between a probe and the server's listen. It fails t if
 // the server exits or says nothing within d.
 func startServer(t *testing.T, cmd *exec.Cmd, d time.Duration) string {
+	t.Helper()
+	addr, _ := startServerAddrs(t, cmd, d)
+	return addr
+}
+
+// startServerAddrs is startServer for a service that may also serve metrics: it
+// returns the gRPC address and, if the service announced one before it ("metrics on
+// http://ADDR/metrics"), the metrics address. cmd's stdout is read by this function.
+func startServerAddrs(t *testing.T, cmd *exec.Cmd, d time.Duration) (listen, metricsAddr string) {
 	t.Helper()
 	pr, pw, err := os.Pipe()
 	require.NoError(t, err)
@@ -50,26 +54,33 @@ func startServer(t *testing.T, cmd *exec.Cmd, d time.Duration) string {
 		_ = pr.Close()
 		require.NoError(t, err)
 	}
-	addrc := make(chan string, 1)
+	type addrs struct{ listen, metrics string }
+	addrc := make(chan addrs, 1)
 	go func() {
 		defer pr.Close()
 		defer close(addrc)
 		sc := bufio.NewScanner(pr)
+		var got addrs
 		found := false
 		for sc.Scan() { // read to EOF, so the server never blocks writing stdout
-			if _, addr, ok := strings.Cut(sc.Text(), " listening on "); ok && !found {
+			line := sc.Text()
+			if m, ok := strings.CutPrefix(line, "metrics on http://"); ok {
+				got.metrics = strings.TrimSuffix(strings.TrimSpace(m), "/metrics")
+			}
+			if _, addr, ok := strings.Cut(line, " listening on "); ok && !found {
 				found = true
-				addrc <- strings.TrimSpace(addr)
+				got.listen = strings.TrimSpace(addr)
+				addrc <- got
 			}
 		}
 	}()
 	select {
-	case addr, ok := <-addrc:
+	case a, ok := <-addrc:
 		require.True(t, ok, "%s exited without listening", cmd.Path)
-		return addr
+		return a.listen, a.metrics
 	case <-time.After(d):
 		require.FailNowf(t, "server did not listen", "%s said nothing in %v", cmd.Path, d)
-		return ""
+		return "", ""
 	}
 }
 
@@ -81,18 +92,13 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 		t.Skip("builds the binary and runs a whole CA; skipped with -short")
 	}
 	dir := t.TempDir()
-	bin := filepath.Join(dir, "setpay")
-	build := exec.Command("go", "build", "-o", bin, ".")
-	out, err := build.CombinedOutput()
-	require.NoError(t, err, "%s", out)
-	c := cli{t: t, bin: bin, dir: dir}
+	c := cli{t: t, dir: dir}
 
 	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant,setpay-wallet")
 	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--root-token", "setpay-root", "--token", "setpay-ca", "--out", "./var/ca", "--store", "sqlite:./var/setpay.db")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	serve := exec.CommandContext(ctx, bin, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0")
-	serve.Dir = dir
+	serve := setpayCmd(ctx, t, dir, nil, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0")
 	var serveErr bytes.Buffer
 	serve.Stderr = &serveErr
 	t.Cleanup(func() {
@@ -111,11 +117,9 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 		c.run(p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
 			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role)
 		// A spent secret is spent.
-		cmd := exec.Command(bin, p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
+		again := runSetpay(t, dir, nil, p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
 			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role+"-again")
-		cmd.Dir = dir
-		again, err := cmd.CombinedOutput()
-		assert.Error(t, err, "re-used enrollment secret accepted: %s", again)
+		assert.Equal(t, 1, again.code, "re-used enrollment secret accepted:\n%s", again)
 	}
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "card.yaml"), []byte("pan: \"4111111111111111\"\nexpiry: \"203012\"\npostal_code: \"75001\"\ncardholder_name: \"Alice Example\"\n"), 0o600))

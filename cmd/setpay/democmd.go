@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -30,17 +31,14 @@ import (
 // transcript. Each run starts from fresh tokens and stores, so running it twice works.
 func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay demo", env)
-	varDir := fs.String("var", "./var", "directory for the embedded tokens and stores")
+	varDir := fs.String("var", "./var/demo", "directory for the embedded tokens and stores: new, empty, or made by an earlier demo")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	began := time.Now()
 	root := mustAbs(*varDir)
-	// Reset only what the demo creates.
-	for _, p := range []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "gateway.yaml", "merchant.yaml", "gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"} {
-		if err := os.RemoveAll(filepath.Join(root, p)); err != nil {
-			return fmt.Errorf("reset %s: %w", p, err)
-		}
+	if err := resetDemoDir(root); err != nil {
+		return err
 	}
 	d, err := softhsm.Create(filepath.Join(root, "softhsm"))
 	if err != nil {
@@ -160,6 +158,46 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	fmt.Fprintf(w, "\nThe same parties as separate processes, on these tokens and stores (configs written to %s):\n", root)
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %s\n", c)
+	}
+	return nil
+}
+
+// demoMarker marks a directory as the demo's own: only such a directory (or a new or
+// empty one) is reset, so a demo run where a real CA keeps its tokens deletes nothing.
+const demoMarker = ".setpay-demo"
+
+// demoOwned is what the demo creates in its directory, and all that it resets.
+var demoOwned = []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "gateway.yaml", "merchant.yaml",
+	"gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"}
+
+// resetDemoDir prepares root for a demo run: a missing or empty directory is created
+// and marked; a marked one has the demo's own files removed; anything else is refused
+// untouched.
+func resetDemoDir(root string) error {
+	entries, err := os.ReadDir(root)
+	switch {
+	case errors.Is(err, fs.ErrNotExist):
+		if err := os.MkdirAll(root, 0o700); err != nil {
+			return fmt.Errorf("demo: create %s: %w", root, err)
+		}
+	case err != nil:
+		return fmt.Errorf("demo: --var %s: %w", root, err)
+	case len(entries) == 0:
+	default:
+		st, err := os.Lstat(filepath.Join(root, demoMarker))
+		if err != nil || !st.Mode().IsRegular() {
+			return fmt.Errorf("demo: %s holds files the demo did not make (no %s marker); refusing to reset it: "+
+				"give --var a new or empty directory", root, demoMarker)
+		}
+		for _, p := range demoOwned {
+			if err := os.RemoveAll(filepath.Join(root, p)); err != nil {
+				return fmt.Errorf("demo: reset %s: %w", p, err)
+			}
+		}
+	}
+	marker := "made by `setpay demo`, which deletes and recreates in this directory: " + strings.Join(demoOwned, " ") + "\n"
+	if err := os.WriteFile(filepath.Join(root, demoMarker), []byte(marker), 0o600); err != nil {
+		return fmt.Errorf("demo: mark %s: %w", root, err)
 	}
 	return nil
 }

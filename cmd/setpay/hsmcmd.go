@@ -25,6 +25,11 @@ func runInitSoftHSM(ctx context.Context, env *cliEnv, args []string) error {
 	if len(labels) == 0 {
 		labels = listFlag{"setpay-dev"}
 	}
+	if *pinSource != "" {
+		if err := checkSecretSource(*pinSource); err != nil {
+			return usageErrorf("--pin-source: %w", err)
+		}
+	}
 	d, err := softhsm.Create(*dir)
 	if err != nil {
 		return err
@@ -69,8 +74,7 @@ func runInitSoftHSM(ctx context.Context, env *cliEnv, args []string) error {
 
 func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm keygen", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "key label (CKA_LABEL)")
 	alg := fs.String("alg", string(hsm.ECDSAP256), "ecdsa-p256, ecdsa-p384, rsa2048 or rsa3072")
 	usage := fs.String("usage", string(hsm.UsageSign), "sign or keyexchange")
@@ -93,8 +97,7 @@ func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 
 func runList(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm list", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -105,7 +108,7 @@ func runList(ctx context.Context, env *cliEnv, args []string) error {
 		}
 		mod, err := hsm.OpenModule(tf.module, env.logger)
 		if err != nil {
-			return err
+			return softhsmHint(tf.module, err)
 		}
 		defer mod.Close()
 		ts, err := mod.Tokens()
@@ -146,8 +149,7 @@ func runList(ctx context.Context, env *cliEnv, args []string) error {
 
 func runDelete(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm delete", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "key label")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -167,8 +169,7 @@ func runDelete(ctx context.Context, env *cliEnv, args []string) error {
 
 func runRename(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm rename", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "current key label")
 	to := fs.String("to", "", "new key label")
 	if err := fs.Parse(args); err != nil {

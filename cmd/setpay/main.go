@@ -30,11 +30,13 @@ type command struct {
 type cliEnv struct {
 	stdout, stderr io.Writer
 	logger         *slog.Logger
+	summary        string // of the command being run, for its --help
 }
 
 func commands() map[string]*command {
 	return map[string]*command{
 		"audit": {summary: "audit log", sub: map[string]*command{"verify": {summary: "verify the hash chain of a store's audit log", run: runAuditVerify}}},
+		"store": {summary: "durable stores", sub: map[string]*command{"init": {summary: "create a gateway or merchant store (other commands never create one)", run: runStoreInit}}},
 		"hsm": {summary: "administer PKCS#11 tokens", sub: map[string]*command{
 			"init-softhsm": {summary: "create a SoftHSM2 dev token directory and tokens", run: runInitSoftHSM},
 			"keygen":       {summary: "generate a key pair inside a token", run: runKeygen},
@@ -69,46 +71,179 @@ func commands() map[string]*command {
 			"register": {summary: "register a card with the CA and get a certificate", run: runWalletRegister},
 			"buy":      {summary: "buy from a merchant", run: runWalletBuy},
 		}},
-		"demo": {summary: "end-to-end purchase on an embedded token and store", run: runDemo},
+		"demo":    {summary: "end-to-end purchase on an embedded token and store", run: runDemo},
+		"version": {summary: "print the module version and VCS revision", run: runVersion},
 	}
+}
+
+// Exit codes: 0 success (and help), 1 a runtime error, 2 a usage error.
+const (
+	exitOK      = 0
+	exitRuntime = 1
+	exitUsage   = 2
+)
+
+// errHelp: help was asked for and printed to stdout.
+var errHelp = errors.New("help printed")
+
+// usageError is a mistake in the command line, not in what the command then did.
+type usageError struct {
+	cmd string // "setpay hsm list", for the hint
+	err error
+}
+
+func (e *usageError) Error() string { return e.err.Error() }
+func (e *usageError) Unwrap() error { return e.err }
+
+// usageErrorf reports a wrong or missing argument; dispatch fills in the command.
+func usageErrorf(format string, args ...any) error {
+	return &usageError{err: fmt.Errorf(format, args...)}
 }
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer stop()
-	env := &cliEnv{stdout: os.Stdout, stderr: os.Stderr,
-		logger: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: logLevel()}))}
-	if err := dispatch(ctx, env, commands(), os.Args[1:], "setpay"); err != nil {
-		if errors.Is(err, flag.ErrHelp) {
-			os.Exit(2)
-		}
-		fmt.Fprintf(os.Stderr, "setpay: %v\n", err)
-		os.Exit(1)
+	code := run(ctx, os.Args[1:], os.Stdout, os.Stderr, os.Getenv)
+	stop()
+	os.Exit(code)
+}
+
+// run is the whole program: it parses the global flags, dispatches, and maps the
+// outcome to an exit code.
+func run(ctx context.Context, args []string, stdout, stderr io.Writer, getenv func(string) string) int {
+	env := &cliEnv{stdout: stdout, stderr: stderr}
+	cmds := commands()
+	rest, logger, err := globalFlags(env, cmds, args, getenv)
+	if err == nil {
+		env.logger = logger
+		env.logger.Debug("setpay", "args", redactedArgs(rest), "version", buildVersion().Version)
+		err = dispatch(ctx, env, cmds, rest, "setpay")
+	}
+	var ue *usageError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.Is(err, errHelp):
+		return exitOK
+	case errors.As(err, &ue):
+		fmt.Fprintf(stderr, "%s: %v\n", ue.cmd, ue.err)
+		fmt.Fprintf(stderr, "run '%s --help' for usage\n", ue.cmd)
+		return exitUsage
+	default:
+		fmt.Fprintf(stderr, "setpay: %v\n", err)
+		return exitRuntime
 	}
 }
 
-func logLevel() slog.Level {
-	var l slog.Level
-	if err := l.UnmarshalText([]byte(os.Getenv("SETPAY_LOG_LEVEL"))); err != nil {
-		return slog.LevelWarn
+// redactedArgs keeps the command words of args for a debug log (flag values could be
+// anything an operator typed).
+func redactedArgs(args []string) []string {
+	var out []string
+	for _, a := range args {
+		if strings.HasPrefix(a, "-") {
+			break
+		}
+		out = append(out, a)
 	}
-	return l
+	return out
+}
+
+// Environment variables the global flags default from.
+const (
+	logLevelEnv  = "SETPAY_LOG_LEVEL"
+	logFormatEnv = "SETPAY_LOG_FORMAT"
+)
+
+// globalFlags parses the flags before the command (--log-level, --log-format) and
+// builds the logger: flags win over $SETPAY_LOG_LEVEL and $SETPAY_LOG_FORMAT; the
+// default is warn, text, on stderr.
+func globalFlags(env *cliEnv, cmds map[string]*command, args []string, getenv func(string) string) ([]string, *slog.Logger, error) {
+	fs := flag.NewFlagSet("setpay", flag.ContinueOnError)
+	fs.SetOutput(io.Discard)
+	level := fs.String("log-level", "", "log level: debug, info, warn or error (default: $"+logLevelEnv+", else warn)")
+	format := fs.String("log-format", "", "log format: text or json (default: $"+logFormatEnv+", else text)")
+	fs.Usage = func() {}
+	if err := fs.Parse(args); err != nil {
+		if errors.Is(err, flag.ErrHelp) {
+			topUsage(env.stdout, cmds, fs)
+			return nil, nil, errHelp
+		}
+		return nil, nil, &usageError{cmd: "setpay", err: err}
+	}
+	pick := func(flagName, v, envName string) (string, string) {
+		if v != "" {
+			return v, "--" + flagName
+		}
+		return getenv(envName), "$" + envName
+	}
+	var opts slog.HandlerOptions
+	lv, from := pick("log-level", *level, logLevelEnv)
+	opts.Level = slog.LevelWarn
+	if lv != "" {
+		var l slog.Level
+		if err := l.UnmarshalText([]byte(lv)); err != nil {
+			return nil, nil, &usageError{cmd: "setpay", err: fmt.Errorf("%s %q: want debug, info, warn or error", from, lv)}
+		}
+		opts.Level = l
+	}
+	var h slog.Handler
+	switch f, from := pick("log-format", *format, logFormatEnv); strings.ToLower(f) {
+	case "", "text":
+		h = slog.NewTextHandler(env.stderr, &opts)
+	case "json":
+		h = slog.NewJSONHandler(env.stderr, &opts)
+	default:
+		return nil, nil, &usageError{cmd: "setpay", err: fmt.Errorf("%s %q: want text or json", from, f)}
+	}
+	if len(fs.Args()) == 0 {
+		topUsage(env.stderr, cmds, fs)
+		return nil, nil, &usageError{cmd: "setpay", err: errors.New("no command given")}
+	}
+	return fs.Args(), slog.New(h), nil
+}
+
+func topUsage(w io.Writer, cmds map[string]*command, global *flag.FlagSet) {
+	usage(w, cmds, "setpay")
+	fmt.Fprintf(w, "\nglobal flags (before the command):\n")
+	global.SetOutput(w)
+	global.PrintDefaults()
+	global.SetOutput(io.Discard)
+	fmt.Fprintf(w, "\nLogs go to stderr. 'setpay help <command>' or 'setpay <command> --help' describes a command.\n"+
+		"Exit status: 0 success, 1 error, 2 wrong usage.\n")
 }
 
 func dispatch(ctx context.Context, env *cliEnv, cmds map[string]*command, args []string, prefix string) error {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(env.stderr, cmds, prefix)
-		return flag.ErrHelp
+		return &usageError{cmd: prefix, err: errors.New("no command given")}
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(env.stdout, cmds, prefix)
+		return errHelp
+	case "help":
+		if len(args) == 1 {
+			usage(env.stdout, cmds, prefix)
+			return errHelp
+		}
+		return dispatch(ctx, env, cmds, append(append([]string{}, args[1:]...), "--help"), prefix)
 	}
 	c, ok := cmds[args[0]]
 	if !ok {
 		usage(env.stderr, cmds, prefix)
-		return fmt.Errorf("unknown command %q", prefix+" "+args[0])
+		return &usageError{cmd: prefix, err: fmt.Errorf("unknown command %q", args[0])}
 	}
+	name := prefix + " " + args[0]
 	if c.sub != nil {
-		return dispatch(ctx, env, c.sub, args[1:], prefix+" "+args[0])
+		return dispatch(ctx, env, c.sub, args[1:], name)
 	}
-	return c.run(ctx, env, args[1:])
+	sub := *env
+	sub.summary = c.summary
+	err := c.run(ctx, &sub, args[1:])
+	var ue *usageError
+	if errors.As(err, &ue) && ue.cmd == "" {
+		ue.cmd = name
+	}
+	return err
 }
 
 func usage(w io.Writer, cmds map[string]*command, prefix string) {
@@ -123,11 +258,42 @@ func usage(w io.Writer, cmds map[string]*command, prefix string) {
 	}
 }
 
-// newFlags makes a FlagSet that reports errors instead of exiting.
-func newFlags(name string, env *cliEnv) *flag.FlagSet {
+// flagSet is a command's flags. Parse prints --help to stdout and returns errHelp, and
+// turns a flag mistake or a stray argument into a usage error.
+type flagSet struct {
+	*flag.FlagSet
+	env *cliEnv
+}
+
+func (f *flagSet) Parse(args []string) error {
+	err := f.FlagSet.Parse(args)
+	switch {
+	case errors.Is(err, flag.ErrHelp):
+		f.SetOutput(f.env.stdout)
+		f.Usage()
+		return errHelp
+	case err != nil:
+		return &usageError{cmd: f.Name(), err: err}
+	case f.NArg() > 0:
+		return &usageError{cmd: f.Name(), err: fmt.Errorf("unexpected argument %q (flags only)", f.Arg(0))}
+	}
+	return nil
+}
+
+// newFlags makes a command's flag set; its --help shows the command's summary.
+func newFlags(name string, env *cliEnv) *flagSet {
 	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(env.stderr)
-	return fs
+	fs.SetOutput(io.Discard)
+	fs.Usage = func() {
+		w := fs.Output()
+		fmt.Fprintf(w, "usage: %s [flags]\n\n", name)
+		if env.summary != "" {
+			fmt.Fprintf(w, "%s\n\n", env.summary)
+		}
+		fmt.Fprintf(w, "flags:\n")
+		fs.PrintDefaults()
+	}
+	return &flagSet{FlagSet: fs, env: env}
 }
 
 // listFlag collects a repeated flag ("--token a --token b") or a comma list.

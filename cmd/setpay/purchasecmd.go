@@ -60,6 +60,9 @@ type partyConfig struct {
 func startMetrics(ctx context.Context, env *cliEnv, c *partyConfig, tok *hsm.Token) (*metrics.Registry, error) {
 	reg := metrics.New()
 	reg.WatchToken(tok)
+	if err := registerBuildInfo(reg.Prometheus()); err != nil {
+		return nil, err
+	}
 	if c.MetricsListen != "" {
 		addr, err := reg.Serve(ctx, c.MetricsListen, env.logger)
 		if err != nil {
@@ -150,58 +153,58 @@ func (r *running) key(ctx context.Context, uri string) (*hsm.Key, error) {
 	return r.tok.KeyByURI(ctx, u)
 }
 
-func openParty(ctx context.Context, env *cliEnv, c *partyConfig) (r *running, err error) {
-	if c.Listen == "" || c.SignKey == "" || c.SignCert == "" || c.KXKey == "" || c.KXCert == "" || c.Root == "" || c.Store == "" {
-		return nil, errors.New("config needs listen, sign_key, sign_cert, kx_key, kx_cert, root and store")
-	}
-	r = &running{}
-	defer func() {
-		if err != nil {
-			r.close()
-		}
-	}()
-	if r.mod, err = hsm.OpenModule(c.Module, env.logger); err != nil {
+// openParty opens what the configuration names; on any error it closes what it had
+// opened and returns the error, which names the field at fault.
+func openParty(ctx context.Context, env *cliEnv, c *partyConfig) (*running, error) {
+	r := &running{}
+	if err := r.open(ctx, env, c); err != nil {
+		r.close()
 		return nil, err
 	}
-	if r.tok, err = r.mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: c.Token}, PIN: hsm.PINSource(c.PINSource), Logger: env.logger}); err != nil {
-		return nil, err
+	return r, nil
+}
+
+func (r *running) open(ctx context.Context, env *cliEnv, c *partyConfig) error {
+	var err error
+	if r.mod, r.tok, err = openToken(ctx, env, c.Module, c.Token, hsm.PINSource(c.PINSource), 0); err != nil {
+		return err
 	}
 	sk, err := r.key(ctx, c.SignKey)
 	if err != nil {
-		return nil, fmt.Errorf("sign_key: %w", err)
+		return fmt.Errorf("sign_key: %w", err)
 	}
 	if r.kx, err = r.key(ctx, c.KXKey); err != nil {
-		return nil, fmt.Errorf("kx_key: %w", err)
+		return fmt.Errorf("kx_key: %w", err)
 	}
 	sc, err := readPEMCerts(c.SignCert)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("sign_cert: %w", err)
 	}
 	r.sign = setproto.Party{Key: sk, Cert: sc[0], Chain: sc[1:]}
 	kc, err := readPEMCerts(c.KXCert)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("kx_cert: %w", err)
 	}
 	r.kxc = kc[0]
 	roots, err := readPEMCerts(c.Root)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("root: %w", err)
 	}
 	crls := pki.NewMemoryCRLs()
-	for _, f := range c.CRLs {
+	for i, f := range c.CRLs {
 		if err := loadCRLs(crls, f); err != nil {
-			return nil, err
+			return fmt.Errorf("crls[%d]: %w", i, err)
 		}
 	}
 	v, err := pki.NewVerifier(roots[0], crls)
 	if err != nil {
-		return nil, err
+		return fmt.Errorf("root: %w", err)
 	}
 	var inter []*x509.Certificate
-	for _, f := range c.CAChain {
+	for i, f := range c.CAChain {
 		cs, err := readPEMCerts(f)
 		if err != nil {
-			return nil, err
+			return fmt.Errorf("ca_chain[%d]: %w", i, err)
 		}
 		inter = append(inter, cs...)
 	}
@@ -213,10 +216,10 @@ func openParty(ctx context.Context, env *cliEnv, c *partyConfig) (r *running, er
 	if err := r.kx.ProbeOAEP(ctx, crypto.SHA256, crypto.SHA256); err != nil {
 		env.logger.Info("key-exchange key accepts RSA-OAEP with SHA-1 only", "key", r.kx.URI())
 	}
-	if r.db, err = store.Open(ctx, c.Store); err != nil {
-		return nil, err
+	if r.db, err = store.Open(ctx, c.Store, store.MustExist()); err != nil {
+		return fmt.Errorf("store: %w", err)
 	}
-	return r, nil
+	return nil
 }
 
 func loadCRLs(m *pki.MemoryCRLs, path string) error {
@@ -237,14 +240,16 @@ func loadCRLs(m *pki.MemoryCRLs, path string) error {
 	}
 }
 
-func (r *running) tlsIdentity(ctx context.Context, certFile, keyURI string) (tlsrpc.Identity, error) {
+// tlsIdentity loads a TLS certificate chain and finds its key; certField and keyField
+// name the configuration fields for errors.
+func (r *running) tlsIdentity(ctx context.Context, certField, certFile, keyField, keyURI string) (tlsrpc.Identity, error) {
 	chain, err := readPEMCerts(certFile)
 	if err != nil {
-		return tlsrpc.Identity{}, err
+		return tlsrpc.Identity{}, fmt.Errorf("%s: %w", certField, err)
 	}
 	k, err := r.key(ctx, keyURI)
 	if err != nil {
-		return tlsrpc.Identity{}, fmt.Errorf("TLS key: %w", err)
+		return tlsrpc.Identity{}, fmt.Errorf("%s: %w", keyField, err)
 	}
 	return tlsrpc.Identity{Cert: chain[0], Key: k, Chain: chain[1:]}, nil
 }
@@ -268,11 +273,8 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var cfg gatewayConfig
-	if err := loadYAML(*cfgPath, &cfg); err != nil {
+	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
-	}
-	if cfg.TLS.Cert == "" || cfg.TLS.Key == "" || cfg.TLS.ClientCA == "" || cfg.PANHashKey == "" {
-		return errors.New("config needs tls.cert, tls.key, tls.client_ca and pan_hash_key_source")
 	}
 	r, err := openParty(ctx, env, &cfg.partyConfig)
 	if err != nil {
@@ -301,13 +303,13 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	id, err := r.tlsIdentity(ctx, cfg.TLS.Cert, cfg.TLS.Key)
+	id, err := r.tlsIdentity(ctx, "tls.cert", cfg.TLS.Cert, "tls.key", cfg.TLS.Key)
 	if err != nil {
 		return err
 	}
 	cas, err := pool(cfg.TLS.ClientCA)
 	if err != nil {
-		return err
+		return fmt.Errorf("tls.client_ca: %w", err)
 	}
 	// A merchant refused for its rate must keep the purchase retryable, so the refusal
 	// reads as the gateway being unavailable, not as a decision.
@@ -330,25 +332,22 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var cfg merchantConfig
-	if err := loadYAML(*cfgPath, &cfg); err != nil {
+	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
 	gw := cfg.Gateway
-	if cfg.TLS.Cert == "" || cfg.TLS.Key == "" || gw.Address == "" || gw.KXCert == "" || gw.TLSCA == "" || gw.ClientCert == "" || gw.ClientKey == "" {
-		return errors.New("config needs tls.cert, tls.key and gateway.{address,kx_cert,tls_ca,tls_cert,tls_key}")
-	}
 	r, err := openParty(ctx, env, &cfg.partyConfig)
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	client, err := r.tlsIdentity(ctx, gw.ClientCert, gw.ClientKey)
+	client, err := r.tlsIdentity(ctx, "gateway.tls_cert", gw.ClientCert, "gateway.tls_key", gw.ClientKey)
 	if err != nil {
 		return err
 	}
 	gwPool, err := pool(gw.TLSCA)
 	if err != nil {
-		return err
+		return fmt.Errorf("gateway.tls_ca: %w", err)
 	}
 	conn, err := grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&client, gwPool, gw.ServerName))))
 	if err != nil {
@@ -357,7 +356,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer conn.Close()
 	gkx, err := readPEMCerts(gw.KXCert)
 	if err != nil {
-		return err
+		return fmt.Errorf("gateway.kx_cert: %w", err)
 	}
 	m, err := merchant.New(ctx, merchant.Config{Sign: r.sign, KXCert: r.kxc, KXKey: r.kx, Trust: r.trust, Store: r.db,
 		Brand: cfg.Brand, GatewayKX: gkx[0], GatewayChain: gkx[1:], Gateway: setpb.NewGatewayClient(conn),
@@ -365,7 +364,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	id, err := r.tlsIdentity(ctx, cfg.TLS.Cert, cfg.TLS.Key)
+	id, err := r.tlsIdentity(ctx, "tls.cert", cfg.TLS.Cert, "tls.key", cfg.TLS.Key)
 	if err != nil {
 		return err
 	}
@@ -387,8 +386,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay wallet buy", env)
-	var tf tokenFlags
-	tf.register(fs)
+	tf := tokenFlagsOn(fs)
 	dir := fs.String("wallet", "./var/wallet", "wallet directory made by `setpay wallet register`")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
 	addr := fs.String("merchant", "", "merchant address host:port")
@@ -402,12 +400,12 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *offer == "" || *addr == "" || *merchantCA == "" {
-		return errors.New("--offer, --merchant and --merchant-ca are required")
+		return usageErrorf("--offer, --merchant and --merchant-ca are required")
 	}
 	if *serverName == "" {
 		host, _, err := net.SplitHostPort(*addr)
 		if err != nil {
-			return fmt.Errorf("--merchant: %w", err)
+			return usageErrorf("--merchant: %w", err)
 		}
 		*serverName = host
 	}

@@ -4,9 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"encoding/pem"
-	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
@@ -58,6 +58,30 @@ func loadYAML(path string, v any) error {
 	return nil
 }
 
+// configFile is a configuration that resolves its paths against the file's directory
+// and checks itself, naming each missing or wrong field.
+type configFile interface {
+	resolvePaths(dir string)
+	validate() error
+}
+
+// loadConfig reads a YAML configuration (unknown fields are errors), resolves its
+// relative paths against the file's directory and validates it.
+func loadConfig(path string, v configFile) error {
+	if err := loadYAML(path, v); err != nil {
+		return err
+	}
+	abs, err := filepath.Abs(path)
+	if err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	v.resolvePaths(filepath.Dir(abs))
+	if err := v.validate(); err != nil {
+		return fmt.Errorf("config %s: %w", path, err)
+	}
+	return nil
+}
+
 func readPEMCerts(path string) ([]*x509.Certificate, error) {
 	b, err := os.ReadFile(path)
 	if err != nil {
@@ -92,24 +116,20 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var cfg signerConfig
-	if err := loadYAML(*cfgPath, &cfg); err != nil {
+	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
-	if cfg.Listen == "" || cfg.TLS.Cert == "" || cfg.TLS.Key == "" || cfg.TLS.ClientCA == "" {
-		return errors.New("config needs listen, tls.cert, tls.key and tls.client_ca")
-	}
-	mod, err := hsm.OpenModule(cfg.Module, env.logger)
+	mod, tok, err := openToken(ctx, env, cfg.Module, cfg.Token, hsm.PINSource(cfg.PINSource), cfg.MaxSessions)
 	if err != nil {
 		return err
 	}
 	defer mod.Close()
-	tok, err := mod.OpenToken(ctx, hsm.TokenConfig{Selector: hsm.Selector{Label: cfg.Token}, PIN: hsm.PINSource(cfg.PINSource), MaxSessions: cfg.MaxSessions, Logger: env.logger})
-	if err != nil {
-		return err
-	}
 	defer tok.Close()
 	reg := metrics.New()
 	reg.WatchToken(tok)
+	if err := registerBuildInfo(reg.Prometheus()); err != nil {
+		return err
+	}
 	if cfg.MetricsListen != "" {
 		addr, err := reg.Serve(ctx, cfg.MetricsListen, env.logger)
 		if err != nil {
@@ -125,16 +145,16 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 		return tok.KeyByURI(ctx, u)
 	}
 	svc := signer.NewService()
-	for _, k := range cfg.Keys {
+	for i, k := range cfg.Keys {
 		key, err := keyByURI(k.Key)
 		if err != nil {
-			return fmt.Errorf("key %q: %w", k.Name, err)
+			return fmt.Errorf("keys[%d].key (%s): %w", i, k.Name, err)
 		}
 		e := signer.Entry{Name: k.Name, Key: key, Algorithm: string(key.Algorithm()), Usage: string(key.Usage())}
 		if k.Cert != "" {
 			certs, err := readPEMCerts(k.Cert)
 			if err != nil {
-				return err
+				return fmt.Errorf("keys[%d].cert: %w", i, err)
 			}
 			e.Certificate = certs[0]
 		}
@@ -144,15 +164,15 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	tlsKey, err := keyByURI(cfg.TLS.Key)
 	if err != nil {
-		return fmt.Errorf("TLS key: %w", err)
+		return fmt.Errorf("tls.key: %w", err)
 	}
 	chain, err := readPEMCerts(cfg.TLS.Cert)
 	if err != nil {
-		return err
+		return fmt.Errorf("tls.cert: %w", err)
 	}
 	cas, err := readPEMCerts(cfg.TLS.ClientCA)
 	if err != nil {
-		return err
+		return fmt.Errorf("tls.client_ca: %w", err)
 	}
 	pool := x509.NewCertPool()
 	for _, c := range cas {

@@ -1,0 +1,277 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"net"
+	"path/filepath"
+	"strings"
+
+	"github.com/setpay/setpay/hsm"
+)
+
+// fieldError says what is wrong with one configuration field. It never holds the
+// field's value: a misplaced PIN or key must not reach a terminal or a log.
+type fieldError struct {
+	Field   string // YAML path, e.g. "tls.key" or "keys[2].name"
+	Problem string
+	Err     error // the underlying error, if any
+}
+
+func (e *fieldError) Error() string {
+	if e.Err != nil {
+		return e.Field + ": " + e.Problem + ": " + e.Err.Error()
+	}
+	return e.Field + ": " + e.Problem
+}
+
+func (e *fieldError) Unwrap() error { return e.Err }
+
+// checks collects a configuration's field errors; err joins them (errors.Join) so an
+// operator sees every missing or wrong field at once.
+type checks []error
+
+func (c *checks) fail(field, problem string, err error) {
+	*c = append(*c, &fieldError{Field: field, Problem: problem, Err: err})
+}
+
+func (c checks) err() error { return errors.Join(c...) }
+
+// required reports a missing value and says whether v is present.
+func (c *checks) required(field, v string) bool {
+	if strings.TrimSpace(v) == "" {
+		c.fail(field, "required", nil)
+		return false
+	}
+	return true
+}
+
+// hostPort checks an address to listen on or dial.
+func (c *checks) hostPort(field, v string) {
+	if !c.required(field, v) {
+		return
+	}
+	if _, _, err := net.SplitHostPort(v); err != nil {
+		c.fail(field, "want host:port", err)
+	}
+}
+
+// optionalHostPort checks an address that may be left out.
+func (c *checks) optionalHostPort(field, v string) {
+	if v != "" {
+		c.hostPort(field, v)
+	}
+}
+
+// keyURI checks a pkcs11: URI of a key in the token.
+func (c *checks) keyURI(field, v string) {
+	if !c.required(field, v) {
+		return
+	}
+	if _, err := hsm.ParseURI(v); err != nil {
+		c.fail(field, "want a pkcs11: URI", err)
+	}
+}
+
+// secretSource checks where a PIN or key comes from: env:NAME or file:PATH and nothing
+// else, so that a PIN pasted in place of its source is refused and not shown.
+func (c *checks) secretSource(field, v string) {
+	if !c.required(field, v) {
+		return
+	}
+	if err := checkSecretSource(v); err != nil {
+		c.fail(field, err.Error(), nil)
+	}
+}
+
+// errSecretSource is a secret source that names neither an environment variable nor a
+// file. Its text never includes the value.
+var errSecretSource = errors.New("want env:NAME or file:PATH (the value given is not shown: it may be a secret)")
+
+func checkSecretSource(v string) error {
+	v = strings.TrimSpace(v)
+	switch {
+	case strings.HasPrefix(v, "env:") && len(v) > len("env:"):
+		return nil
+	case strings.HasPrefix(v, "file:") && len(v) > len("file:"):
+		return nil
+	}
+	return errSecretSource
+}
+
+// storeDSN checks a store DSN's form (whether the store exists is for store.Open).
+func (c *checks) storeDSN(field, v string) {
+	if !c.required(field, v) {
+		return
+	}
+	if !strings.HasPrefix(v, "sqlite:") && !strings.HasPrefix(v, "postgres://") && !strings.HasPrefix(v, "postgresql://") {
+		c.fail(field, "want sqlite:PATH or postgres://...", nil)
+	}
+}
+
+func (c *checks) nonNegative(field string, v float64) {
+	if v < 0 {
+		c.fail(field, fmt.Sprintf("must not be negative (got %v)", v), nil)
+	}
+}
+
+// token checks the fields that name a module, a token and its PIN.
+func (c *checks) token(module, token, pinSource string) {
+	c.required("module", module)
+	c.required("token", token)
+	c.secretSource("pin_source", pinSource)
+}
+
+// validate checks what the gateway and the merchant share.
+func (p *partyConfig) validate() error {
+	var c checks
+	p.check(&c)
+	return c.err()
+}
+
+func (p *partyConfig) check(c *checks) {
+	c.token(p.Module, p.Token, p.PINSource)
+	c.hostPort("listen", p.Listen)
+	c.keyURI("sign_key", p.SignKey)
+	c.required("sign_cert", p.SignCert)
+	c.keyURI("kx_key", p.KXKey)
+	c.required("kx_cert", p.KXCert)
+	c.required("root", p.Root)
+	for i, f := range p.CAChain {
+		c.required(fmt.Sprintf("ca_chain[%d]", i), f)
+	}
+	for i, f := range p.CRLs {
+		c.required(fmt.Sprintf("crls[%d]", i), f)
+	}
+	c.storeDSN("store", p.Store)
+	c.required("tls.cert", p.TLS.Cert)
+	c.keyURI("tls.key", p.TLS.Key)
+	c.optionalHostPort("metrics_listen", p.MetricsListen)
+	p.Limits.check(c)
+}
+
+func (l limitsConfig) check(c *checks) {
+	c.nonNegative("limits.max_message_bytes", float64(l.MaxMessageBytes))
+	c.nonNegative("limits.rate_per_second", l.RatePerSecond)
+	c.nonNegative("limits.rate_burst", float64(l.RateBurst))
+	c.nonNegative("limits.rate_max_clients", float64(l.RateMaxClients))
+}
+
+func (g *gatewayConfig) validate() error {
+	var c checks
+	g.check(&c)
+	c.required("tls.client_ca", g.TLS.ClientCA)
+	c.secretSource("pan_hash_key_source", g.PANHashKey)
+	return c.err()
+}
+
+func (m *merchantConfig) validate() error {
+	var c checks
+	m.check(&c)
+	c.hostPort("gateway.address", m.Gateway.Address)
+	c.required("gateway.kx_cert", m.Gateway.KXCert)
+	c.required("gateway.tls_ca", m.Gateway.TLSCA)
+	c.required("gateway.tls_cert", m.Gateway.ClientCert)
+	c.keyURI("gateway.tls_key", m.Gateway.ClientKey)
+	return c.err()
+}
+
+func (s *signerConfig) validate() error {
+	var c checks
+	c.token(s.Module, s.Token, s.PINSource)
+	c.hostPort("listen", s.Listen)
+	c.required("tls.cert", s.TLS.Cert)
+	c.keyURI("tls.key", s.TLS.Key)
+	c.required("tls.client_ca", s.TLS.ClientCA)
+	for i, k := range s.Keys {
+		c.required(fmt.Sprintf("keys[%d].name", i), k.Name)
+		c.keyURI(fmt.Sprintf("keys[%d].key", i), k.Key)
+	}
+	c.optionalHostPort("metrics_listen", s.MetricsListen)
+	c.nonNegative("max_sessions", float64(s.MaxSessions))
+	c.nonNegative("max_message_bytes", float64(s.MaxMsgBytes))
+	c.nonNegative("max_batch", float64(s.MaxBatchSize))
+	return c.err()
+}
+
+func (f *caFileConfig) validate() error {
+	var c checks
+	c.storeDSN("store", f.Store)
+	c.required("token", f.Token)
+	c.required("root_token", f.RootToken)
+	return c.err()
+}
+
+// Paths in a configuration file are relative to the file's directory, never to the
+// directory a command happens to run in: a CA command run from elsewhere must open the
+// CA's store, not start a second one.
+
+// inDir resolves a relative path p against dir.
+func inDir(dir, p string) string {
+	if p == "" || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(dir, p)
+}
+
+// dsnInDir resolves the path of a sqlite: DSN against dir; other DSNs are unchanged.
+func dsnInDir(dir, dsn string) string {
+	path, ok := strings.CutPrefix(dsn, "sqlite:")
+	if !ok || path == "" {
+		return dsn
+	}
+	return "sqlite:" + inDir(dir, strings.TrimPrefix(path, "//"))
+}
+
+// sourceInDir resolves the path of a file: secret source against dir.
+func sourceInDir(dir, src string) string {
+	path, ok := strings.CutPrefix(strings.TrimSpace(src), "file:")
+	if !ok || path == "" {
+		return src
+	}
+	return "file:" + inDir(dir, path)
+}
+
+// moduleInDir resolves a module given as a relative path ("lib/x.so"); a bare file
+// name ("libsofthsm2.so") is left to the dynamic loader's search.
+func moduleInDir(dir, m string) string {
+	if !strings.ContainsRune(m, filepath.Separator) {
+		return m
+	}
+	return inDir(dir, m)
+}
+
+func allInDir(dir string, ps []string) {
+	for i := range ps {
+		ps[i] = inDir(dir, ps[i])
+	}
+}
+
+func (p *partyConfig) resolvePaths(dir string) {
+	p.Module, p.PINSource = moduleInDir(dir, p.Module), sourceInDir(dir, p.PINSource)
+	p.SignCert, p.KXCert, p.Root = inDir(dir, p.SignCert), inDir(dir, p.KXCert), inDir(dir, p.Root)
+	allInDir(dir, p.CAChain)
+	allInDir(dir, p.CRLs)
+	p.Store = dsnInDir(dir, p.Store)
+	p.TLS.Cert, p.TLS.ClientCA = inDir(dir, p.TLS.Cert), inDir(dir, p.TLS.ClientCA)
+}
+
+func (g *gatewayConfig) resolvePaths(dir string) {
+	g.partyConfig.resolvePaths(dir)
+	g.PANHashKey = sourceInDir(dir, g.PANHashKey)
+}
+
+func (m *merchantConfig) resolvePaths(dir string) {
+	m.partyConfig.resolvePaths(dir)
+	m.Gateway.KXCert, m.Gateway.TLSCA, m.Gateway.ClientCert = inDir(dir, m.Gateway.KXCert), inDir(dir, m.Gateway.TLSCA), inDir(dir, m.Gateway.ClientCert)
+}
+
+func (s *signerConfig) resolvePaths(dir string) {
+	s.Module, s.PINSource = moduleInDir(dir, s.Module), sourceInDir(dir, s.PINSource)
+	s.TLS.Cert, s.TLS.ClientCA = inDir(dir, s.TLS.Cert), inDir(dir, s.TLS.ClientCA)
+	for i := range s.Keys {
+		s.Keys[i].Cert = inDir(dir, s.Keys[i].Cert)
+	}
+}
+
+func (f *caFileConfig) resolvePaths(dir string) { f.Store = dsnInDir(dir, f.Store) }
