@@ -29,6 +29,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
@@ -61,7 +62,8 @@ type DB interface {
 var _ DB = (*Store)(nil)
 
 // Store is a handle on one database. It is safe for concurrent use and holds
-// no state outside the database besides the connection pool.
+// no state outside the database besides the connection pool and, on
+// PostgreSQL, the audit chainer (see ChainAudit), which Close stops.
 type Store struct {
 	db *sql.DB
 	d  dialect
@@ -69,6 +71,9 @@ type Store struct {
 	// on PostgreSQL, whose row locks let transactions run side by side and whose WAL
 	// flush already covers concurrent commits.
 	group *committer
+	// chain links committed audit records on PostgreSQL; nil on SQLite, which
+	// links them inside the appending transaction.
+	chain *chainer
 }
 
 const (
@@ -152,11 +157,18 @@ func openPostgres(dsn string) (*Store, error) {
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return &Store{db: db, d: pgDialect{}}, nil
+	return &Store{db: db, d: pgDialect{}, chain: newChainer(slog.Default())}, nil
 }
 
-// Close closes the connection pool.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the audit chainer, links the audit records this process
+// committed and closes the connection pool.
+func (s *Store) Close() error {
+	var err error
+	if s.chain != nil {
+		err = s.stopChainer()
+	}
+	return errors.Join(err, s.db.Close())
+}
 
 // Dialect names the engine: "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.d.name() }
@@ -209,7 +221,25 @@ func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Co
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	if t.audited && s.chain != nil {
+		s.chainSoon()
+	}
 	return nil
+}
+
+// snapshot runs fn in a read-only transaction that sees one snapshot of the
+// whole database (PostgreSQL's default, READ COMMITTED, takes one per
+// statement; an SQLite read transaction is one snapshot already).
+func (s *Store) snapshot(ctx context.Context, fn func(ctx context.Context, t *txn) error) error {
+	if s.group != nil {
+		return s.runTx(ctx, true, fn)
+	}
+	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer func() { _ = sqlTx.Rollback() }() // read-only: nothing to keep
+	return fn(ctx, &txn{tx: sqlTx, d: s.d})
 }
 
 // maxGroup bounds how many transactions share one SQLite commit, so one failing
@@ -410,6 +440,8 @@ type txn struct {
 	tx *sql.Tx
 	d  dialect
 	sp int // savepoint counter
+	// audited: an audit record waits in audit_pending for the chainer.
+	audited bool
 }
 
 func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {

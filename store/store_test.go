@@ -54,10 +54,10 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 			require.NoError(t, err, "open #%d", i)
 			v, err := s.SchemaVersion(ctx)
 			require.NoError(t, err)
-			assert.Equal(t, int64(2), v)
+			assert.Equal(t, int64(3), v)
 			var n int
 			require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n))
-			assert.Equal(t, 2, n)
+			assert.Equal(t, 3, n)
 			if i == 0 {
 				insertAuth(t, s, testAuth(t, "m1", "x1", 100))
 			}
@@ -94,7 +94,7 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 		defer s.Close()
 		var n int
 		require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n))
-		assert.Equal(t, 2, n)
+		assert.Equal(t, 3, n)
 	})
 }
 
