@@ -182,6 +182,7 @@ func TestAuditChainsOutOfOrderCommits(t *testing.T) {
 	te := &txn{tx: early, d: s.d}
 	_, err = te.AppendAudit(ctx, AuditRecord{Time: t0, Actor: "gw", Purpose: "sign", XID: "early"})
 	require.NoError(t, err)
+	require.NoError(t, te.flushAudit(ctx), "inserted (and its id taken) before the late one's")
 
 	// The late transaction appends and commits while the early one is open
 	// (when appends lock a shared head, it waits for the early one: it fails

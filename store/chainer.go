@@ -14,6 +14,10 @@ import (
 // committed (another replica, or one killed before its chainer ran).
 const chainEvery = 250 * time.Millisecond
 
+// chainLinger is how long a kicked chainer waits before its pass, so that the
+// records of the commits arriving meanwhile share one chaining transaction.
+const chainLinger = 10 * time.Millisecond
+
 // chainer links a PostgreSQL store's committed audit records into the chain
 // (see chainPending). It starts with the first commit that appended a record,
 // so a process that only reads (`setpay audit verify`) never writes; after
@@ -62,6 +66,11 @@ func (s *Store) chainLoop(ctx context.Context, done chan struct{}) {
 		case <-ctx.Done():
 			return
 		case <-c.kick:
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(chainLinger):
+			}
 		case <-tick.C:
 			// Cheap look first: an idle store should not commit (and fsync)
 			// four empty transactions a second.

@@ -218,6 +218,9 @@ func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Co
 	if err := fn(ctx, t); err != nil {
 		return err
 	}
+	if err := t.flushAudit(ctx); err != nil {
+		return err
+	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
@@ -440,8 +443,10 @@ type txn struct {
 	tx *sql.Tx
 	d  dialect
 	sp int // savepoint counter
-	// audited: an audit record waits in audit_pending for the chainer.
-	audited bool
+	// pendingAudit: records to insert into audit_pending before the commit;
+	// audited: this transaction gave the chainer work.
+	pendingAudit []AuditRecord
+	audited      bool
 }
 
 func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
@@ -474,6 +479,9 @@ func (t *txn) atomic(ctx context.Context, fn func() error) error {
 			return errors.Join(err, fmt.Errorf("store: release savepoint: %w", relErr))
 		}
 		return err
+	}
+	if !t.d.releaseSavepoints() {
+		return nil
 	}
 	if _, err := t.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); err != nil {
 		return fmt.Errorf("store: release savepoint: %w", err)
