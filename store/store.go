@@ -34,6 +34,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -263,6 +264,14 @@ type committer struct {
 	mu      sync.Mutex
 	pending []*groupReq
 	leading bool
+	commits atomic.Int64 // SQLite commits made, for tests
+}
+
+// leadingNow reports whether a commit is running (for tests).
+func (c *committer) leadingNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leading
 }
 
 type groupReq struct {
@@ -332,7 +341,9 @@ func (s *Store) commitGroup(batch []*groupReq) {
 				results[i] = fmt.Errorf("store: commit: %w", err)
 			}
 		}
+		return
 	}
+	s.group.commits.Add(1)
 }
 
 // Idempotent is the exactly-once primitive. In ONE transaction it claims
