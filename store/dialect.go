@@ -36,6 +36,8 @@ type dialect interface {
 	// with its transaction, and a later rollback to an outer one still undoes
 	// it. On PostgreSQL every RELEASE is one more round trip.
 	releaseSavepoints() bool
+	// forUpdate is the suffix of a SELECT that locks the rows it reads.
+	forUpdate() string
 }
 
 var autoIDRe = regexp.MustCompile(`\bAUTOID\b`)
@@ -55,6 +57,9 @@ func (sqliteDialect) chainInline() bool { return true }
 // SQLite's group commit runs up to maxGroup callers' functions, each with its
 // savepoints, in one transaction: release them rather than nest hundreds.
 func (sqliteDialect) releaseSavepoints() bool { return true }
+
+// A write transaction holds the whole database already.
+func (sqliteDialect) forUpdate() string { return "" }
 
 // The migration transaction is BEGIN IMMEDIATE (see _txlock), which already
 // holds the database write lock.
@@ -117,6 +122,8 @@ func (pgDialect) chainInline() bool { return false }
 // A PostgreSQL subtransaction's XID stays with its top-level transaction
 // whether or not it is released, so keeping savepoints costs nothing there.
 func (pgDialect) releaseSavepoints() bool { return false }
+
+func (pgDialect) forUpdate() string { return " FOR UPDATE" }
 
 // An arbitrary constant key for the transaction-scoped advisory lock.
 func (pgDialect) migrationLock() string { return "SELECT pg_advisory_xact_lock(7302158461)" }
