@@ -15,8 +15,11 @@ import (
 const chainEvery = 250 * time.Millisecond
 
 // chainLinger is how long a kicked chainer waits before its pass, so that the
-// records of the commits arriving meanwhile share one chaining transaction.
-const chainLinger = 10 * time.Millisecond
+// records of the commits arriving meanwhile share one chaining transaction
+// (seven statements and a WAL flush). At 10 ms, two chainers on one database
+// at ~50 purchases/s issued about a third as many statements as the purchases
+// themselves.
+const chainLinger = 50 * time.Millisecond
 
 // chainer links a PostgreSQL store's committed audit records into the chain
 // (see chainPending). It starts with the first commit that appended a record,
@@ -72,13 +75,14 @@ func (s *Store) chainLoop(ctx context.Context, done chan struct{}) {
 			case <-time.After(chainLinger):
 			}
 		case <-tick.C:
-			// Cheap look first: an idle store should not commit (and fsync)
-			// four empty transactions a second.
-			var one int
-			err := s.db.QueryRowContext(ctx, `SELECT 1 FROM audit_pending LIMIT 1`).Scan(&one)
-			if errors.Is(err, sql.ErrNoRows) {
-				continue
-			}
+		}
+		// One statement to find nothing to do (often: another replica's
+		// chainer, kicked by the same commits, got there first), instead of a
+		// transaction.
+		var one int
+		err := s.db.QueryRowContext(ctx, `SELECT 1 FROM audit_pending LIMIT 1`).Scan(&one)
+		if errors.Is(err, sql.ErrNoRows) {
+			continue
 		}
 		if _, err := s.ChainAudit(ctx); err != nil && ctx.Err() == nil {
 			c.log.Warn("store: audit chainer: records stay unchained until the next pass", "err", err)
@@ -92,6 +96,7 @@ func (s *Store) stopChainer() error {
 	c.mu.Lock()
 	c.closed = true
 	wasRunning, done := c.running, c.done
+	c.running = false
 	if c.cancel != nil {
 		c.cancel()
 	}
