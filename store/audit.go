@@ -72,6 +72,9 @@ func (t *txn) AppendAudit(ctx context.Context, r AuditRecord) (AuditRecord, erro
 	r.Time = fromMicros(r.Time.UnixMicro())
 	r.Seq, r.PrevHash, r.Hash = 0, nil, nil
 	if !t.d.chainInline() {
+		if t.readOnly {
+			return AuditRecord{}, errReadOnly
+		}
 		// Kept until just before commit, then inserted in one statement
 		// (flushAudit): the record commits exactly with the transaction and
 		// costs one round trip per transaction, not three per record.

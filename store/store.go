@@ -204,9 +204,12 @@ func (s *Store) runTx(ctx context.Context, readOnly bool, fn func(ctx context.Co
 
 func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Context, t *txn) error) (err error) {
 	if s.group != nil {
-		return s.groupTx(ctx, fn)
+		return s.groupTx(ctx, readOnly, fn)
 	}
-	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly})
+	if readOnly {
+		return s.view(ctx, fn)
+	}
+	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
@@ -230,6 +233,31 @@ func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Co
 	}
 	return nil
 }
+
+// view runs a PostgreSQL View. Under READ COMMITTED, PostgreSQL's default and
+// the isolation every transaction here uses, each statement of a transaction
+// takes its own snapshot, so a read-only transaction gives its statements
+// nothing that running them one after the other on one connection does not;
+// it only costs BEGIN and COMMIT, two round trips per View. So fn runs on a
+// pinned connection, and the txn refuses every write (see txn.readOnly).
+func (s *Store) view(ctx context.Context, fn func(ctx context.Context, t *txn) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: connect: %w", err)
+	}
+	defer conn.Close()
+	t := &txn{tx: conn, d: s.d, readOnly: true}
+	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	if len(t.pendingAudit) > 0 {
+		return errReadOnly
+	}
+	return nil
+}
+
+// errReadOnly: a View's function tried to change something.
+var errReadOnly = fmt.Errorf("store: write in a read-only View: %w", ErrInvalid)
 
 // snapshot runs fn in a read-only transaction that sees one snapshot of the
 // whole database (PostgreSQL's default, READ COMMITTED, takes one per
@@ -275,13 +303,14 @@ func (c *committer) leadingNow() bool {
 }
 
 type groupReq struct {
-	ctx  context.Context
-	fn   func(ctx context.Context, t *txn) error
-	done chan error // buffered: the leader never blocks on it
+	ctx      context.Context
+	readOnly bool // a View: its function may not write
+	fn       func(ctx context.Context, t *txn) error
+	done     chan error // buffered: the leader never blocks on it
 }
 
-func (s *Store) groupTx(ctx context.Context, fn func(ctx context.Context, t *txn) error) error {
-	r := &groupReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+func (s *Store) groupTx(ctx context.Context, readOnly bool, fn func(ctx context.Context, t *txn) error) error {
+	r := &groupReq{ctx: ctx, readOnly: readOnly, fn: fn, done: make(chan error, 1)}
 	c := s.group
 	c.mu.Lock()
 	c.pending = append(c.pending, r)
@@ -325,7 +354,10 @@ func (s *Store) commitGroup(batch []*groupReq) {
 			results[i] = err
 			continue
 		}
+		t.readOnly = false // the savepoint itself
 		results[i] = t.atomic(r.ctx, func() (err error) {
+			t.readOnly = r.readOnly
+			defer func() { t.readOnly = false }()
 			defer func() {
 				if p := recover(); p != nil {
 					err = fmt.Errorf("store: transaction function panicked: %v", p)
@@ -449,11 +481,21 @@ func checkID(what, v string) error {
 	return nil
 }
 
-// txn implements Tx on a *sql.Tx.
+// querier is what a txn runs statements on: a *sql.Tx, or the pinned
+// *sql.Conn of a PostgreSQL View.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// txn implements Tx on a *sql.Tx (or, for a PostgreSQL View, a *sql.Conn).
 type txn struct {
-	tx *sql.Tx
-	d  dialect
-	sp int // savepoint counter
+	tx querier
+	// readOnly: fn runs in a View, where every write is refused.
+	readOnly bool
+	d        dialect
+	sp       int // savepoint counter
 	// pendingAudit: records to insert into audit_pending before the commit;
 	// audited: this transaction gave the chainer work.
 	pendingAudit []AuditRecord
@@ -461,6 +503,9 @@ type txn struct {
 }
 
 func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if t.readOnly {
+		return nil, errReadOnly
+	}
 	return t.tx.ExecContext(ctx, t.d.rebind(q), args...)
 }
 
@@ -477,6 +522,9 @@ func (t *txn) query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 // whole transaction after any failed statement). Every Tx write goes through
 // it, so a Tx method that returns an error has changed nothing.
 func (t *txn) atomic(ctx context.Context, fn func() error) error {
+	if t.readOnly {
+		return errReadOnly
+	}
 	t.sp++
 	name := fmt.Sprintf("sp%d", t.sp)
 	if _, err := t.tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
