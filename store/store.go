@@ -8,6 +8,11 @@
 // shared by several gateway replicas). All SQL is written once; a small
 // dialect layer rewrites placeholders and type names and classifies errors.
 //
+// Audit records commit with the transaction that made the key operation. On
+// PostgreSQL they are linked into the hash chain shortly after commit by a
+// chainer each Store runs once it has appended (see ChainAudit and
+// docs/protocol.md), so replicas do not queue on the chain head.
+//
 // Money is always integer minor units with an ISO 4217 code. PANs are never
 // stored: only a keyed hash (PANHash) and a masked form (MaskPAN).
 //
@@ -49,7 +54,7 @@ type DB interface {
 		fn func(ctx context.Context, tx Tx) ([]byte, error)) (response []byte, replayed bool, err error)
 	// Update runs fn in one read-write transaction.
 	Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
-	// View runs fn in one read-only transaction.
+	// View runs fn read-only; see Store.View.
 	View(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
 	// AppendAudit appends one record to the audit chain in its own transaction.
 	AppendAudit(ctx context.Context, r AuditRecord) (AuditRecord, error)
@@ -181,7 +186,12 @@ func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx Tx) 
 	return s.runTx(ctx, false, func(ctx context.Context, t *txn) error { return fn(ctx, t) })
 }
 
-// View runs fn in one read-only transaction.
+// View runs fn read-only: every write through tx is refused (ErrInvalid).
+// On SQLite fn runs in one transaction; on PostgreSQL its statements run on
+// one connection without BEGIN/COMMIT, which under READ COMMITTED is what a
+// read-only transaction gave (each statement sees what has committed when it
+// starts). For one snapshot across statements, use a dedicated method (as
+// CheckAudit does).
 func (s *Store) View(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error {
 	return s.runTx(ctx, true, func(ctx context.Context, t *txn) error { return fn(ctx, t) })
 }
