@@ -6,12 +6,17 @@
 #   eval "$(scripts/pg-test.sh start)"                 start; exports SETPAY_TEST_PG_DSN
 #                                                      and SETPAY_TEST_PG_DIR
 #   scripts/pg-test.sh stop [DIR]                      stop and delete (default $SETPAY_TEST_PG_DIR)
+#   scripts/pg-test.sh run --durable CMD...             (also start --durable) the same with
+#                                                      PostgreSQL's default durability
 #
 # Installs PostgreSQL from Debian packages if missing (needs root; idempotent).
 # The cluster lives in a fresh temp dir, runs as the `postgres` OS user when
 # started as root (postgres refuses to run as root), listens only on
 # 127.0.0.1 on a free port, trusts local connections and has fsync off: it is
-# for tests only and holds nothing worth keeping.
+# for tests only and holds nothing worth keeping. --durable keeps PostgreSQL's
+# defaults instead (fsync=on, synchronous_commit=on, full_page_writes=on), so
+# every commit waits for its WAL flush as on a production server: use it for
+# benchmarks, which the fast mode would flatter.
 set -euo pipefail
 
 log() { echo "pg-test: $*" >&2; }
@@ -56,6 +61,12 @@ free_port() {
 }
 
 start() {
+  local durability="-c fsync=off -c synchronous_commit=off -c full_page_writes=off"
+  if [ "${1:-}" = "--durable" ]; then
+    durability="-c fsync=on -c synchronous_commit=on -c full_page_writes=on"
+    shift
+  fi
+  [ $# -eq 0 ] || { log "start: unexpected argument '$1'"; exit 2; }
   ensure_installed
   local bin dir port user
   bin=$(bindir)
@@ -72,10 +83,10 @@ start() {
     { cat "$dir/initdb.log" >&2; exit 1; }
   port=$(free_port)
   as_db "$bin/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 start \
-    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir -c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200" \
+    -o "-c listen_addresses=127.0.0.1 -p $port -k $dir $durability -c max_connections=200" \
     >/dev/null || { cat "$dir/server.log" >&2; exit 1; }
   as_db "$bin/createdb" -h 127.0.0.1 -p "$port" -U "$user" setpay_test
-  log "running in $dir on 127.0.0.1:$port"
+  log "running in $dir on 127.0.0.1:$port ($durability)"
   echo "export SETPAY_TEST_PG_DSN='postgres://$user@127.0.0.1:$port/setpay_test?sslmode=disable'"
   echo "export SETPAY_TEST_PG_DIR='$dir'"
 }
@@ -95,13 +106,15 @@ stop() {
 cmd=${1:-start}
 [ $# -gt 0 ] && shift
 case "$cmd" in
-  start) start ;;
+  start) start "$@" ;;
   stop) stop "$@" ;;
   run)
+    mode=()
+    if [ "${1:-}" = "--durable" ]; then mode=(--durable); shift; fi
     [ $# -gt 0 ] || { log "run: need a command"; exit 2; }
-    eval "$(start)"
+    eval "$(start "${mode[@]}")"
     trap 'stop "$SETPAY_TEST_PG_DIR"' EXIT
     "$@"
     ;;
-  *) log "usage: $0 start | stop [DIR] | run CMD..."; exit 2 ;;
+  *) log "usage: $0 start [--durable] | stop [DIR] | run [--durable] CMD..."; exit 2 ;;
 esac

@@ -8,6 +8,9 @@ import (
 	"encoding/binary"
 	"errors"
 	"fmt"
+	"slices"
+	"strings"
+	"time"
 )
 
 var zeroHash = make([]byte, sha256.Size)
@@ -45,7 +48,18 @@ func auditHash(prev []byte, r *AuditRecord) []byte {
 
 const maxAuditField = 4096
 
-// AppendAudit appends r to the chain inside the caller's transaction.
+// chainBatch bounds how many pending records one chaining transaction links.
+const chainBatch = 500
+
+// AppendAudit records r inside the caller's transaction, so the record
+// commits exactly when the state change it describes does.
+//
+// On SQLite the record is linked into the chain at once (writers are
+// serialized anyway) and the returned record carries its Seq, PrevHash and
+// Hash. On PostgreSQL it is stored unchained and takes no lock: the store's
+// chainer links committed records in commit order shortly after (see
+// ChainAudit and docs/protocol.md), and the returned record has Seq 0 and no
+// hashes.
 func (t *txn) AppendAudit(ctx context.Context, r AuditRecord) (AuditRecord, error) {
 	if r.Time.IsZero() {
 		return AuditRecord{}, invalidf("audit: time must be set")
@@ -56,37 +70,205 @@ func (t *txn) AppendAudit(ctx context.Context, r AuditRecord) (AuditRecord, erro
 		}
 	}
 	r.Time = fromMicros(r.Time.UnixMicro())
+	r.Seq, r.PrevHash, r.Hash = 0, nil, nil
+	if !t.d.chainInline() {
+		if t.readOnly {
+			return AuditRecord{}, errReadOnly
+		}
+		// Kept until just before commit, then inserted in one statement
+		// (flushAudit): the record commits exactly with the transaction and
+		// costs one round trip per transaction, not three per record.
+		t.pendingAudit = append(t.pendingAudit, r)
+		t.audited = true
+		return r, nil
+	}
+	recs := []AuditRecord{r}
 	err := t.atomic(ctx, func() error {
-		if _, err := t.exec(ctx, `INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)
-			ON CONFLICT (id) DO NOTHING`, zeroHash); err != nil {
-			return fmt.Errorf("store: audit append: init head: %w", err)
+		seq, prev, err := t.lockAuditHead(ctx)
+		if err != nil {
+			return err
 		}
-		// Updating the head first takes its row lock (PostgreSQL) and the
-		// write lock (SQLite): concurrent appenders queue here and each sees
-		// the previous one's committed hash.
-		if _, err := t.exec(ctx, `UPDATE audit_head SET seq = seq + 1 WHERE id = 1`); err != nil {
-			return fmt.Errorf("store: audit append: lock head: %w", err)
-		}
-		var prev []byte
-		if err := t.queryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&r.Seq, &prev); err != nil {
-			return fmt.Errorf("store: audit append: read head: %w", err)
-		}
-		r.PrevHash = prev
-		r.Hash = auditHash(prev, &r)
-		if _, err := t.exec(ctx, `INSERT INTO audit_log (seq, at, actor, key_uri, purpose, xid, details, prev_hash, hash)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`, r.Seq, micros(r.Time), r.Actor, r.KeyURI, r.Purpose, r.XID,
-			r.Details, r.PrevHash, r.Hash); err != nil {
-			return t.writeErr(err, "audit append %d", r.Seq)
-		}
-		if _, err := t.exec(ctx, `UPDATE audit_head SET hash = ? WHERE id = 1`, r.Hash); err != nil {
-			return fmt.Errorf("store: audit append: update head: %w", err)
-		}
-		return nil
+		return t.linkAudit(ctx, seq, prev, recs)
 	})
 	if err != nil {
 		return AuditRecord{}, err
 	}
-	return r, nil
+	return recs[0], nil
+}
+
+// flushAudit inserts the records AppendAudit kept into audit_pending, in
+// append order (their ids keep that order for the chainer). tryTx calls it
+// right before the commit; if it fails, the transaction does not commit.
+func (t *txn) flushAudit(ctx context.Context) error {
+	recs := t.pendingAudit
+	t.pendingAudit = nil
+	const perInsert = 100
+	for start := 0; start < len(recs); start += perInsert {
+		chunk := recs[start:min(start+perInsert, len(recs))]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO audit_pending (at, actor, key_uri, purpose, xid, details) VALUES `)
+		args := make([]any, 0, 6*len(chunk))
+		for i, r := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?)")
+			args = append(args, micros(r.Time), r.Actor, r.KeyURI, r.Purpose, r.XID, r.Details)
+		}
+		if _, err := t.exec(ctx, q.String(), args...); err != nil {
+			return fmt.Errorf("store: audit: record %d key operations: %w", len(recs), err)
+		}
+	}
+	return nil
+}
+
+// lockAuditHead locks the chain head for the rest of the transaction (row
+// lock on PostgreSQL; SQLite's write transaction already holds the database),
+// creating it on first use, and returns its seq and hash. A concurrent chainer
+// waits here and then reads the head the first one committed.
+func (t *txn) lockAuditHead(ctx context.Context) (int64, []byte, error) {
+	var seq int64
+	var hash []byte
+	q := `SELECT seq, hash FROM audit_head WHERE id = 1` + t.d.forUpdate()
+	err := t.queryRow(ctx, q).Scan(&seq, &hash)
+	if errors.Is(err, sql.ErrNoRows) {
+		if _, err := t.exec(ctx, `INSERT INTO audit_head (id, seq, hash) VALUES (1, 0, ?)
+			ON CONFLICT (id) DO NOTHING`, zeroHash); err != nil {
+			return 0, nil, fmt.Errorf("store: audit: init head: %w", err)
+		}
+		err = t.queryRow(ctx, q).Scan(&seq, &hash)
+	}
+	if err != nil {
+		return 0, nil, fmt.Errorf("store: audit: lock head: %w", err)
+	}
+	return seq, hash, nil
+}
+
+// linkAudit gives recs, in order, the sequence numbers after seq, links each
+// to its predecessor (prev is the head's hash), inserts them into audit_log
+// and moves the head. The caller holds the head lock.
+func (t *txn) linkAudit(ctx context.Context, seq int64, prev []byte, recs []AuditRecord) error {
+	for i := range recs {
+		r := &recs[i]
+		seq++
+		r.Seq, r.PrevHash = seq, prev
+		r.Hash = auditHash(prev, r)
+		prev = r.Hash
+	}
+	const perInsert = 100 // 900 parameters, under every engine's limit
+	for start := 0; start < len(recs); start += perInsert {
+		chunk := recs[start:min(start+perInsert, len(recs))]
+		var q strings.Builder
+		q.WriteString(`INSERT INTO audit_log (seq, at, actor, key_uri, purpose, xid, details, prev_hash, hash) VALUES `)
+		args := make([]any, 0, 9*len(chunk))
+		for i, r := range chunk {
+			if i > 0 {
+				q.WriteString(", ")
+			}
+			q.WriteString("(?, ?, ?, ?, ?, ?, ?, ?, ?)")
+			args = append(args, r.Seq, micros(r.Time), r.Actor, r.KeyURI, r.Purpose, r.XID, r.Details, r.PrevHash, r.Hash)
+		}
+		if _, err := t.exec(ctx, q.String(), args...); err != nil {
+			return t.writeErr(err, "audit: link records %d..%d", chunk[0].Seq, chunk[len(chunk)-1].Seq)
+		}
+	}
+	if _, err := t.exec(ctx, `UPDATE audit_head SET seq = ?, hash = ? WHERE id = 1`, seq, prev); err != nil {
+		return fmt.Errorf("store: audit: update head: %w", err)
+	}
+	return nil
+}
+
+// chainPending links up to limit committed pending records, oldest insertion
+// first, and reports how many it linked. It locks the head before it looks at
+// audit_pending, so concurrent chainers (one per replica) take turns and each
+// sees what the previous one removed.
+//
+// Order: a record becomes visible here only once its transaction has
+// committed, and gets the next free seq then. Sequence numbers are therefore
+// assigned in the order records are found committed, never reserved for a
+// transaction still running, so the chain has no gap to wait for: a
+// transaction that committed late is simply linked later.
+func (t *txn) chainPending(ctx context.Context, limit int) (int, error) {
+	// Nothing to do is the common case for the second of two chainers kicked
+	// by the same commits; find that out without writing (and flushing) anything.
+	var found bool
+	if err := t.queryRow(ctx, `SELECT EXISTS (SELECT 1 FROM audit_pending)`).Scan(&found); err != nil {
+		return 0, fmt.Errorf("store: audit: look for pending records: %w", err)
+	}
+	if !found {
+		return 0, nil
+	}
+	seq, prev, err := t.lockAuditHead(ctx)
+	if err != nil {
+		return 0, err
+	}
+	// DELETE ... RETURNING takes exactly the rows it returns, so a record that
+	// commits while this runs stays pending for the next pass.
+	rows, err := t.query(ctx, `DELETE FROM audit_pending WHERE id IN
+		(SELECT id FROM audit_pending ORDER BY id LIMIT ?)
+		RETURNING id, at, actor, key_uri, purpose, xid, details`, limit)
+	if err != nil {
+		return 0, fmt.Errorf("store: audit: take pending records: %w", err)
+	}
+	type pending struct {
+		id int64
+		r  AuditRecord
+	}
+	var ps []pending
+	for rows.Next() {
+		var p pending
+		var at int64
+		if err := rows.Scan(&p.id, &at, &p.r.Actor, &p.r.KeyURI, &p.r.Purpose, &p.r.XID, &p.r.Details); err != nil {
+			rows.Close()
+			return 0, fmt.Errorf("store: audit: take pending records: %w", err)
+		}
+		p.r.Time = fromMicros(at)
+		ps = append(ps, p)
+	}
+	if err := rows.Close(); err != nil {
+		return 0, fmt.Errorf("store: audit: take pending records: %w", err)
+	}
+	if err := rows.Err(); err != nil {
+		return 0, fmt.Errorf("store: audit: take pending records: %w", err)
+	}
+	if len(ps) == 0 {
+		return 0, nil
+	}
+	// RETURNING has no defined order; one transaction's records keep theirs.
+	slices.SortFunc(ps, func(a, b pending) int { return int(a.id - b.id) })
+	recs := make([]AuditRecord, len(ps))
+	for i := range ps {
+		recs[i] = ps[i].r
+	}
+	if err := t.linkAudit(ctx, seq, prev, recs); err != nil {
+		return 0, err
+	}
+	return len(recs), nil
+}
+
+// ChainAudit links every audit record committed so far that is not yet in the
+// chain and reports how many it linked. The store's background chainer calls
+// it after each commit that appended records (and every chainEvery, for other
+// replicas' records and those a killed process left); call it directly to
+// make sure the chain covers everything committed before the call. Several
+// processes may call it at once: they take turns on the chain head.
+func (s *Store) ChainAudit(ctx context.Context) (int64, error) {
+	var total int64
+	for {
+		var n int
+		err := s.runTx(ctx, false, func(ctx context.Context, t *txn) error {
+			var err error
+			n, err = t.chainPending(ctx, chainBatch)
+			return err
+		})
+		if err != nil {
+			return total, err
+		}
+		total += int64(n)
+		if n < chainBatch {
+			return total, nil
+		}
+	}
 }
 
 // AppendAudit appends r to the audit chain in its own transaction. To make
@@ -101,19 +283,47 @@ func (s *Store) AppendAudit(ctx context.Context, r AuditRecord) (AuditRecord, er
 	return out, err
 }
 
+// AuditReport is what CheckAudit found.
+type AuditReport struct {
+	// Verified records form the chain 1..Verified and are all intact.
+	Verified int64
+	// Unchained records have committed but the chainer has not linked them
+	// yet. They are recorded, but the chain does not protect them until it
+	// does: a deletion or edit before then would not be detected. A few of
+	// them on a busy PostgreSQL store are normal; old ones mean no chainer
+	// has run (every process that appends runs one; ChainAudit links them).
+	Unchained int64
+	// OldestUnchained is the time of the oldest unchained record (zero when
+	// there is none).
+	OldestUnchained time.Time
+}
+
 // VerifyAudit walks the chain from seq 1 and returns how many records
-// verified. The first problem is returned as *AuditError (matching
-// ErrAuditBroken): a sequence gap or a chain that ends before the head
-// (deleted records), a hash that does not match the record's contents or a
-// prev_hash that does not match its predecessor (edited records).
+// verified; see CheckAudit.
+func (s *Store) VerifyAudit(ctx context.Context) (int64, error) {
+	rep, err := s.CheckAudit(ctx)
+	return rep.Verified, err
+}
+
+// CheckAudit walks the chain from seq 1 and counts the records not yet
+// linked, in one snapshot; it writes nothing. The first problem in the chain
+// is returned as *AuditError (matching ErrAuditBroken): a sequence gap or a
+// chain that ends before the head (deleted records), a hash that does not
+// match the record's contents or a prev_hash that does not match its
+// predecessor (edited records). The report is filled in either way.
 //
 // The chain proves integrity against edits made without recomputing every
 // later hash; someone able to rewrite the whole table and head can forge it,
 // so anchor the head hash elsewhere (e.g. sign it periodically) for more.
-func (s *Store) VerifyAudit(ctx context.Context) (int64, error) {
-	var count int64
-	err := s.View(ctx, func(ctx context.Context, tx Tx) error {
-		t := tx.(*txn)
+func (s *Store) CheckAudit(ctx context.Context) (AuditReport, error) {
+	var rep AuditReport
+	err := s.snapshot(ctx, func(ctx context.Context, t *txn) error {
+		rep = AuditReport{}
+		var oldest sql.NullInt64
+		if err := t.queryRow(ctx, `SELECT COUNT(*), MIN(at) FROM audit_pending`).Scan(&rep.Unchained, &oldest); err != nil {
+			return fmt.Errorf("store: verify audit: count unchained: %w", err)
+		}
+		rep.OldestUnchained = fromNullMicros(oldest)
 		var headSeq int64
 		var headHash []byte
 		err := t.queryRow(ctx, `SELECT seq, hash FROM audit_head WHERE id = 1`).Scan(&headSeq, &headHash)
@@ -122,8 +332,8 @@ func (s *Store) VerifyAudit(ctx context.Context) (int64, error) {
 		} else if err != nil {
 			return fmt.Errorf("store: verify audit: read head: %w", err)
 		}
-		// Records above the head seq belong to appends that committed after
-		// the head was read; ignore them so a busy log verifies cleanly.
+		// One snapshot: records above the head cannot be seen, but a
+		// bound costs nothing and keeps SQLite and PostgreSQL alike.
 		rows, err := t.query(ctx, `SELECT seq, at, actor, key_uri, purpose, xid, details, prev_hash, hash
 			FROM audit_log WHERE seq <= ? ORDER BY seq`, headSeq)
 		if err != nil {
@@ -152,12 +362,12 @@ func (s *Store) VerifyAudit(ctx context.Context) (int64, error) {
 			}
 			prev = r.Hash
 			want++
-			count++
+			rep.Verified++
 		}
 		if err := rows.Err(); err != nil {
 			return fmt.Errorf("store: verify audit: %w", err)
 		}
-		if count != headSeq {
+		if rep.Verified != headSeq {
 			return &AuditError{Seq: want, Reason: "record missing (chain ends before head)"}
 		}
 		if !bytes.Equal(prev, headHash) {
@@ -165,8 +375,5 @@ func (s *Store) VerifyAudit(ctx context.Context) (int64, error) {
 		}
 		return nil
 	})
-	if err != nil {
-		return count, err
-	}
-	return count, nil
+	return rep, err
 }

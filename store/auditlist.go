@@ -6,7 +6,9 @@ import (
 )
 
 // ListAudit returns up to limit audit records with seq > after, in order, for
-// reports and tests. It does not verify the chain; VerifyAudit does.
+// reports and tests. It does not verify the chain; VerifyAudit does. Only
+// linked records have a seq: on PostgreSQL, call ChainAudit first to include
+// everything committed so far.
 func (s *Store) ListAudit(ctx context.Context, after int64, limit int) ([]AuditRecord, error) {
 	if limit <= 0 || limit > 10000 {
 		return nil, invalidf("list audit: limit %d outside 1..10000", limit)

@@ -27,13 +27,39 @@ type dialect interface {
 	// isRetryable reports transient errors after which the whole
 	// transaction may be run again (deadlock, serialization, busy).
 	isRetryable(err error) bool
+	// chainInline reports whether audit records are linked into the chain
+	// inside the transaction that appends them (the engine serializes
+	// writers anyway) rather than after it commits, by the chainer.
+	chainInline() bool
+	// releaseSavepoints reports whether atomic releases a savepoint after
+	// success. Releasing is only bookkeeping: an unreleased savepoint ends
+	// with its transaction, and a later rollback to an outer one still undoes
+	// it. On PostgreSQL every RELEASE is one more round trip.
+	releaseSavepoints() bool
+	// forUpdate is the suffix of a SELECT that locks the rows it reads.
+	forUpdate() string
 }
+
+var autoIDRe = regexp.MustCompile(`\bAUTOID\b`)
 
 type sqliteDialect struct{}
 
 func (sqliteDialect) name() string           { return "sqlite" }
 func (sqliteDialect) rebind(q string) string { return q }
-func (sqliteDialect) ddl(s string) string    { return s }
+func (sqliteDialect) ddl(s string) string {
+	return autoIDRe.ReplaceAllString(s, "INTEGER PRIMARY KEY AUTOINCREMENT")
+}
+
+// SQLite has one writer at a time, so holding the chain head for the rest of a
+// transaction costs nothing more.
+func (sqliteDialect) chainInline() bool { return true }
+
+// SQLite's group commit runs up to maxGroup callers' functions, each with its
+// savepoints, in one transaction: release them rather than nest hundreds.
+func (sqliteDialect) releaseSavepoints() bool { return true }
+
+// A write transaction holds the whole database already.
+func (sqliteDialect) forUpdate() string { return "" }
 
 // The migration transaction is BEGIN IMMEDIATE (see _txlock), which already
 // holds the database write lock.
@@ -84,7 +110,20 @@ func (pgDialect) rebind(q string) string {
 
 var blobRe = regexp.MustCompile(`\bBLOB\b`)
 
-func (pgDialect) ddl(s string) string { return blobRe.ReplaceAllString(s, "BYTEA") }
+func (pgDialect) ddl(s string) string {
+	s = blobRe.ReplaceAllString(s, "BYTEA")
+	return autoIDRe.ReplaceAllString(s, "BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY")
+}
+
+// PostgreSQL runs transactions side by side; a chain head locked by each of
+// them would queue every one behind the others' commits.
+func (pgDialect) chainInline() bool { return false }
+
+// A PostgreSQL subtransaction's XID stays with its top-level transaction
+// whether or not it is released, so keeping savepoints costs nothing there.
+func (pgDialect) releaseSavepoints() bool { return false }
+
+func (pgDialect) forUpdate() string { return " FOR UPDATE" }
 
 // An arbitrary constant key for the transaction-scoped advisory lock.
 func (pgDialect) migrationLock() string { return "SELECT pg_advisory_xact_lock(7302158461)" }

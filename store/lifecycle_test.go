@@ -119,6 +119,8 @@ func TestOrderCaptureTokenAndStoredResponse(t *testing.T) {
 			_, err := s.AppendAudit(ctx, AuditRecord{Time: t0, Actor: "a", KeyURI: "pkcs11:object=k", Purpose: "p", Details: string(rune('a' + i))})
 			require.NoError(t, err)
 		}
+		_, err = s.ChainAudit(ctx) // PostgreSQL links records after their commit
+		require.NoError(t, err)
 		recs, err := s.ListAudit(ctx, 1, 10)
 		require.NoError(t, err)
 		require.Len(t, recs, 2)

@@ -8,6 +8,11 @@
 // shared by several gateway replicas). All SQL is written once; a small
 // dialect layer rewrites placeholders and type names and classifies errors.
 //
+// Audit records commit with the transaction that made the key operation. On
+// PostgreSQL they are linked into the hash chain shortly after commit by a
+// chainer each Store runs once it has appended (see ChainAudit and
+// docs/protocol.md), so replicas do not queue on the chain head.
+//
 // Money is always integer minor units with an ISO 4217 code. PANs are never
 // stored: only a keyed hash (PANHash) and a masked form (MaskPAN).
 //
@@ -29,10 +34,12 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // registers the "pgx" database/sql driver
@@ -47,7 +54,7 @@ type DB interface {
 		fn func(ctx context.Context, tx Tx) ([]byte, error)) (response []byte, replayed bool, err error)
 	// Update runs fn in one read-write transaction.
 	Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
-	// View runs fn in one read-only transaction.
+	// View runs fn read-only; see Store.View.
 	View(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
 	// AppendAudit appends one record to the audit chain in its own transaction.
 	AppendAudit(ctx context.Context, r AuditRecord) (AuditRecord, error)
@@ -61,7 +68,8 @@ type DB interface {
 var _ DB = (*Store)(nil)
 
 // Store is a handle on one database. It is safe for concurrent use and holds
-// no state outside the database besides the connection pool.
+// no state outside the database besides the connection pool and, on
+// PostgreSQL, the audit chainer (see ChainAudit), which Close stops.
 type Store struct {
 	db *sql.DB
 	d  dialect
@@ -69,6 +77,9 @@ type Store struct {
 	// on PostgreSQL, whose row locks let transactions run side by side and whose WAL
 	// flush already covers concurrent commits.
 	group *committer
+	// chain links committed audit records on PostgreSQL; nil on SQLite, which
+	// links them inside the appending transaction.
+	chain *chainer
 }
 
 const (
@@ -184,11 +195,18 @@ func openPostgres(dsn string) (*Store, error) {
 	db.SetMaxOpenConns(16)
 	db.SetMaxIdleConns(8)
 	db.SetConnMaxIdleTime(5 * time.Minute)
-	return &Store{db: db, d: pgDialect{}}, nil
+	return &Store{db: db, d: pgDialect{}, chain: newChainer(slog.Default())}, nil
 }
 
-// Close closes the connection pool.
-func (s *Store) Close() error { return s.db.Close() }
+// Close stops the audit chainer, links the audit records this process
+// committed and closes the connection pool.
+func (s *Store) Close() error {
+	var err error
+	if s.chain != nil {
+		err = s.stopChainer()
+	}
+	return errors.Join(err, s.db.Close())
+}
 
 // Dialect names the engine: "sqlite" or "postgres".
 func (s *Store) Dialect() string { return s.d.name() }
@@ -200,7 +218,12 @@ func (s *Store) Update(ctx context.Context, fn func(ctx context.Context, tx Tx) 
 	return s.runTx(ctx, false, func(ctx context.Context, t *txn) error { return fn(ctx, t) })
 }
 
-// View runs fn in one read-only transaction.
+// View runs fn read-only: every write through tx is refused (ErrInvalid).
+// On SQLite fn runs in one transaction; on PostgreSQL its statements run on
+// one connection without BEGIN/COMMIT, which under READ COMMITTED is what a
+// read-only transaction gave (each statement sees what has committed when it
+// starts). For one snapshot across statements, use a dedicated method (as
+// CheckAudit does).
 func (s *Store) View(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error {
 	return s.runTx(ctx, true, func(ctx context.Context, t *txn) error { return fn(ctx, t) })
 }
@@ -223,9 +246,12 @@ func (s *Store) runTx(ctx context.Context, readOnly bool, fn func(ctx context.Co
 
 func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Context, t *txn) error) (err error) {
 	if s.group != nil {
-		return s.groupTx(ctx, fn)
+		return s.groupTx(ctx, readOnly, fn)
 	}
-	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: readOnly})
+	if readOnly {
+		return s.view(ctx, fn)
+	}
+	sqlTx, err := s.db.BeginTx(ctx, nil)
 	if err != nil {
 		return fmt.Errorf("store: begin: %w", err)
 	}
@@ -238,10 +264,56 @@ func (s *Store) tryTx(ctx context.Context, readOnly bool, fn func(ctx context.Co
 	if err := fn(ctx, t); err != nil {
 		return err
 	}
+	if err := t.flushAudit(ctx); err != nil {
+		return err
+	}
 	if err := sqlTx.Commit(); err != nil {
 		return fmt.Errorf("store: commit: %w", err)
 	}
+	if t.audited && s.chain != nil {
+		s.chainSoon()
+	}
 	return nil
+}
+
+// view runs a PostgreSQL View. Under READ COMMITTED, PostgreSQL's default and
+// the isolation every transaction here uses, each statement of a transaction
+// takes its own snapshot, so a read-only transaction gives its statements
+// nothing that running them one after the other on one connection does not;
+// it only costs BEGIN and COMMIT, two round trips per View. So fn runs on a
+// pinned connection, and the txn refuses every write (see txn.readOnly).
+func (s *Store) view(ctx context.Context, fn func(ctx context.Context, t *txn) error) error {
+	conn, err := s.db.Conn(ctx)
+	if err != nil {
+		return fmt.Errorf("store: connect: %w", err)
+	}
+	defer conn.Close()
+	t := &txn{tx: conn, d: s.d, readOnly: true}
+	if err := fn(ctx, t); err != nil {
+		return err
+	}
+	if len(t.pendingAudit) > 0 {
+		return errReadOnly
+	}
+	return nil
+}
+
+// errReadOnly: a View's function tried to change something.
+var errReadOnly = fmt.Errorf("store: write in a read-only View: %w", ErrInvalid)
+
+// snapshot runs fn in a read-only transaction that sees one snapshot of the
+// whole database (PostgreSQL's default, READ COMMITTED, takes one per
+// statement; an SQLite read transaction is one snapshot already).
+func (s *Store) snapshot(ctx context.Context, fn func(ctx context.Context, t *txn) error) error {
+	if s.group != nil {
+		return s.runTx(ctx, true, fn)
+	}
+	sqlTx, err := s.db.BeginTx(ctx, &sql.TxOptions{ReadOnly: true, Isolation: sql.LevelRepeatableRead})
+	if err != nil {
+		return fmt.Errorf("store: begin: %w", err)
+	}
+	defer func() { _ = sqlTx.Rollback() }() // read-only: nothing to keep
+	return fn(ctx, &txn{tx: sqlTx, d: s.d})
 }
 
 // maxGroup bounds how many transactions share one SQLite commit, so one failing
@@ -262,16 +334,25 @@ type committer struct {
 	mu      sync.Mutex
 	pending []*groupReq
 	leading bool
+	commits atomic.Int64 // SQLite commits made, for tests
+}
+
+// leadingNow reports whether a commit is running (for tests).
+func (c *committer) leadingNow() bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.leading
 }
 
 type groupReq struct {
-	ctx  context.Context
-	fn   func(ctx context.Context, t *txn) error
-	done chan error // buffered: the leader never blocks on it
+	ctx      context.Context
+	readOnly bool // a View: its function may not write
+	fn       func(ctx context.Context, t *txn) error
+	done     chan error // buffered: the leader never blocks on it
 }
 
-func (s *Store) groupTx(ctx context.Context, fn func(ctx context.Context, t *txn) error) error {
-	r := &groupReq{ctx: ctx, fn: fn, done: make(chan error, 1)}
+func (s *Store) groupTx(ctx context.Context, readOnly bool, fn func(ctx context.Context, t *txn) error) error {
+	r := &groupReq{ctx: ctx, readOnly: readOnly, fn: fn, done: make(chan error, 1)}
 	c := s.group
 	c.mu.Lock()
 	c.pending = append(c.pending, r)
@@ -315,7 +396,10 @@ func (s *Store) commitGroup(batch []*groupReq) {
 			results[i] = err
 			continue
 		}
+		t.readOnly = false // the savepoint itself
 		results[i] = t.atomic(r.ctx, func() (err error) {
+			t.readOnly = r.readOnly
+			defer func() { t.readOnly = false }()
 			defer func() {
 				if p := recover(); p != nil {
 					err = fmt.Errorf("store: transaction function panicked: %v", p)
@@ -331,7 +415,9 @@ func (s *Store) commitGroup(batch []*groupReq) {
 				results[i] = fmt.Errorf("store: commit: %w", err)
 			}
 		}
+		return
 	}
+	s.group.commits.Add(1)
 }
 
 // Idempotent is the exactly-once primitive. In ONE transaction it claims
@@ -437,14 +523,31 @@ func checkID(what, v string) error {
 	return nil
 }
 
-// txn implements Tx on a *sql.Tx.
+// querier is what a txn runs statements on: a *sql.Tx, or the pinned
+// *sql.Conn of a PostgreSQL View.
+type querier interface {
+	ExecContext(ctx context.Context, query string, args ...any) (sql.Result, error)
+	QueryContext(ctx context.Context, query string, args ...any) (*sql.Rows, error)
+	QueryRowContext(ctx context.Context, query string, args ...any) *sql.Row
+}
+
+// txn implements Tx on a *sql.Tx (or, for a PostgreSQL View, a *sql.Conn).
 type txn struct {
-	tx *sql.Tx
-	d  dialect
-	sp int // savepoint counter
+	tx querier
+	// readOnly: fn runs in a View, where every write is refused.
+	readOnly bool
+	d        dialect
+	sp       int // savepoint counter
+	// pendingAudit: records to insert into audit_pending before the commit;
+	// audited: this transaction gave the chainer work.
+	pendingAudit []AuditRecord
+	audited      bool
 }
 
 func (t *txn) exec(ctx context.Context, q string, args ...any) (sql.Result, error) {
+	if t.readOnly {
+		return nil, errReadOnly
+	}
 	return t.tx.ExecContext(ctx, t.d.rebind(q), args...)
 }
 
@@ -461,6 +564,9 @@ func (t *txn) query(ctx context.Context, q string, args ...any) (*sql.Rows, erro
 // whole transaction after any failed statement). Every Tx write goes through
 // it, so a Tx method that returns an error has changed nothing.
 func (t *txn) atomic(ctx context.Context, fn func() error) error {
+	if t.readOnly {
+		return errReadOnly
+	}
 	t.sp++
 	name := fmt.Sprintf("sp%d", t.sp)
 	if _, err := t.tx.ExecContext(ctx, "SAVEPOINT "+name); err != nil {
@@ -474,6 +580,9 @@ func (t *txn) atomic(ctx context.Context, fn func() error) error {
 			return errors.Join(err, fmt.Errorf("store: release savepoint: %w", relErr))
 		}
 		return err
+	}
+	if !t.d.releaseSavepoints() {
+		return nil
 	}
 	if _, err := t.tx.ExecContext(ctx, "RELEASE SAVEPOINT "+name); err != nil {
 		return fmt.Errorf("store: release savepoint: %w", err)

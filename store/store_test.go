@@ -54,10 +54,10 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 			require.NoError(t, err, "open #%d", i)
 			v, err := s.SchemaVersion(ctx)
 			require.NoError(t, err)
-			assert.Equal(t, int64(2), v)
+			assert.Equal(t, int64(3), v)
 			var n int
 			require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n))
-			assert.Equal(t, 2, n)
+			assert.Equal(t, 3, n)
 			if i == 0 {
 				insertAuth(t, s, testAuth(t, "m1", "x1", 100))
 			}
@@ -94,7 +94,7 @@ func TestMigrationsIdempotentOnReopen(t *testing.T) {
 		defer s.Close()
 		var n int
 		require.NoError(t, s.db.QueryRowContext(ctx, `SELECT COUNT(*) FROM schema_migrations`).Scan(&n))
-		assert.Equal(t, 2, n)
+		assert.Equal(t, 3, n)
 	})
 }
 
@@ -402,4 +402,35 @@ func openAt(t *testing.T, path string) *Store {
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = s.Close() })
 	return s
+}
+
+// TestViewRefusesWrites: a View's function cannot change anything, audit
+// records included, on either engine (SQLite runs Views in its group commits;
+// PostgreSQL runs them on a connection without a transaction).
+func TestViewRefusesWrites(t *testing.T) {
+	forEachBackend(t, func(t *testing.T, s *Store) {
+		ctx := context.Background()
+		err := s.View(ctx, func(ctx context.Context, tx Tx) error {
+			return tx.InsertAuthorization(ctx, testAuth(t, "m1", "x1", 100))
+		})
+		assert.ErrorIs(t, err, ErrInvalid)
+		err = s.View(ctx, func(ctx context.Context, tx Tx) error {
+			_, err := tx.AppendAudit(ctx, AuditRecord{Time: t0, Actor: "a", Purpose: "p"})
+			return err
+		})
+		assert.ErrorIs(t, err, ErrInvalid)
+		err = s.View(ctx, func(ctx context.Context, tx Tx) error {
+			_, err := tx.GetAuthorization(ctx, "m1", "x1")
+			return err
+		})
+		assert.ErrorIs(t, err, ErrNotFound, "nothing was written")
+		_, err = s.ChainAudit(ctx)
+		require.NoError(t, err)
+		rep, err := s.CheckAudit(ctx)
+		require.NoError(t, err)
+		assert.Equal(t, AuditReport{}, rep)
+		// A View between writes in the same SQLite group does not make them read-only.
+		insertAuth(t, s, testAuth(t, "m1", "x2", 100))
+		assert.Equal(t, int64(100), getAuth(t, s, "m1", "x2").Amount)
+	})
 }

@@ -28,6 +28,11 @@ func TestAuditVerifyDetectsDeletedAndEditedRecords(t *testing.T) {
 		{"last deleted", "DELETE FROM audit_log WHERE seq = 5", true, "BROKEN"},
 		{"edited", "UPDATE audit_log SET purpose = 'sign nothing' WHERE seq = 2", true, "BROKEN at record 2"},
 		{"reordered time", "UPDATE audit_log SET at = at + 1 WHERE seq = 4", true, "BROKEN at record 4"},
+		// What a PostgreSQL store holds between a commit and the chainer's pass.
+		{"unchained", "INSERT INTO audit_pending (at, actor, key_uri, purpose, xid, details) VALUES (1764590400000000, 'gateway:gw-1', '', 'sign', 'x', '')",
+			false, "audit chain verified: 5 records, none missing or altered\n1 more records committed but not chained yet (oldest 2025-12-01T12:00:00Z)"},
+		{"deleted with unchained", "DELETE FROM audit_log WHERE seq = 3; INSERT INTO audit_pending (at, actor, key_uri, purpose, xid, details) VALUES (1764590400000000, 'g', '', 's', 'x', '')",
+			true, "BROKEN at record 3: record missing (sequence gap) (2 records verified before it)\n1 more records committed but not chained yet"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

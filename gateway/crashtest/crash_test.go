@@ -174,33 +174,58 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 	require.NoError(t, err)
 	t.Cleanup(b.Close)
 
-	// The gateway process: same token directory (SOFTHSM2_CONF), same token and keys,
-	// same store, one loopback socket so the merchant's connection comes back.
-	addr, lisFile := listen(t)
+	// The gateway processes: same token directory (SOFTHSM2_CONF), same token and keys,
+	// same store, each on one loopback socket it inherits on every restart, so the
+	// merchant's connection comes back. On PostgreSQL two replicas share the store, as in production: each has its
+	// own audit chainer, and either may be killed at any moment.
+	replicas := 1
+	if strings.HasPrefix(dsn, "postgres") {
+		replicas = 2
+	}
 	dir := t.TempDir()
 	cfg := childConfig{Token: gwTok.Label(), SignLabel: b.GatewayEnt.SignKey.Label(), KXLabel: b.GatewayEnt.KXKey.Label(),
 		SignChain: string(pki.EncodePEM(b.GatewayEnt.Sign.Certificates()...)), KXCert: string(pki.EncodePEM(b.GatewayEnt.KXCert)),
 		Root: string(pki.EncodePEM(b.H.Root.Certificate())), CACerts: string(pki.EncodePEM(b.CACerts()...)),
 		CRLs: string(pki.EncodeCRLPEM(b.CRLs.All()...)), DSN: dsn, PANHashKey: hex.EncodeToString(b.PANHashKey),
 		Cards: b.LedgerCards}
-	js, err := json.Marshal(cfg)
-	require.NoError(t, err)
-	cfgPath := filepath.Join(dir, "child.json")
-	require.NoError(t, os.WriteFile(cfgPath, js, 0o600))
-	p := &proc{cfg: cfgPath, lis: lisFile, logDir: dir,
-		env: append(append(os.Environ(), softhsmtest.Env(t)...), childEnv+"="+cfgPath, pinEnv+"="+softhsmtest.PIN)}
-	require.NoError(t, p.start())
-	t.Cleanup(p.kill)
+	// One merchant (same entity and store) and wallet per replica.
+	var procs []*proc
+	var merchants []*merchant.Merchant
+	var wallets []*wallet.Wallet
+	for r := range replicas {
+		addr, lisFile := listen(t)
+		js, err := json.Marshal(cfg)
+		require.NoError(t, err)
+		cfgPath := filepath.Join(dir, fmt.Sprintf("child-%d.json", r))
+		require.NoError(t, os.WriteFile(cfgPath, js, 0o600))
+		logDir := filepath.Join(dir, fmt.Sprintf("replica-%d", r))
+		require.NoError(t, os.Mkdir(logDir, 0o700))
+		p := &proc{cfg: cfgPath, lis: lisFile, logDir: logDir,
+			env: append(append(os.Environ(), softhsmtest.Env(t)...), childEnv+"="+cfgPath, pinEnv+"="+softhsmtest.PIN)}
+		require.NoError(t, p.start())
+		t.Cleanup(p.kill)
+		procs = append(procs, p)
 
-	conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
-		grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.5,
-			MaxDelay: 200 * time.Millisecond}, MinConnectTimeout: 2 * time.Second}))
-	require.NoError(t, err)
-	t.Cleanup(func() { _ = conn.Close() })
-	m, err := b.NewMerchant(ctx, b.MerchantEnt, b.MerchantDB, setpb.NewGatewayClient(conn))
-	require.NoError(t, err)
-	w, err := wallet.New(wallet.Config{Identity: b.Cardholders[0].Identity, Trust: b.NewTrust(), Merchant: directMerchant{m}, Brand: system.Brand})
-	require.NoError(t, err)
+		conn, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()),
+			grpc.WithConnectParams(grpc.ConnectParams{Backoff: backoff.Config{BaseDelay: 20 * time.Millisecond, Multiplier: 1.5,
+				MaxDelay: 200 * time.Millisecond}, MinConnectTimeout: 2 * time.Second}))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = conn.Close() })
+		m, err := b.NewMerchant(ctx, b.MerchantEnt, b.MerchantDB, setpb.NewGatewayClient(conn))
+		require.NoError(t, err)
+		w, err := wallet.New(wallet.Config{Identity: b.Cardholders[0].Identity, Trust: b.NewTrust(), Merchant: directMerchant{m}, Brand: system.Brand})
+		require.NoError(t, err)
+		merchants, wallets = append(merchants, m), append(wallets, w)
+	}
+	starts := func() int {
+		n := 0
+		for _, p := range procs {
+			p.mu.Lock()
+			n += p.starts
+			p.mu.Unlock()
+		}
+		return n
+	}
 
 	// The killer: SIGKILL at random points until the work is done, then restart.
 	var kills atomic.Int32
@@ -214,6 +239,7 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 				return
 			case <-time.After(time.Duration(100+rng.IntN(500)) * time.Millisecond):
 			}
+			p := procs[rng.IntN(len(procs))]
 			p.kill()
 			kills.Add(1)
 			if err := p.start(); err != nil {
@@ -245,6 +271,7 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			for i := range jobs {
+				m, w := merchants[i%replicas], wallets[i%replicas]
 				errs <- func() error {
 					s, err := w.Start(ctx, "book")
 					if err != nil {
@@ -370,9 +397,15 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 	}
 	assert.Equal(t, int64(purchases*25_00), captured)
 	assert.Equal(t, int64(purchases*3_00), credited)
-	n, err := b.GatewayDB.VerifyAudit(ctx)
+	// Records a killed gateway committed but had not chained are linked now;
+	// then the whole audit log must verify.
+	_, err = b.GatewayDB.ChainAudit(ctx)
 	require.NoError(t, err)
+	rep, err := b.GatewayDB.CheckAudit(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, rep.Unchained)
+	n := rep.Verified
 	assert.GreaterOrEqual(t, kills.Load(), int32(3), "the gateway was killed several times")
-	t.Logf("crash test: %d SIGKILLs, %d gateway starts, %d operations checked (%d authorizations, %d lifecycle answers), %d requests sent, %d audit records verified",
-		kills.Load(), p.starts, checked, purchases, checked-purchases, tries.Load(), n)
+	t.Logf("crash test: %d gateway replicas, %d SIGKILLs, %d gateway starts, %d operations checked (%d authorizations, %d lifecycle answers), %d requests sent, %d audit records verified",
+		replicas, kills.Load(), starts(), checked, purchases, checked-purchases, tries.Load(), n)
 }

@@ -147,6 +147,8 @@ func testLifecycleCaptureCreditReversalsBatch(t *testing.T, e *env) {
 	_, err = m.Credit(ctx, merchant.LifecycleInput{XID: xid, Amount: 12_00})
 	require.NoError(t, err)
 	assert.Equal(t, store.OrderRefunded, orderState(t, e, xid))
+	_, err = e.GatewayDB.ChainAudit(ctx) // PostgreSQL links audit records after commit
+	require.NoError(t, err)
 	n, err := e.GatewayDB.VerifyAudit(ctx)
 	require.NoError(t, err)
 	assert.Greater(t, n, int64(20))
@@ -253,6 +255,8 @@ func testLifecycleRetriesAndReplays(t *testing.T, e *env) {
 	xid := buy(t, e, 0, "book")
 	in := merchant.LifecycleInput{RRPID: "cap-x", XID: xid, Amount: 7_00}
 
+	_, err := e.GatewayDB.ChainAudit(ctx) // PostgreSQL links audit records after commit
+	require.NoError(t, err)
 	before, err := e.GatewayDB.VerifyAudit(ctx)
 	require.NoError(t, err)
 	// The same capture ten times at once: one capture, ten identical answers.
@@ -280,6 +284,8 @@ func testLifecycleRetriesAndReplays(t *testing.T, e *env) {
 	assert.Equal(t, int64(7_00), a.CapturedTotal)
 	// Audited: ten openings of the request (one decided, nine answered from the
 	// store) and one signature.
+	_, err = e.GatewayDB.ChainAudit(ctx)
+	require.NoError(t, err)
 	recs, err := e.GatewayDB.ListAudit(ctx, before, 100)
 	require.NoError(t, err)
 	count := map[string]int{}
@@ -356,8 +362,11 @@ func testTwoGatewaysCaptureOnce(t *testing.T, e *env, dsn string) {
 		assert.Equal(t, int64(25_00), a.CapturedTotal)
 		assert.Equal(t, store.AuthCaptured, a.Status)
 	}
-	_, err = e.GatewayDB.VerifyAudit(ctx)
+	_, err = e.GatewayDB.ChainAudit(ctx)
 	require.NoError(t, err)
+	rep, err := e.GatewayDB.CheckAudit(ctx)
+	require.NoError(t, err)
+	assert.Zero(t, rep.Unchained, "both replicas' records are in the chain")
 }
 
 func lifecycleID(merchantID, rrpid string) string {
