@@ -268,12 +268,19 @@ func (r *CRLRefresher) Trigger() {
 	}
 }
 
-// Run refreshes at once, then every interval and on every Trigger, until ctx ends.
-// Failures are logged with the source and kept for Status; the held CRLs stay.
+// Run refreshes every interval and on every Trigger until ctx ends (a service calls
+// Refresh once itself first, so it does not start without CRLs). Failures are logged
+// with the source and kept for Status; the held CRLs stay.
 func (r *CRLRefresher) Run(ctx context.Context) {
 	t := time.NewTicker(r.cfg.Interval)
 	defer t.Stop()
 	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-r.trigger:
+		}
 		if err := r.Refresh(ctx); err != nil && ctx.Err() == nil {
 			r.cfg.Logger.Warn("CRL refresh failed; serving on the CRLs held", "err", err, "next_try", r.cfg.Interval.String())
 		}
@@ -281,12 +288,6 @@ func (r *CRLRefresher) Run(ctx context.Context) {
 			if !s.NextUpdate.IsZero() && r.cfg.Now().After(s.NextUpdate) {
 				r.cfg.Logger.Error("CRL expired: certificates of this CA are refused until a fresh CRL arrives", "issuer", s.Issuer, "next_update", s.NextUpdate.UTC().Format(time.RFC3339))
 			}
-		}
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-r.trigger:
 		}
 	}
 }

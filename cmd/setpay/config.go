@@ -6,6 +6,7 @@ import (
 	"net"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/setpay/setpay/hsm"
 )
@@ -44,6 +45,16 @@ func (c *checks) required(field, v string) bool {
 		return false
 	}
 	return true
+}
+
+// optionalDuration checks a Go duration ("5m", "30s") when one is given.
+func (c *checks) optionalDuration(field, v string) {
+	if v == "" {
+		return
+	}
+	if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+		c.fail(field, fmt.Sprintf("want a positive duration such as 5m, got %q", v), nil)
+	}
 }
 
 // hostPort checks an address to listen on or dial.
@@ -140,9 +151,13 @@ func (p *partyConfig) check(c *checks) {
 	for i, f := range p.CAChain {
 		c.required(fmt.Sprintf("ca_chain[%d]", i), f)
 	}
+	if len(p.CRLs) == 0 {
+		c.fail("crls", "required: at least one PEM file of the CAs' CRLs (revocation is always checked)", nil)
+	}
 	for i, f := range p.CRLs {
 		c.required(fmt.Sprintf("crls[%d]", i), f)
 	}
+	c.optionalDuration("crl_refresh", p.CRLRefresh)
 	c.storeDSN("store", p.Store)
 	c.required("tls.cert", p.TLS.Cert)
 	c.keyURI("tls.key", p.TLS.Key)

@@ -91,6 +91,9 @@ func partyCases[T any](party func(*T) *partyConfig) []configCase[T] {
 		{"no root", p(func(c *partyConfig) { c.Root = "" }), []string{"root"}},
 		{"empty ca_chain entry", p(func(c *partyConfig) { c.CAChain = []string{"a.pem", ""} }), []string{"ca_chain[1]"}},
 		{"empty crls entry", p(func(c *partyConfig) { c.CRLs = []string{""} }), []string{"crls[0]"}},
+		{"no crls", p(func(c *partyConfig) { c.CRLs = nil }), []string{"crls"}},
+		{"crl_refresh not a duration", p(func(c *partyConfig) { c.CRLRefresh = "hourly" }), []string{"crl_refresh"}},
+		{"crl_refresh not positive", p(func(c *partyConfig) { c.CRLRefresh = "-5m" }), []string{"crl_refresh"}},
 		{"no store", p(func(c *partyConfig) { c.Store = "" }), []string{"store"}},
 		{"store without scheme", p(func(c *partyConfig) { c.Store = "./gw.db" }), []string{"store"}},
 		{"no tls.cert", p(func(c *partyConfig) { c.TLS.Cert = "" }), []string{"tls.cert"}},
@@ -181,6 +184,6 @@ func TestLoadConfigNamesEveryMissingField(t *testing.T) {
 	var fe *fieldError
 	assert.True(t, errors.As(err, &fe))
 	assert.Equal(t, []string{"module", "token", "pin_source", "listen", "sign_key", "sign_cert", "kx_key", "kx_cert",
-		"root", "store", "tls.cert", "tls.key", "tls.client_ca", "pan_hash_key_source"}, namedFields(err))
+		"root", "crls", "store", "tls.cert", "tls.key", "tls.client_ca", "pan_hash_key_source"}, namedFields(err))
 	assert.Contains(t, err.Error(), path)
 }

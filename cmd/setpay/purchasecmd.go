@@ -33,19 +33,23 @@ import (
 // partyConfig is what gateway and merchant configurations share: the token, the keys
 // by pkcs11: URI, certificates, trust, TLS and the store.
 type partyConfig struct {
-	Module     string   `yaml:"module"`
-	Token      string   `yaml:"token"`
-	PINSource  string   `yaml:"pin_source"`
-	Listen     string   `yaml:"listen"`
-	SignKey    string   `yaml:"sign_key"`  // pkcs11: URI of the signature key
-	SignCert   string   `yaml:"sign_cert"` // PEM: certificate, then issuing CA and brand
-	KXKey      string   `yaml:"kx_key"`    // pkcs11: URI of the key-exchange key
-	KXCert     string   `yaml:"kx_cert"`   // PEM
-	Root       string   `yaml:"root"`      // PEM of the SET root
-	CAChain    []string `yaml:"ca_chain"`  // PEM files of brand, CCA, MCA, PCA
-	CRLs       []string `yaml:"crls"`      // PEM files of current CRLs
-	Store      string   `yaml:"store"`     // sqlite:... or postgres://...
-	OAEPSHA256 bool     `yaml:"oaep_sha256"`
+	Module    string   `yaml:"module"`
+	Token     string   `yaml:"token"`
+	PINSource string   `yaml:"pin_source"`
+	Listen    string   `yaml:"listen"`
+	SignKey   string   `yaml:"sign_key"`  // pkcs11: URI of the signature key
+	SignCert  string   `yaml:"sign_cert"` // PEM: certificate, then issuing CA and brand
+	KXKey     string   `yaml:"kx_key"`    // pkcs11: URI of the key-exchange key
+	KXCert    string   `yaml:"kx_cert"`   // PEM
+	Root      string   `yaml:"root"`      // PEM of the SET root
+	CAChain   []string `yaml:"ca_chain"`  // PEM files of brand, CCA, MCA, PCA
+	CRLs      []string `yaml:"crls"`      // PEM files of current CRLs, read again every crl_refresh and on SIGHUP
+	// CRLRefresh is how often the crls files are read again (a Go duration, "5m" when
+	// empty); SIGHUP reads them at once. A newer CRL a CA signed replaces the one
+	// held; a file that fails to read keeps the last good CRLs in use.
+	CRLRefresh string `yaml:"crl_refresh"`
+	Store      string `yaml:"store"` // sqlite:... or postgres://...
+	OAEPSHA256 bool   `yaml:"oaep_sha256"`
 	TLS        struct {
 		Cert     string `yaml:"cert"`      // PEM chain, leaf first
 		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
@@ -57,12 +61,19 @@ type partyConfig struct {
 }
 
 // startMetrics watches the party's token and serves /metrics when configured.
-func startMetrics(ctx context.Context, env *cliEnv, c *partyConfig, tok *hsm.Token) (*metrics.Registry, error) {
+// It also starts keeping the CRLs current (every crl_refresh and on SIGHUP) and
+// exposes their nextUpdate and the service's certificate expiry.
+func startMetrics(ctx context.Context, env *cliEnv, c *partyConfig, r *running) (*metrics.Registry, error) {
 	reg := metrics.New()
-	reg.WatchToken(tok)
+	reg.WatchToken(r.tok)
 	if err := registerBuildInfo(reg.Prometheus()); err != nil {
 		return nil, err
 	}
+	certs := certCollector{"signature": r.sign.Cert, "key-exchange": r.kxc}
+	if err := errors.Join(reg.Prometheus().Register(crlCollector{r.crls}), reg.Prometheus().Register(certs)); err != nil {
+		return nil, fmt.Errorf("metrics: %w", err)
+	}
+	runCRLs(ctx, env, r.crls)
 	if c.MetricsListen != "" {
 		addr, err := reg.Serve(ctx, c.MetricsListen, env.logger)
 		if err != nil {
@@ -131,6 +142,7 @@ type running struct {
 	kx    *hsm.Key
 	kxc   *x509.Certificate
 	env   setproto.EnvelopeOptions
+	crls  *pki.CRLRefresher
 }
 
 func (r *running) close() {
@@ -191,11 +203,6 @@ func (r *running) open(ctx context.Context, env *cliEnv, c *partyConfig) error {
 		return fmt.Errorf("root: %w", err)
 	}
 	crls := pki.NewMemoryCRLs()
-	for i, f := range c.CRLs {
-		if err := loadCRLs(crls, f); err != nil {
-			return fmt.Errorf("crls[%d]: %w", i, err)
-		}
-	}
 	v, err := pki.NewVerifier(roots[0], crls)
 	if err != nil {
 		return fmt.Errorf("root: %w", err)
@@ -207,6 +214,9 @@ func (r *running) open(ctx context.Context, env *cliEnv, c *partyConfig) error {
 			return fmt.Errorf("ca_chain[%d]: %w", i, err)
 		}
 		inter = append(inter, cs...)
+	}
+	if r.crls, err = startCRLs(ctx, env, crls, c, append(append([]*x509.Certificate{roots[0]}, inter...), sc[1:]...)); err != nil {
+		return err
 	}
 	r.trust = &setproto.Trust{Verifier: v, Intermediates: append(inter, sc[1:]...), Cache: pki.NewCertCache(4096)}
 	if c.OAEPSHA256 {
@@ -293,7 +303,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r.tok)
+	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r)
 	if err != nil {
 		return err
 	}
@@ -369,7 +379,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	// Wallets are anonymous at the TLS level: they authenticate by their SET signature.
-	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r.tok)
+	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r)
 	if err != nil {
 		return err
 	}
