@@ -111,6 +111,15 @@ type checked struct {
 	cardholderID string
 }
 
+// lastFour is how the gateway shows a PAN anywhere (store, logs, answers): the last 4
+// digits only (docs/protocol.md, "Stored PAN data").
+func lastFour(pan string) string {
+	if m, err := store.MaskPAN(pan); err == nil {
+		return m
+	}
+	return "(not a PAN)"
+}
+
 // Purposes of the gateway's key-exchange key operations on an authorization.
 const (
 	opDecryptAuth = "decrypt authorization request"
@@ -175,7 +184,7 @@ func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []s
 		return fail(err)
 	}
 	if err := pki.CheckCardholderPAN(dual.Signer, pi.GetPan(), pi.GetExpiry(), pi.GetPanSecret()); err != nil {
-		return fail(setproto.Wrap(setpb.Reason_PAN_MISMATCH, err, "card %s", pki.MaskPAN(pi.GetPan())))
+		return fail(setproto.Wrap(setpb.Reason_PAN_MISMATCH, err, "card %s", lastFour(pi.GetPan())))
 	}
 	return &checked{req: req, reqHash: setproto.Hash(v.Content), pi: pi, merchantKX: mkx, cardholderID: dual.EntityID}, ops, nil
 }
