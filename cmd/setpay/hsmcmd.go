@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
 	"fmt"
 	"sort"
@@ -174,6 +175,14 @@ func runDelete(ctx context.Context, env *cliEnv, args []string) error {
 	defer mod.Close()
 	defer tok.Close()
 	k, err := tok.FindKey(ctx, *label)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		// A secret (MAC) key: deleting the PAN hash key retires every hash made with it.
+		sk, serr := tok.FindSecretKey(ctx, *label)
+		if serr != nil {
+			return err
+		}
+		return tok.DeleteSecretKey(ctx, sk)
+	}
 	if err != nil {
 		return err
 	}

@@ -2,13 +2,16 @@ package main
 
 import (
 	"bytes"
+	"context"
 	"crypto/hmac"
 	"crypto/rand"
 	"crypto/sha256"
 	"database/sql"
 	"encoding/hex"
 	"hash"
+	"io"
 	"io/fs"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -239,6 +242,18 @@ func TestDemoFilesCannotConfirmAPAN(t *testing.T) {
 	require.NoError(t, rows.Err())
 	assert.GreaterOrEqual(t, n, 4, "the demo's authorizations")
 
+	// The key the demo made is in the gateway's token, sensitive; an operator makes
+	// and retires such keys with the CLI.
+	listing := c.run("hsm", "list", "--softhsm-dir", "./var/softhsm", "--token", "setpay-gateway")
+	assert.Regexp(t, `secret-key\s+GENERIC_SECRET\s+pan-hash\s+\S*never_extractable\S*`, listing)
+	assert.Regexp(t, `pan-hash\s+\S*sensitive\S*sign\S*\s`, listing)
+	assert.NotRegexp(t, `pan-hash\s+\S*(,|^)extractable`, listing)
+	uri := c.run("hsm", "keygen", "--softhsm-dir", "./var/softhsm", "--token", "setpay-gateway", "--label", "pan-hash-2", "--alg", "hmac-sha256", "--usage", "mac")
+	assert.Contains(t, uri, "object=pan-hash-2")
+	assert.Contains(t, uri, "type=secret-key")
+	c.run("hsm", "delete", "--softhsm-dir", "./var/softhsm", "--token", "setpay-gateway", "--label", "pan-hash-2")
+	assert.NotContains(t, c.run("hsm", "list", "--softhsm-dir", "./var/softhsm", "--token", "setpay-gateway"), "pan-hash-2")
+
 	// The attack is real: put a software key among the files and it recovers the PAN.
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
@@ -249,4 +264,18 @@ func TestDemoFilesCannotConfirmAPAN(t *testing.T) {
 	got, ok := control.bruteForce(m.Sum(nil), "************1111", "411111")
 	assert.True(t, ok, "the brute force must find a PAN whose key is on disk")
 	assert.Equal(t, demoPANs[0], got)
+}
+
+// TestGatewayServeRefusesAPANKeyFile: a config from before the token-held key is
+// refused with the way out, not run with the key file nor silently without it.
+func TestGatewayServeRefusesAPANKeyFile(t *testing.T) {
+	dir := t.TempDir()
+	cfg := filepath.Join(dir, "gateway.yaml")
+	require.NoError(t, os.WriteFile(cfg, []byte("pan_hash_key_source: file:"+filepath.Join(dir, "pan-hash.key")+"\n"), 0o600))
+	env := &cliEnv{stdout: io.Discard, stderr: io.Discard, logger: slog.New(slog.DiscardHandler)}
+	err := runGatewayServe(context.Background(), env, []string{"--config", cfg})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "pan_hash_key_source")
+	assert.Contains(t, err.Error(), "--alg hmac-sha256 --usage mac")
+	assert.Contains(t, err.Error(), "destroy the old key file")
 }
