@@ -23,6 +23,9 @@ func macKey(t *testing.T, tok *hsm.Token, label string) *hsm.SecretKey {
 	t.Helper()
 	k, err := tok.GenerateSecretKey(context.Background(), hsm.KeySpec{Label: label, Algorithm: hsm.HMACSHA256, Usage: hsm.UsageMAC})
 	if errors.Is(err, hsm.ErrUnsupported) {
+		// The refusal names what is missing and where.
+		assert.ErrorContains(t, err, "CKM_")
+		assert.ErrorContains(t, err, tok.Label())
 		softhsmtest.Require(t, softhsmtest.HMAC)
 	}
 	require.NoError(t, err)

@@ -84,6 +84,7 @@ var missing = map[ModuleKind]map[Feature]string{
 			"signing as a raw decryption, which a sign-only key is refused",
 		RSA4096:    "the TPM stops at RSA 3072",
 		SoftHSMDir: "tokens live in a tpm2-pkcs11 store, not a SoftHSM directory",
+		HMAC:       "tpm2-pkcs11 1.9 offers no CKM_GENERIC_SECRET_KEY_GEN, so no secret key can be generated through PKCS#11",
 	},
 }
 
