@@ -254,6 +254,25 @@ func TestDemoFilesCannotConfirmAPAN(t *testing.T) {
 	c.run("hsm", "delete", "--softhsm-dir", "./var/softhsm", "--token", "setpay-gateway", "--label", "pan-hash-2")
 	assert.NotContains(t, c.run("hsm", "list", "--softhsm-dir", "./var/softhsm", "--token", "setpay-gateway"), "pan-hash-2")
 
+	// The gateway serves from the config the demo wrote, its PAN hash key found in the
+	// token by the URI in pan_hash_key and its issuer's cards read from ledger_file.
+	gwYAML, err := os.ReadFile(filepath.Join(varDir, "gateway.yaml"))
+	require.NoError(t, err)
+	assert.Contains(t, string(gwYAML), "pan_hash_key: pkcs11:")
+	addr := freeAddr(t)
+	require.NoError(t, os.WriteFile(filepath.Join(dir, "gw-test.yaml"), bytes.ReplaceAll(gwYAML, []byte("127.0.0.1:7501"), []byte(addr)), 0o600))
+	ctx, cancel := context.WithCancel(context.Background())
+	serve := exec.CommandContext(ctx, bin, "gateway", "serve", "--config", "gw-test.yaml")
+	serve.Dir = dir
+	serve.Env = append(os.Environ(), "SOFTHSM2_CONF="+filepath.Join(varDir, "softhsm", "softhsm2.conf"))
+	var serveErr bytes.Buffer
+	serve.Stderr = &serveErr
+	require.NoError(t, serve.Start())
+	waitListening(t, addr, 30*time.Second)
+	cancel()
+	_ = serve.Wait()
+	assert.NotContains(t, serveErr.String(), "level=ERROR", serveErr.String())
+
 	// The attack is real: put a software key among the files and it recovers the PAN.
 	key := make([]byte, 32)
 	_, _ = rand.Read(key)
