@@ -310,3 +310,20 @@ func TestSecretKeySurvivesSessionLoss(t *testing.T) {
 	assert.Equal(t, want, got)
 	assert.GreaterOrEqual(t, tok.Stats().Recoveries.Load(), uint64(1))
 }
+
+// BenchmarkSecretKeyMAC is the token's cost of one PAN hash.
+func BenchmarkSecretKeyMAC(b *testing.B) {
+	tok := softhsmtest.NewToken(b)
+	k, err := tok.GenerateSecretKey(context.Background(), hsm.KeySpec{Label: "bench", Algorithm: hsm.HMACSHA256})
+	if errors.Is(err, hsm.ErrUnsupported) {
+		softhsmtest.Require(b, softhsmtest.HMAC)
+	}
+	require.NoError(b, err)
+	data := []byte("setpay pan-hash v2\x004111111111111111")
+	b.ResetTimer()
+	for b.Loop() {
+		if _, err := k.MAC(context.Background(), data); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
