@@ -34,7 +34,7 @@ type Config struct {
 	KXKey      crypto.Decrypter  // its token key
 	Trust      *setproto.Trust
 	Store      store.DB
-	PANHashKey []byte // keys store.PANHash; at least 16 bytes
+	PANHashKey store.PANHasher // store.NewPANHasher over a MAC key in the token: nothing on disk confirms a PAN
 	Issuer     Issuer
 	// Envelope sets the key transport of answers to merchants.
 	Envelope     setproto.EnvelopeOptions
@@ -60,8 +60,8 @@ func New(cfg Config) (*Gateway, error) {
 		return nil, errors.New("gateway: signature and key-exchange keys and certificates are required")
 	case cfg.Trust == nil || cfg.Store == nil || cfg.Issuer == nil:
 		return nil, errors.New("gateway: trust, store and issuer are required")
-	case len(cfg.PANHashKey) < 16:
-		return nil, errors.New("gateway: PAN hash key must be at least 16 bytes")
+	case cfg.PANHashKey == nil:
+		return nil, errors.New("gateway: a PAN hasher (a MAC key in the token) is required")
 	}
 	r, id, err := pki.EntityID(cfg.Sign.Cert)
 	if err != nil || r != pki.RoleGateway {
@@ -109,6 +109,15 @@ type checked struct {
 	pi           *setpb.PaymentInstructions
 	merchantKX   *x509.Certificate
 	cardholderID string
+}
+
+// lastFour is how the gateway shows a PAN anywhere (store, logs, answers): the last 4
+// digits only (docs/protocol.md, "Stored PAN data").
+func lastFour(pan string) string {
+	if m, err := store.MaskPAN(pan); err == nil {
+		return m
+	}
+	return "(not a PAN)"
 }
 
 // Purposes of the gateway's key-exchange key operations on an authorization.
@@ -175,7 +184,7 @@ func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []s
 		return fail(err)
 	}
 	if err := pki.CheckCardholderPAN(dual.Signer, pi.GetPan(), pi.GetExpiry(), pi.GetPanSecret()); err != nil {
-		return fail(setproto.Wrap(setpb.Reason_PAN_MISMATCH, err, "card %s", pki.MaskPAN(pi.GetPan())))
+		return fail(setproto.Wrap(setpb.Reason_PAN_MISMATCH, err, "card %s", lastFour(pi.GetPan())))
 	}
 	return &checked{req: req, reqHash: setproto.Hash(v.Content), pi: pi, merchantKX: mkx, cardholderID: dual.EntityID}, ops, nil
 }
@@ -192,9 +201,13 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 		return nil, err
 	}
 	req, pi := c.req, c.pi
-	mask := pki.MaskPAN(pi.GetPan())
+	// Stored, logged and answered: the last 4 digits only (docs/protocol.md).
+	mask, err := store.MaskPAN(pi.GetPan())
+	if err != nil {
+		return nil, setproto.Wrap(setpb.Reason_MALFORMED, err, "PAN")
+	}
 	key := base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte(req.GetMerchantId() + "\x00" + req.GetXid())))
-	panHash, err := store.PANHash(g.cfg.PANHashKey, pi.GetPan())
+	panHash, err := g.cfg.PANHashKey.HashPAN(ctx, pi.GetPan())
 	if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "PAN hash")
 	}
@@ -237,7 +250,7 @@ func (g *Gateway) record(ctx context.Context, tx store.Tx, c *checked, dec Decis
 	approved := dec.Result == setpb.AuthResult_APPROVED
 	a := &store.Authorization{
 		MerchantID: req.GetMerchantId(), XID: req.GetXid(), Amount: req.GetAmount(), Currency: req.GetCurrency(),
-		Status: store.AuthDeclined, DeclineReason: dec.Result.String(), PANHash: panHash, PANMask: mask,
+		Status: store.AuthDeclined, DeclineReason: dec.Result.String(), PANHash: panHash, PANHashKey: g.cfg.PANHashKey.KeyID(), PANMask: mask,
 		CardExpiry: pi.GetExpiry(), CreatedAt: now, ExpiresAt: now.Add(g.cfg.AuthValidity),
 	}
 	res := &setpb.AuthResponse{

@@ -8,7 +8,7 @@ import (
 )
 
 const authColumns = `merchant_id, xid, amount, currency, authorized_amount, captured_total, credited_total,
-	status, decline_reason, auth_code, pan_hash, pan_mask, card_expiry, capture_token_id, created_at, expires_at`
+	status, decline_reason, auth_code, pan_hash, pan_hash_key, pan_mask, card_expiry, capture_token_id, created_at, expires_at`
 
 func (t *txn) InsertAuthorization(ctx context.Context, a *Authorization) error {
 	if err := a.validate(); err != nil {
@@ -16,9 +16,9 @@ func (t *txn) InsertAuthorization(ctx context.Context, a *Authorization) error {
 	}
 	return t.atomic(ctx, func() error {
 		_, err := t.exec(ctx, `INSERT INTO authorizations (`+authColumns+`)
-			VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
+			VALUES (?, ?, ?, ?, ?, 0, 0, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			a.MerchantID, a.XID, a.Amount, a.Currency, a.AuthorizedAmount,
-			string(a.Status), a.DeclineReason, a.AuthCode, a.PANHash, a.PANMask, a.CardExpiry,
+			string(a.Status), a.DeclineReason, a.AuthCode, a.PANHash, a.PANHashKey, a.PANMask, a.CardExpiry,
 			a.CaptureTokenID, micros(a.CreatedAt), micros(a.ExpiresAt))
 		if err != nil {
 			return t.writeErr(err, "insert authorization %s/%s", a.MerchantID, a.XID)
@@ -33,7 +33,7 @@ func (t *txn) GetAuthorization(ctx context.Context, merchantID, xid string) (*Au
 	var created, expires int64
 	err := t.queryRow(ctx, `SELECT `+authColumns+` FROM authorizations WHERE merchant_id = ? AND xid = ?`,
 		merchantID, xid).Scan(&a.MerchantID, &a.XID, &a.Amount, &a.Currency, &a.AuthorizedAmount,
-		&a.CapturedTotal, &a.CreditedTotal, &status, &a.DeclineReason, &a.AuthCode, &a.PANHash, &a.PANMask,
+		&a.CapturedTotal, &a.CreditedTotal, &status, &a.DeclineReason, &a.AuthCode, &a.PANHash, &a.PANHashKey, &a.PANMask,
 		&a.CardExpiry, &a.CaptureTokenID, &created, &expires)
 	if err != nil {
 		return nil, notFound(err, "get authorization %s/%s", merchantID, xid)

@@ -40,6 +40,9 @@ func TestAuthorizationValidation(t *testing.T) {
 	}{
 		{"full PAN as mask", func(a *Authorization) { a.PANMask = "4111111111111111" }},
 		{"digits in mask middle", func(a *Authorization) { a.PANMask = "411111*1****1111" }},
+		{"BIN in mask", func(a *Authorization) { a.PANMask = "411111******1111" }},
+		{"no PAN hash key", func(a *Authorization) { a.PANHashKey = "" }},
+		{"legacy PAN hash key", func(a *Authorization) { a.PANHashKey = LegacyPANHashKey }},
 		{"short PAN hash", func(a *Authorization) { a.PANHash = a.PANHash[:16] }},
 		{"lower-case currency", func(a *Authorization) { a.Currency = "eur" }},
 		{"negative amount", func(a *Authorization) { a.Amount = -1 }},
@@ -65,7 +68,7 @@ func TestAuthorizationValidation(t *testing.T) {
 func TestPANHelpers(t *testing.T) {
 	m, err := MaskPAN("5500000000000004")
 	require.NoError(t, err)
-	assert.Equal(t, "550000******0004", m)
+	assert.Equal(t, "************0004", m)
 	assert.True(t, validMask(m))
 	_, err = MaskPAN("55000000000x0004")
 	assert.ErrorIs(t, err, ErrInvalid)

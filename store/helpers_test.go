@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/hmac"
 	"crypto/sha256"
 	"path/filepath"
 	"testing"
@@ -43,20 +44,33 @@ func openTestPG(t testing.TB) *Store {
 	return s
 }
 
+// softMAC stands in for a token's MAC key in the store's own tests; the token-held
+// key is tested in hsm and, end to end, in system and cmd/setpay.
+type softMAC struct{ key []byte }
+
+func (m softMAC) MAC(_ context.Context, data []byte) ([]byte, error) {
+	h := hmac.New(sha256.New, m.key)
+	h.Write(data)
+	return h.Sum(nil), nil
+}
+
+func (softMAC) URI() string { return "pkcs11:token=test;object=pan-hash;type=secret-key" }
+
 var (
 	testPANKey = []byte("0123456789abcdef0123456789abcdef")
+	testHasher = NewPANHasher(softMAC{testPANKey})
 	t0         = time.Date(2026, 3, 1, 12, 0, 0, 0, time.UTC)
 )
 
 func testAuth(t testing.TB, merchant, xid string, amount int64) *Authorization {
 	t.Helper()
-	ph, err := PANHash(testPANKey, "4111111111111111")
+	ph, err := testHasher.HashPAN(context.Background(), "4111111111111111")
 	require.NoError(t, err)
 	mask, err := MaskPAN("4111111111111111")
 	require.NoError(t, err)
 	return &Authorization{
 		MerchantID: merchant, XID: xid, Amount: amount, Currency: "EUR", AuthorizedAmount: amount,
-		Status: AuthAuthorized, AuthCode: "A1B2C3", PANHash: ph, PANMask: mask, CardExpiry: "202812",
+		Status: AuthAuthorized, AuthCode: "A1B2C3", PANHash: ph, PANHashKey: testHasher.KeyID(), PANMask: mask, CardExpiry: "202812",
 		CaptureTokenID: "ct-" + xid, CreatedAt: t0, ExpiresAt: t0.Add(7 * 24 * time.Hour),
 	}
 }

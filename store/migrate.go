@@ -77,7 +77,11 @@ func splitSQL(body string) []string {
 // migrate applies pending migrations in one transaction. On PostgreSQL an
 // advisory lock keeps replicas starting together from racing; on SQLite the
 // immediate transaction holds the write lock.
-func (s *Store) migrate(ctx context.Context) error {
+func (s *Store) migrate(ctx context.Context) error { return s.migrateTo(ctx, 0) }
+
+// migrateTo applies pending migrations up to version upTo (0: all); tests use it to
+// build a store as an older program left it.
+func (s *Store) migrateTo(ctx context.Context, upTo int64) error {
 	ms, err := loadMigrations()
 	if err != nil {
 		return err
@@ -120,7 +124,7 @@ func (s *Store) migrate(ctx context.Context) error {
 				newest, ms[len(ms)-1].version)
 		}
 		for _, m := range ms {
-			if applied[m.version] {
+			if applied[m.version] || (upTo > 0 && m.version > upTo) {
 				continue
 			}
 			for i, st := range m.stmts {

@@ -122,8 +122,9 @@ type Authorization struct {
 	Status           AuthStatus
 	DeclineReason    string
 	AuthCode         string
-	PANHash          []byte // PANHash(key, pan): HMAC-SHA256, 32 bytes
-	PANMask          string // MaskPAN(pan): first 6 / last 4 at most
+	PANHash          []byte // PANHasher.HashPAN(pan): 32 bytes (empty on rows migration 0004 erased)
+	PANHashKey       string // PANHasher.KeyID(): which key made PANHash; hashes are compared only under one key
+	PANMask          string // MaskPAN(pan): last 4 digits only
 	CardExpiry       string // YYYYMM
 	CaptureTokenID   string
 	CreatedAt        time.Time
@@ -299,8 +300,10 @@ type AuditRecord struct {
 	Hash     []byte
 }
 
-// PANHash returns HMAC-SHA256(key, pan), the only form in which a full PAN
-// may be stored. The key must be at least 16 bytes.
+// PANHash returns HMAC-SHA256(key, pan) with a key held in memory. It is for
+// lookups whose key is random per process and never written anywhere (the CA's
+// account ledger); what is stored uses a PANHasher, whose key stays in a token.
+// The key must be at least 16 bytes.
 func PANHash(key []byte, pan string) ([]byte, error) {
 	if len(key) < 16 {
 		return nil, invalidf("PAN hash key must be at least 16 bytes")
@@ -313,13 +316,16 @@ func PANHash(key []byte, pan string) ([]byte, error) {
 	return m.Sum(nil), nil
 }
 
-// MaskPAN keeps the first 6 and last 4 digits and stars the rest.
+// MaskPAN keeps the last 4 digits and stars the rest (the PAN's length stays).
+// PCI DSS permits first 6 / last 4 for display, but a truncation next to a hash of
+// the same PAN narrows a guess; with last 4 only, the first 6 (the BIN, which tells
+// little about the card) stay unknown too. See docs/protocol.md.
 func MaskPAN(pan string) (string, error) {
 	if !validPAN(pan) {
 		return "", invalidf("PAN must be 12..19 digits")
 	}
 	b := []byte(pan)
-	for i := 6; i < len(b)-4; i++ {
+	for i := 0; i < len(b)-4; i++ {
 		b[i] = '*'
 	}
 	return string(b), nil
@@ -340,15 +346,15 @@ func validPAN(pan string) bool {
 	return true
 }
 
-// validMask accepts digits only in the first 6 and last 4 positions, so a
-// full PAN can never slip into the pan_mask column.
+// validMask accepts digits only in the last 4 positions, so neither a full PAN
+// nor its BIN can slip into the pan_mask column.
 func validMask(m string) bool {
 	if len(m) < 12 || len(m) > 19 {
 		return false
 	}
 	for i := 0; i < len(m); i++ {
 		c := m[i]
-		edge := i < 6 || i >= len(m)-4
+		edge := i >= len(m)-4
 		switch {
 		case c == '*':
 		case c >= '0' && c <= '9' && edge:
@@ -410,11 +416,14 @@ func (a *Authorization) validate() error {
 	if !a.Status.valid() {
 		return invalidf("authorization status %q", a.Status)
 	}
-	if len(a.PANHash) != sha256.Size {
-		return invalidf("PAN hash must be %d bytes", sha256.Size)
+	if len(a.PANHash) != panHashSize {
+		return invalidf("PAN hash must be %d bytes", panHashSize)
+	}
+	if a.PANHashKey == "" || len(a.PANHashKey) > 1024 || a.PANHashKey == LegacyPANHashKey {
+		return invalidf("PAN hash key must name the key that made the hash (1..1024 bytes)")
 	}
 	if !validMask(a.PANMask) {
-		return invalidf("PAN mask is not a masked PAN (first 6 / last 4 at most)")
+		return invalidf("PAN mask is not a masked PAN (last 4 digits at most)")
 	}
 	if !validExpiry(a.CardExpiry) {
 		return invalidf("card expiry %q: want YYYYMM", a.CardExpiry)

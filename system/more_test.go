@@ -95,7 +95,7 @@ func TestMerchantResendsCertificatesAfterGatewayRestart(t *testing.T) {
 	ctx := context.Background()
 	newGateway := func() *gateway.Gateway {
 		g, err := gateway.New(gateway.Config{Sign: e.GatewayEnt.Sign, KXCert: e.GatewayEnt.KXCert, KXKey: e.GatewayEnt.KXKey,
-			Trust: e.NewTrust(), Store: e.GatewayDB, PANHashKey: make([]byte, 32), Issuer: e.Ledger})
+			Trust: e.NewTrust(), Store: e.GatewayDB, PANHashKey: e.PANHasher, Issuer: e.Ledger})
 		require.NoError(t, err)
 		return g
 	}

@@ -77,6 +77,9 @@ type Cardholder struct {
 }
 
 // Bed is a running SET system.
+// PANKeyLabel is the label of the gateway's PAN hash key in its token.
+const PANKeyLabel = "pan-hash"
+
 type Bed struct {
 	cfg         Config
 	H           *ca.Hierarchy
@@ -98,9 +101,12 @@ type Bed struct {
 	GatewayConn, MerchantConn *grpc.ClientConn
 	// TLS identities: keys in the gateway's and the merchant's tokens.
 	GatewayTLS, MerchantTLS, MerchantClientTLS tlsrpc.Identity
-	PANHashKey                                 []byte
-	LedgerCards                                []gateway.Card
-	closers                                    []func()
+	// PANKey is the gateway's PAN hash key, a MAC key in its token (label PANKeyLabel);
+	// PANHasher the gateway's store.PANHasher over it.
+	PANKey      *hsm.SecretKey
+	PANHasher   store.PANHasher
+	LedgerCards []gateway.Card
+	closers     []func()
 }
 
 // Build sets up the CA hierarchy, registers the gateway, the merchant and the
@@ -150,13 +156,18 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 		}
 		cards = append(cards, gateway.Card{PAN: c.PAN, Expiry: le, Currency: cfg.Currency, Balance: c.Balance, Limit: c.Limit, Blocked: c.Blocked})
 	}
-	ledgerKey, panKey := make([]byte, 32), make([]byte, 32)
+	// The issuer stand-in's ledger key lives in memory only; the gateway's PAN hash key
+	// is made in its token and never leaves it.
+	ledgerKey := make([]byte, 32)
 	_, _ = rand.Read(ledgerKey)
-	_, _ = rand.Read(panKey)
 	if b.Ledger, err = gateway.NewLedger(ledgerKey, cards); err != nil {
 		return nil, err
 	}
-	b.PANHashKey, b.LedgerCards = panKey, cards
+	b.LedgerCards = cards
+	if b.PANKey, err = cfg.Gateway.GenerateSecretKey(ctx, hsm.KeySpec{Label: PANKeyLabel, Algorithm: hsm.HMACSHA256, Usage: hsm.UsageMAC}); err != nil {
+		return nil, err
+	}
+	b.PANHasher = store.NewPANHasher(b.PANKey)
 	// Transport: a TLS CA in the TLS token, each service's TLS key in its own token.
 	keyIn := func(tok *hsm.Token) func(string) (crypto.Signer, error) {
 		return func(label string) (crypto.Signer, error) {
@@ -180,7 +191,7 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	b.closers = append(b.closers, func() { _ = b.MerchantDB.Close() })
 
 	if b.Gateway, err = gateway.New(gateway.Config{Sign: b.GatewayEnt.Sign, KXCert: b.GatewayEnt.KXCert, KXKey: b.GatewayEnt.KXKey,
-		Trust: b.NewTrust(), Store: b.GatewayDB, PANHashKey: panKey, Issuer: b.Ledger, Logger: cfg.Logger, Decided: cfg.GatewayDecided}); err != nil {
+		Trust: b.NewTrust(), Store: b.GatewayDB, PANHashKey: b.PANHasher, Issuer: b.Ledger, Logger: cfg.Logger, Decided: cfg.GatewayDecided}); err != nil {
 		return nil, err
 	}
 	if b.GatewayTLS, err = b.identity(keyIn(cfg.Gateway), "tls-gateway-"+cfg.GatewayID, "127.0.0.1"); err != nil {
@@ -424,5 +435,5 @@ func (l LocalGateway) Inquiry(ctx context.Context, in *setpb.Enveloped, _ ...grp
 // second handle on a shared store, for replicas), with clock (nil: time.Now).
 func (b *Bed) NewGateway(db store.DB, clock func() time.Time) (*gateway.Gateway, error) {
 	return gateway.New(gateway.Config{Sign: b.GatewayEnt.Sign, KXCert: b.GatewayEnt.KXCert, KXKey: b.GatewayEnt.KXKey,
-		Trust: b.NewTrust(), Store: db, PANHashKey: b.PANHashKey, Issuer: b.Ledger, Clock: clock, Logger: b.cfg.Logger})
+		Trust: b.NewTrust(), Store: db, PANHashKey: b.PANHasher, Issuer: b.Ledger, Clock: clock, Logger: b.cfg.Logger})
 }

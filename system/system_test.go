@@ -14,7 +14,6 @@ import (
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
-	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/softhsm/softhsmtest"
@@ -103,7 +102,9 @@ func TestPurchaseOutcomes(t *testing.T) {
 				a, err = tx.GetAuthorization(ctx, "shop-1", r.XID)
 				return err
 			}))
-			assert.Equal(t, pki.MaskPAN(cards[tt.card].PAN), a.PANMask)
+			mask, err := store.MaskPAN(cards[tt.card].PAN)
+			require.NoError(t, err)
+			assert.Equal(t, mask, a.PANMask, "the gateway stores the last 4 digits only")
 			var o *store.Order
 			require.NoError(t, e.MerchantDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
 				o, err = tx.GetOrder(ctx, r.XID)

@@ -176,7 +176,12 @@ func (g *gatewayConfig) validate() error {
 	var c checks
 	g.check(&c)
 	c.required("tls.client_ca", g.TLS.ClientCA)
-	c.secretSource("pan_hash_key_source", g.PANHashKey)
+	c.keyURI("pan_hash_key", g.PANHashKey)
+	if g.LegacyPANHashKeySource != "" {
+		c.fail("pan_hash_key_source", "a software key file is no longer accepted: make a MAC key in the gateway's token "+
+			"(setpay hsm keygen --alg hmac-sha256 --usage mac --label pan-hash), set pan_hash_key to its pkcs11: URI, "+
+			"then destroy the old key file and its backups (docs/protocol.md, \"Stored PAN data\")", nil)
+	}
 	return c.err()
 }
 
@@ -273,7 +278,7 @@ func (p *partyConfig) resolvePaths(dir string) {
 
 func (g *gatewayConfig) resolvePaths(dir string) {
 	g.partyConfig.resolvePaths(dir)
-	g.PANHashKey = sourceInDir(dir, g.PANHashKey)
+	g.LedgerFile = inDir(dir, g.LedgerFile)
 }
 
 func (m *merchantConfig) resolvePaths(dir string) {

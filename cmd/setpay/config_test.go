@@ -108,12 +108,14 @@ func partyCases[T any](party func(*T) *partyConfig) []configCase[T] {
 
 func TestGatewayConfigValidate(t *testing.T) {
 	valid := func() gatewayConfig {
-		return gatewayConfig{partyConfig: validParty(), PANHashKey: "file:pan.key"}
+		return gatewayConfig{partyConfig: validParty(), PANHashKey: testKeyURI}
 	}
 	cases := append(partyCases(func(c *gatewayConfig) *partyConfig { return &c.partyConfig }),
 		configCase[gatewayConfig]{"no tls.client_ca", func(c *gatewayConfig) { c.TLS.ClientCA = "" }, []string{"tls.client_ca"}},
-		configCase[gatewayConfig]{"no pan_hash_key_source", func(c *gatewayConfig) { c.PANHashKey = "" }, []string{"pan_hash_key_source"}},
-		configCase[gatewayConfig]{"key in place of its source", func(c *gatewayConfig) { c.PANHashKey = testSecret }, []string{"pan_hash_key_source"}},
+		configCase[gatewayConfig]{"no pan_hash_key", func(c *gatewayConfig) { c.PANHashKey = "" }, []string{"pan_hash_key"}},
+		configCase[gatewayConfig]{"pan_hash_key not a URI", func(c *gatewayConfig) { c.PANHashKey = testSecret }, []string{"pan_hash_key"}},
+		configCase[gatewayConfig]{"a software key file (before the token-held key)", func(c *gatewayConfig) { c.LegacyPANHashKeySource = "file:pan.key" },
+			[]string{"pan_hash_key_source"}},
 	)
 	runConfigCases(t, valid, (*gatewayConfig).validate, cases)
 }
@@ -184,6 +186,6 @@ func TestLoadConfigNamesEveryMissingField(t *testing.T) {
 	var fe *fieldError
 	assert.True(t, errors.As(err, &fe))
 	assert.Equal(t, []string{"module", "token", "pin_source", "listen", "sign_key", "sign_cert", "kx_key", "kx_cert",
-		"root", "crls", "store", "tls.cert", "tls.key", "tls.client_ca", "pan_hash_key_source"}, namedFields(err))
+		"root", "crls", "store", "tls.cert", "tls.key", "tls.client_ca", "pan_hash_key"}, namedFields(err))
 	assert.Contains(t, err.Error(), path)
 }

@@ -3,7 +3,6 @@ package main
 import (
 	"context"
 	"crypto/x509"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"io"
@@ -139,7 +138,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	}); err != nil {
 		return err
 	}
-	fmt.Fprintf(w, "\nGateway store (PAN kept only as a keyed hash and a mask):\n")
+	fmt.Fprintf(w, "\nGateway store (PAN kept only as a hash keyed in the gateway's token, %s, and its last 4 digits):\n", shortURI(b.PANKey.URI()))
 	for _, a := range auths {
 		fmt.Fprintf(w, "  %s  %-17s %8s %s  %-10s captured %8s  credited %8s  %s\n", a.XID, a.PANMask, money(a.Amount), a.Currency,
 			a.Status, money(a.CapturedTotal), money(a.CreditedTotal), a.DeclineReason)
@@ -167,7 +166,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 const demoMarker = ".setpay-demo"
 
 // demoOwned is what the demo creates in its directory, and all that it resets.
-var demoOwned = []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "gateway.yaml", "merchant.yaml",
+var demoOwned = []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "gateway.yaml", "merchant.yaml", "issuer-ledger.yaml",
 	"gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"}
 
 // resetDemoDir prepares root for a demo run: a missing or empty directory is created
@@ -223,7 +222,6 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 		"gateway-tls.pem":         pki.EncodePEM(b.GatewayTLS.Cert),
 		"merchant-tls.pem":        pki.EncodePEM(b.MerchantTLS.Cert),
 		"merchant-client-tls.pem": pki.EncodePEM(b.MerchantClientTLS.Cert),
-		"pan-hash.key":            []byte(hex.EncodeToString(b.PANHashKey) + "\n"),
 	}
 	for name, data := range files {
 		if err := os.WriteFile(filepath.Join(pkiDir, name), data, 0o600); err != nil {
@@ -240,18 +238,19 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 		return c
 	}
 	gw := gatewayConfig{partyConfig: common(b.GatewayEnt, "setpay-gateway", "127.0.0.1:7501", "gateway-sign.pem", "gateway-kx.pem", "gateway.db", "gateway-tls.pem", b.GatewayTLS.Key),
-		PANHashKey: "file:" + in("pan-hash.key"), Ledger: b.LedgerCards}
+		PANHashKey: b.PANKey.URI(), LedgerFile: filepath.Join(root, "issuer-ledger.yaml")}
 	gw.TLS.ClientCA = in("tls-ca.pem")
 	mc := merchantConfig{partyConfig: common(b.MerchantEnt, "setpay-merchant", "127.0.0.1:7502", "merchant-sign.pem", "merchant-kx.pem", "merchant.db", "merchant-tls.pem", b.MerchantTLS.Key),
 		Brand: system.Brand, Offers: offers}
 	mc.Gateway.Address, mc.Gateway.ServerName, mc.Gateway.KXCert, mc.Gateway.TLSCA = "127.0.0.1:7501", "127.0.0.1", in("gateway-kx.pem"), in("tls-ca.pem")
 	mc.Gateway.ClientCert, mc.Gateway.ClientKey = in("merchant-client-tls.pem"), setproto.KeyURI(b.MerchantClientTLS.Key)
-	for name, v := range map[string]any{"gateway.yaml": gw, "merchant.yaml": mc} {
+	// The issuer stand-in's card numbers are the issuer's data, in a file of their own
+	// that the gateway's files never include.
+	for name, v := range map[string]any{"gateway.yaml": gw, "merchant.yaml": mc, "issuer-ledger.yaml": b.LedgerCards} {
 		y, err := yaml.Marshal(v)
 		if err != nil {
 			return nil, err
 		}
-		// The gateway's file holds the issuer stand-in's card numbers: owner only.
 		if err := os.WriteFile(filepath.Join(root, name), y, 0o600); err != nil {
 			return nil, err
 		}

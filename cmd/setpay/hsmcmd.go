@@ -2,6 +2,8 @@ package main
 
 import (
 	"context"
+	"errors"
+	"flag"
 	"fmt"
 	"sort"
 	"strings"
@@ -76,8 +78,8 @@ func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm keygen", env)
 	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "key label (CKA_LABEL)")
-	alg := fs.String("alg", string(hsm.ECDSAP256), "ecdsa-p256, ecdsa-p384, rsa2048 or rsa3072")
-	usage := fs.String("usage", string(hsm.UsageSign), "sign or keyexchange")
+	alg := fs.String("alg", string(hsm.ECDSAP256), "ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or hmac-sha256 (a secret MAC key)")
+	usage := fs.String("usage", string(hsm.UsageSign), "sign or keyexchange; mac for hmac-sha256")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -87,7 +89,21 @@ func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer mod.Close()
 	defer tok.Close()
-	k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: *label, Algorithm: hsm.Algorithm(*alg), Usage: hsm.Usage(*usage)})
+	spec := hsm.KeySpec{Label: *label, Algorithm: hsm.Algorithm(*alg), Usage: hsm.Usage(*usage)}
+	if spec.Algorithm == hsm.HMACSHA256 {
+		set := false
+		fs.Visit(func(f *flag.Flag) { set = set || f.Name == "usage" })
+		if !set { // the flag's default is for key pairs
+			spec.Usage = hsm.UsageMAC
+		}
+		k, err := tok.GenerateSecretKey(ctx, spec)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintln(env.stdout, k.URI())
+		return nil
+	}
+	k, err := tok.GenerateKey(ctx, spec)
 	if err != nil {
 		return err
 	}
@@ -161,6 +177,14 @@ func runDelete(ctx context.Context, env *cliEnv, args []string) error {
 	defer mod.Close()
 	defer tok.Close()
 	k, err := tok.FindKey(ctx, *label)
+	if errors.Is(err, hsm.ErrKeyNotFound) {
+		// A secret (MAC) key: deleting the PAN hash key retires every hash made with it.
+		sk, serr := tok.FindSecretKey(ctx, *label)
+		if serr != nil {
+			return err
+		}
+		return tok.DeleteSecretKey(ctx, sk)
+	}
 	if err != nil {
 		return err
 	}

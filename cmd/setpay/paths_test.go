@@ -89,7 +89,7 @@ func TestServeConfigPathsAreRelativeToTheFile(t *testing.T) {
 		return r
 	}
 	c.PINSource = "file:" + rel(strings.TrimPrefix(c.PINSource, "file:"))
-	c.PANHashKey = "file:" + rel(strings.TrimPrefix(c.PANHashKey, "file:"))
+	c.LedgerFile = rel(c.LedgerFile)
 	c.SignCert, c.KXCert, c.Root = rel(c.SignCert), rel(c.KXCert), rel(c.Root)
 	c.CAChain, c.CRLs = []string{rel(c.CAChain[0])}, []string{rel(c.CRLs[0])}
 	c.TLS.Cert, c.TLS.ClientCA = rel(c.TLS.Cert), rel(c.TLS.ClientCA)
@@ -123,13 +123,13 @@ func TestServeConfigPathsAreRelativeToTheFile(t *testing.T) {
 
 func TestConfigPathsResolveAgainstTheFile(t *testing.T) {
 	var g gatewayConfig
-	g.Module, g.PINSource, g.PANHashKey = "libsofthsm2.so", "file:pin", "env:PAN_KEY"
+	g.Module, g.PINSource, g.LedgerFile = "libsofthsm2.so", "file:pin", "issuer-ledger.yaml"
 	g.SignCert, g.Root, g.CAChain, g.CRLs = "pki/sign.pem", "/etc/setpay/root.pem", []string{"chain.pem"}, []string{"../crls.pem"}
 	g.Store, g.TLS.Cert = "sqlite:gw.db", "tls.pem"
 	g.resolvePaths("/srv/gw")
 	assert.Equal(t, "libsofthsm2.so", g.Module, "a bare library name is for the loader")
 	assert.Equal(t, "file:/srv/gw/pin", g.PINSource)
-	assert.Equal(t, "env:PAN_KEY", g.PANHashKey)
+	assert.Equal(t, "/srv/gw/issuer-ledger.yaml", g.LedgerFile)
 	assert.Equal(t, "/srv/gw/pki/sign.pem", g.SignCert)
 	assert.Equal(t, "/etc/setpay/root.pem", g.Root)
 	assert.Equal(t, []string{"/srv/gw/chain.pem"}, g.CAChain)

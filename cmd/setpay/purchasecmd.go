@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -112,10 +112,16 @@ func (l limitsConfig) serverLimits(detail *setpb.ErrorDetail) tlsrpc.ServerLimit
 
 type gatewayConfig struct {
 	partyConfig `yaml:",inline"`
-	// PANHashKey is where the key of stored PAN hashes comes from (env:NAME or
-	// file:/path, hex, at least 16 bytes).
-	PANHashKey string         `yaml:"pan_hash_key_source"`
-	Ledger     []gateway.Card `yaml:"ledger"` // the issuer stand-in's cards
+	// PANHashKey is the pkcs11: URI of the key of stored PAN hashes: a MAC key in the
+	// party's token (setpay hsm keygen --alg hmac-sha256 --usage mac --label pan-hash).
+	PANHashKey string `yaml:"pan_hash_key"`
+	// LegacyPANHashKeySource is the old software key file; it is refused, with the way
+	// out, rather than silently ignored (docs/protocol.md, "Stored PAN data").
+	LegacyPANHashKeySource string `yaml:"pan_hash_key_source,omitempty"`
+	// The issuer stand-in's cards, inline or in a YAML file of their own (the issuer's
+	// data, which a real gateway never holds).
+	Ledger     []gateway.Card `yaml:"ledger,omitempty"`
+	LedgerFile string         `yaml:"ledger_file,omitempty"`
 }
 
 type merchantConfig struct {
@@ -286,20 +292,34 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
+	cards := cfg.Ledger
+	if cfg.LedgerFile != "" {
+		var more []gateway.Card
+		if err := loadYAML(cfg.LedgerFile, &more); err != nil {
+			return fmt.Errorf("ledger_file: %w", err)
+		}
+		cards = append(cards, more...)
+	}
 	r, err := openParty(ctx, env, &cfg.partyConfig)
 	if err != nil {
 		return err
 	}
 	defer r.close()
-	keyHex, err := hsm.PINSource(cfg.PANHashKey).Resolve()
+	u, err := hsm.ParseURI(cfg.PANHashKey)
 	if err != nil {
-		return fmt.Errorf("pan_hash_key_source: %w", err)
+		return fmt.Errorf("pan_hash_key: %w", err)
 	}
-	panKey, err := hex.DecodeString(strings.TrimSpace(keyHex))
-	if err != nil || len(panKey) < 16 {
-		return errors.New("pan_hash_key_source: want at least 16 bytes, hex")
+	panKey, err := r.tok.SecretKeyByURI(ctx, u)
+	if err != nil {
+		return fmt.Errorf("pan_hash_key: %w", err)
 	}
-	ledger, err := gateway.NewLedger(panKey, cfg.Ledger)
+	// The issuer stand-in keys its in-memory ledger with a key that lives as long as
+	// the process and is never written anywhere.
+	ledgerKey := make([]byte, 32)
+	if _, err := rand.Read(ledgerKey); err != nil {
+		return err
+	}
+	ledger, err := gateway.NewLedger(ledgerKey, cards)
 	if err != nil {
 		return err
 	}
@@ -308,7 +328,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	g, err := gateway.New(gateway.Config{Sign: r.sign, KXCert: r.kxc, KXKey: r.kx, Trust: r.trust, Store: r.db,
-		PANHashKey: panKey, Issuer: ledger, Envelope: r.env, Logger: env.logger,
+		PANHashKey: store.NewPANHasher(panKey), Issuer: ledger, Envelope: r.env, Logger: env.logger,
 		Decided: func(res setpb.AuthResult) { reg.Authorization(strings.ToLower(res.String())) }})
 	if err != nil {
 		return err

@@ -3,8 +3,8 @@ package crashtest
 import (
 	"bufio"
 	"context"
+	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -45,17 +45,17 @@ func TestMain(m *testing.M) {
 
 // childConfig is what the parent hands the gateway process.
 type childConfig struct {
-	Token      string         `json:"token"`
-	SignLabel  string         `json:"sign_label"`
-	KXLabel    string         `json:"kx_label"`
-	SignChain  string         `json:"sign_chain"` // PEM, leaf first
-	KXCert     string         `json:"kx_cert"`    // PEM
-	Root       string         `json:"root"`       // PEM
-	CACerts    string         `json:"ca_certs"`   // PEM
-	CRLs       string         `json:"crls"`       // PEM
-	DSN        string         `json:"dsn"`
-	PANHashKey string         `json:"pan_hash_key"` // hex
-	Cards      []gateway.Card `json:"cards"`
+	Token     string         `json:"token"`
+	SignLabel string         `json:"sign_label"`
+	KXLabel   string         `json:"kx_label"`
+	SignChain string         `json:"sign_chain"` // PEM, leaf first
+	KXCert    string         `json:"kx_cert"`    // PEM
+	Root      string         `json:"root"`       // PEM
+	CACerts   string         `json:"ca_certs"`   // PEM
+	CRLs      string         `json:"crls"`       // PEM
+	DSN       string         `json:"dsn"`
+	PANKey    string         `json:"pan_key"` // label of the PAN hash key in the token
+	Cards     []gateway.Card `json:"cards"`
 }
 
 // listenerFD is the descriptor of the listening socket a child inherits from the
@@ -134,17 +134,21 @@ func runChild(ctx context.Context, path string) error {
 		return err
 	}
 	defer db.Close()
-	panKey, err := hex.DecodeString(c.PANHashKey)
+	panKey, err := tok.FindSecretKey(ctx, c.PANKey)
 	if err != nil {
+		return fmt.Errorf("PAN hash key: %w", err)
+	}
+	ledgerKey := make([]byte, 32) // the issuer stand-in's, in memory only
+	if _, err := rand.Read(ledgerKey); err != nil {
 		return err
 	}
-	ledger, err := gateway.NewLedger(panKey, c.Cards)
+	ledger, err := gateway.NewLedger(ledgerKey, c.Cards)
 	if err != nil {
 		return err
 	}
 	g, err := gateway.New(gateway.Config{Sign: setproto.Party{Key: sk, Cert: sign[0], Chain: sign[1:]}, KXCert: kx[0], KXKey: kk,
 		Trust: &setproto.Trust{Verifier: v, Intermediates: cas, Cache: pki.NewCertCache(256)}, Store: db,
-		PANHashKey: panKey, Issuer: ledger, Logger: logger})
+		PANHashKey: store.NewPANHasher(panKey), Issuer: ledger, Logger: logger})
 	if err != nil {
 		return err
 	}

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"fmt"
 	mrand "math/rand/v2"
@@ -186,7 +185,7 @@ func TestGatewaySurvivesSIGKILL(t *testing.T) {
 	cfg := childConfig{Token: gwTok.Label(), SignLabel: b.GatewayEnt.SignKey.Label(), KXLabel: b.GatewayEnt.KXKey.Label(),
 		SignChain: string(pki.EncodePEM(b.GatewayEnt.Sign.Certificates()...)), KXCert: string(pki.EncodePEM(b.GatewayEnt.KXCert)),
 		Root: string(pki.EncodePEM(b.H.Root.Certificate())), CACerts: string(pki.EncodePEM(b.CACerts()...)),
-		CRLs: string(pki.EncodeCRLPEM(b.CRLs.All()...)), DSN: dsn, PANHashKey: hex.EncodeToString(b.PANHashKey),
+		CRLs: string(pki.EncodeCRLPEM(b.CRLs.All()...)), DSN: dsn, PANKey: b.PANKey.Label(),
 		Cards: b.LedgerCards}
 	// One merchant (same entity and store) and wallet per replica.
 	var procs []*proc

@@ -67,6 +67,8 @@ const (
 	OAEPSHA256 Feature = "RSA-OAEP with SHA-256"
 	// SoftHSMDir is the SoftHSM token directory and its softhsm2.conf.
 	SoftHSMDir Feature = "a SoftHSM2 token directory"
+	// HMAC is a generated secret key used with CKM_SHA256_HMAC (the PAN hash key).
+	HMAC Feature = "HMAC-SHA256 secret keys (CKM_GENERIC_SECRET_KEY_GEN, CKM_SHA256_HMAC)"
 )
 
 // missing lists, per module, what it lacks and why; measured on Debian 12 (SoftHSM
@@ -82,6 +84,7 @@ var missing = map[ModuleKind]map[Feature]string{
 			"signing as a raw decryption, which a sign-only key is refused",
 		RSA4096:    "the TPM stops at RSA 3072",
 		SoftHSMDir: "tokens live in a tpm2-pkcs11 store, not a SoftHSM directory",
+		HMAC:       "tpm2-pkcs11 1.9 offers no CKM_GENERIC_SECRET_KEY_GEN, so no secret key can be generated through PKCS#11",
 	},
 }
 
