@@ -255,7 +255,7 @@ func LoadDir(ctx context.Context, cfg LoadConfig) (*Loaded, error) {
 	}
 	newStore := cfg.NewStore
 	if newStore == nil {
-		newStore = func(pki.Role) Store { return NewMemStore() }
+		newStore = NewMemStores()
 	}
 	base := Config{Logger: cfg.Logger, Clock: cfg.Clock}
 	l := &Loaded{Hierarchy: &Hierarchy{}}
