@@ -125,7 +125,7 @@ func InitDir(ctx context.Context, cfg InitConfig) (*Hierarchy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: TLS issuer: %w", err)
 	}
-	tlsID, err := iss.Issue(cfg.TLSName, tlsKey, tlsCertValidity)
+	tlsID, err := iss.IssueServer(cfg.TLSName, tlsKey, tlsCertValidity)
 	if err != nil {
 		return nil, fmt.Errorf("ca: TLS certificate: %w", err)
 	}
