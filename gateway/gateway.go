@@ -123,6 +123,10 @@ const (
 func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []string, error) {
 	var ops []string
 	fail := func(err error) (*checked, []string, error) { return nil, ops, err }
+	tlsID, fromTLS, err := transportMerchant(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	inner, err := setproto.Unseal(in.GetCms(), setpb.ContentKind_AUTH_REQUEST, g.cfg.KXCert, g.cfg.KXKey)
 	if err != nil {
 		if setproto.ReasonOf(err) == setpb.Reason_DECRYPT_FAILED {
@@ -142,6 +146,9 @@ func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []s
 	}
 	if req.GetMerchantId() != v.EntityID {
 		return fail(setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "request names merchant %q but %q signed it", req.GetMerchantId(), v.EntityID))
+	}
+	if err := checkSigner(tlsID, fromTLS, v.EntityID); err != nil {
+		return fail(err)
 	}
 	mkx, mid, err := g.cfg.Trust.VerifyKeyExchange(ctx, req.GetMerchantKxThumbprint(), nil, pki.RoleMerchant)
 	if err != nil {

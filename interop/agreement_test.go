@@ -2,15 +2,23 @@ package interop_test
 
 import (
 	"context"
+	"crypto"
 	"crypto/x509"
+	"fmt"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
+	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/cms"
+	"github.com/setpay/setpay/gateway"
+	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/internal/tlsrpc"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
@@ -120,4 +128,57 @@ func testInitiationStoresNothing(t *testing.T, b *bed) {
 	require.NoError(t, err)
 	assert.True(t, r.Approved())
 	assert.Equal(t, before.merRows["orders"]+1, countRows(t, b.merRO)["orders"], "the purchase request creates the order")
+}
+
+// testGatewayClientIdentity: the gateway serves only TLS clients whose certificate
+// names a merchant with client authentication as its only usage, and only requests
+// signed by that merchant. Any other certificate of the TLS CA — a "probe", one good
+// for both ends, a server's — gets nothing, before any key is used for it.
+func testGatewayClientIdentity(t *testing.T, b *bed) {
+	ctx := context.Background()
+	b.buy(t, 0, "book") // the audit chain has a head before the snapshots
+	good, err := setproto.Marshal(newAuthRequest(t, b, 0))
+	require.NoError(t, err)
+	signed, err := setproto.Sign(setpb.ContentKind_AUTH_REQUEST, good, b.MerchantEnt.Sign, time.Now(),
+		append(b.MerchantEnt.Sign.Certificates(), b.MerchantEnt.KXCert))
+	require.NoError(t, err)
+	env, err := setproto.Seal(setpb.ContentKind_AUTH_REQUEST, signed, b.GatewayEnt.KXCert, setproto.EnvelopeOptions{})
+	require.NoError(t, err)
+	n := 0
+	conn := func(issue func(string, crypto.Signer, time.Duration) (tlsrpc.Identity, error), name string) setpb.GatewayClient {
+		n++
+		k, err := b.merTok.GenerateKey(ctx, hsm.KeySpec{Label: fmt.Sprintf("tls-probe-%d", n), Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+		require.NoError(t, err)
+		id, err := issue(name, k, time.Hour)
+		require.NoError(t, err)
+		c, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&id, b.TLS.Pool(), "127.0.0.1"))))
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = c.Close() })
+		gc := setpb.NewGatewayClient(c)
+		_, _ = gc.Authorize(ctx, &setpb.Enveloped{}) // connect now, before the snapshots
+		return gc
+	}
+	for _, tc := range []struct {
+		name   string
+		client setpb.GatewayClient
+		reason setpb.Reason
+	}{
+		{"a probe's client certificate", conn(b.TLS.IssueClient, "probe"), setpb.Reason_CERT_WRONG_ROLE},
+		{"the merchant's name on a certificate for both ends", conn(b.TLS.Issue, gateway.TLSClientName(b.MerchantEnt.ID)), setpb.Reason_CERT_WRONG_ROLE},
+		{"another merchant's client certificate", conn(b.TLS.IssueClient, gateway.TLSClientName("shop-2")), setpb.Reason_MERCHANT_MISMATCH},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			before := b.snapshot(t)
+			_, err := tc.client.Authorize(ctx, &setpb.Enveloped{Cms: env})
+			requireRefused(t, err, tc.reason)
+			b.requireUnchanged(t, before)
+		})
+	}
+	t.Run("a server certificate as client", func(t *testing.T) {
+		_, err := conn(b.TLS.IssueServer, gateway.TLSClientName(b.MerchantEnt.ID)).Authorize(ctx, &setpb.Enveloped{Cms: env})
+		require.Error(t, err)
+		assert.Equal(t, codes.Unavailable, status.Code(err), "the TLS handshake fails: %v", err)
+	})
+	_, err = setpb.NewGatewayClient(b.GatewayConn).Authorize(ctx, &setpb.Enveloped{Cms: env})
+	require.NoError(t, err, "the merchant's own client certificate still works")
 }

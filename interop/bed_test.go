@@ -46,6 +46,7 @@ func TestInterop(t *testing.T) {
 	t.Run("ServerLimits", func(t *testing.T) { testServerLimits(t, b) })
 	t.Run("CrossMerchant", func(t *testing.T) { testCrossMerchant(t, b) })
 	t.Run("HostileGateway", func(t *testing.T) { testHostileGateway(t, b) })
+	t.Run("GatewayClientIdentity", func(t *testing.T) { testGatewayClientIdentity(t, b) })
 }
 
 var cards = []system.CardSpec{

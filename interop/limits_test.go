@@ -14,6 +14,7 @@ import (
 	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/status"
 
+	"github.com/setpay/setpay/gateway"
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/rpclimit"
 	"github.com/setpay/setpay/internal/tlsrpc"
@@ -84,7 +85,7 @@ func otherMerchantConn(t *testing.T, b *bed) *grpc.ClientConn {
 	t.Helper()
 	k, err := b.merTok.GenerateKey(context.Background(), hsm.KeySpec{Label: "tls-client-other", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 	require.NoError(t, err)
-	id, err := b.TLS.Issue("merchant-other", k, time.Hour)
+	id, err := b.TLS.IssueClient(gateway.TLSClientName("shop-other"), k, time.Hour)
 	require.NoError(t, err)
 	conn, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&id, b.TLS.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)

@@ -314,7 +314,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	// reads as the gateway being unavailable, not as a decision.
 	gs, health, err := tlsrpc.NewGRPCServerWithLimits(tlsrpc.ServerTLS(id, cas), cfg.Limits.serverLimits(
 		&setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Message: "rate limit exceeded, retry later"}),
-		reg.GRPCServerOptions()...)
+		append(reg.GRPCServerOptions(), gateway.ServerOptions()...)...)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
