@@ -29,6 +29,10 @@ type ServerLimits struct {
 	// host) with codes.ResourceExhausted; a zero Rate.Rate disables it. Health
 	// checks are exempt unless Rate.Exempt says otherwise.
 	Rate rpclimit.Config
+	// Reflection registers gRPC server reflection (service discovery for tools
+	// such as grpcurl). Off unless configured: a public port, the merchant's to
+	// wallets above all, should not describe itself to anyone who asks.
+	Reflection bool
 }
 
 // NewGRPCServer returns a gRPC server on TLS with health checking and server reflection
@@ -36,11 +40,12 @@ type ServerLimits struct {
 // message is an attack, not a request).
 func NewGRPCServer(tlsCfg *tls.Config, maxMsgBytes int, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	// Without a rate, NewGRPCServerWithLimits cannot fail.
-	s, h, _ := NewGRPCServerWithLimits(tlsCfg, ServerLimits{MaxRecvMsgBytes: maxMsgBytes}, opts...)
+	s, h, _ := NewGRPCServerWithLimits(tlsCfg, ServerLimits{MaxRecvMsgBytes: maxMsgBytes, Reflection: true}, opts...)
 	return s, h
 }
 
-// NewGRPCServerWithLimits is NewGRPCServer with every limit configurable. The rate
+// NewGRPCServerWithLimits is NewGRPCServer with every limit configurable, and
+// reflection only if l.Reflection. The rate
 // limiter is the outermost interceptor, so a refused call costs no handler work.
 func NewGRPCServerWithLimits(tlsCfg *tls.Config, l ServerLimits, opts ...grpc.ServerOption) (*grpc.Server, *health.Server, error) {
 	// A negative rate would otherwise read as "no limit": refuse the mistake instead.
@@ -70,6 +75,8 @@ func NewGRPCServerWithLimits(tlsCfg *tls.Config, l ServerLimits, opts ...grpc.Se
 	s := grpc.NewServer(append(base, opts...)...)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
-	reflection.Register(s)
+	if l.Reflection {
+		reflection.Register(s)
+	}
 	return s, h, nil
 }
