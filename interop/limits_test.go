@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
 	"github.com/setpay/setpay/gateway"
@@ -158,4 +159,12 @@ func testServerLimits(t *testing.T, b *bed) {
 
 	_, _, err = tlsrpc.NewGRPCServerWithLimits(nil, tlsrpc.ServerLimits{Rate: rpclimit.Config{Rate: 1, Burst: -1}})
 	assert.Error(t, err, "an invalid limit is refused")
+
+	// Reflection is off unless configured: the server does not describe itself.
+	clk.t = clk.t.Add(time.Minute) // refill the bucket
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	require.NoError(t, err)
+	require.NoError(t, stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}))
+	_, err = stream.Recv()
+	assert.Equal(t, codes.Unimplemented, status.Code(err), "no reflection by default: %v", err)
 }

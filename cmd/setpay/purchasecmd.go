@@ -80,6 +80,7 @@ type limitsConfig struct {
 	RatePerSecond        float64 `yaml:"rate_per_second"`        // per client; 0: no rate limit
 	RateBurst            int     `yaml:"rate_burst"`             // 0: ceil(rate)
 	RateMaxClients       int     `yaml:"rate_max_clients"`       // buckets kept; 0: rpclimit's default
+	Reflection           bool    `yaml:"reflection"`             // serve gRPC reflection (off by default)
 }
 
 // serverLimits turns the config into the server's limits; detail goes with every
@@ -90,7 +91,7 @@ func (l limitsConfig) serverLimits(detail *setpb.ErrorDetail) tlsrpc.ServerLimit
 		max = 4 << 20
 	}
 	sl := tlsrpc.ServerLimits{MaxRecvMsgBytes: max, MaxConcurrentStreams: l.MaxConcurrentStreams,
-		Rate: rpclimit.Config{Rate: l.RatePerSecond, Burst: l.RateBurst, MaxClients: l.RateMaxClients}}
+		Rate: rpclimit.Config{Rate: l.RatePerSecond, Burst: l.RateBurst, MaxClients: l.RateMaxClients}, Reflection: l.Reflection}
 	if detail != nil {
 		sl.Rate.Detail = detail
 	}
