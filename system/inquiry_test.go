@@ -2,7 +2,10 @@ package system_test
 
 import (
 	"context"
+	"crypto/x509"
+	"sync"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -10,6 +13,7 @@ import (
 
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/setproto/setpb"
+	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/wallet"
 )
@@ -71,4 +75,51 @@ func TestInquiryOnlyByTheOrdersCardholder(t *testing.T) {
 			assert.Equal(t, "authorized", inq.GetState())
 		})
 	}
+}
+
+// TestStaleInitiationRefused: the merchant keeps nothing between initiation and
+// purchase request, so the XID itself carries its issue time (covered by chall_m):
+// a purchase request later than InitValidity after its initiation is refused and
+// nothing is stored; one in time creates the order.
+func TestStaleInitiationRefused(t *testing.T) {
+	e := newBed(t)
+	ctx := context.Background()
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	ent := e.MerchantEnt
+	m, err := merchant.New(ctx, merchant.Config{Sign: ent.Sign, KXCert: ent.KXCert, KXKey: ent.KXKey, Trust: e.NewTrust(),
+		Store: e.MerchantDB, Brand: system.Brand, GatewayKX: e.GatewayEnt.KXCert,
+		GatewayChain: []*x509.Certificate{e.H.PCA.Certificate(), e.H.Brand.Certificate()},
+		Gateway: setpb.NewGatewayClient(e.GatewayConn), Offers: offers, Clock: clock, InitValidity: time.Hour})
+	require.NoError(t, err)
+	w, err := wallet.New(wallet.Config{Identity: e.Cardholders[0].Identity, Trust: e.NewTrust(), Merchant: inProcessMerchant{m}, Brand: system.Brand})
+	require.NoError(t, err)
+
+	stale, err := w.Start(ctx, "book")
+	require.NoError(t, err)
+	staleReq, err := w.Prepare(stale)
+	require.NoError(t, err)
+	fresh, err := w.Start(ctx, "book")
+	require.NoError(t, err)
+	mu.Lock()
+	now = now.Add(61 * time.Minute)
+	mu.Unlock()
+	_, err = w.Send(ctx, stale, staleReq)
+	requireRefused(t, err, setpb.Reason_UNKNOWN_TRANSACTION)
+	err = e.MerchantDB.View(ctx, func(ctx context.Context, tx store.Tx) error {
+		_, err := tx.GetOrder(ctx, stale.OI.GetXid())
+		return err
+	})
+	assert.ErrorIs(t, err, store.ErrNotFound, "nothing stored for a stale initiation")
+
+	_, err = w.Send(ctx, fresh, func() *setpb.PurchaseRequest {
+		mu.Lock()
+		now = now.Add(-2 * time.Minute) // fresh was issued 59 minutes ago
+		mu.Unlock()
+		r, err := w.Prepare(fresh)
+		require.NoError(t, err)
+		return r
+	}())
+	require.NoError(t, err)
 }
