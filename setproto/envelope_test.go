@@ -58,3 +58,37 @@ func TestEnvelopeHasOneRecipient(t *testing.T) {
 	assert.Equal(t, msgs["pi"], pi)
 	assert.NoError(t, setproto.CheckSoleRecipient(seal(gwCert), kind, gwCert))
 }
+
+// TestOIAndPINameTheGateway: an OI or PI without the gateway id or the gateway's
+// key-exchange thumbprint (what a wallet of an older version sends) is MALFORMED.
+func TestOIAndPINameTheGateway(t *testing.T) {
+	_, _, _, msgs := seeds(t)
+	oi, err := setproto.ParseOrderInfo(msgs["oi"])
+	require.NoError(t, err)
+	pi, err := setproto.ParsePaymentInstructions(msgs["pi"])
+	require.NoError(t, err)
+	for name, mut := range map[string]func(){
+		"OI without gateway id":         func() { oi.GatewayId = "" },
+		"OI with a short thumbprint":    func() { oi.GatewayKxThumbprint = oi.GatewayKxThumbprint[:20] },
+		"OI without offer id":           func() { oi.OfferId = "" },
+		"PI without gateway id":         func() { pi.GatewayId = "" },
+		"PI without gateway thumbprint": func() { pi.GatewayKxThumbprint = nil },
+	} {
+		t.Run(name, func(t *testing.T) {
+			oi, _ = setproto.ParseOrderInfo(msgs["oi"])
+			pi, _ = setproto.ParsePaymentInstructions(msgs["pi"])
+			mut()
+			ob, err := setproto.Marshal(oi)
+			require.NoError(t, err)
+			pb, err := setproto.Marshal(pi)
+			require.NoError(t, err)
+			_, errOI := setproto.ParseOrderInfo(ob)
+			_, errPI := setproto.ParsePaymentInstructions(pb)
+			err = errOI
+			if err == nil {
+				err = errPI
+			}
+			assert.Equal(t, setpb.Reason_MALFORMED, setproto.ReasonOf(err), "%v", err)
+		})
+	}
+}
