@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -248,7 +249,10 @@ func (a *Authority) sign(ctx context.Context, p profile) (*x509.Certificate, err
 		return nil, fmt.Errorf("ca: issued certificate does not verify: %w", err)
 	}
 	rec := IssuedCert{Serial: serial, DER: der, Role: p.role, Purpose: p.purpose, SubjectID: p.subjectID, IssuedAt: now, NotAfter: notAfter}
-	if err := a.store.PutIssued(ctx, rec); err != nil {
+	if err := a.store.PutIssued(ctx, rec); errors.Is(err, ErrKeyCertified) {
+		// The certificate just signed is dropped: it was never recorded nor handed out.
+		return nil, &Error{Reason: ReasonKeyCertified, Err: fmt.Errorf("%s %s: %w", p.role, p.purpose, err)}
+	} else if err != nil {
 		return nil, fmt.Errorf("ca: record issued certificate: %w", err)
 	}
 	a.log.InfoContext(ctx, "certificate issued", "serial", serial.Text(16), "role", p.role.String(),

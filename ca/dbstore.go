@@ -55,13 +55,22 @@ func (s *DBStore) PutIssued(ctx context.Context, rec IssuedCert) error {
 	if rec.Serial == nil || rec.Serial.Sign() <= 0 {
 		return errors.New("ca: issued certificate without a positive serial")
 	}
+	cert, err := x509.ParseCertificate(rec.DER)
+	if err != nil {
+		return fmt.Errorf("ca: store issued certificate: %w", err)
+	}
 	c := &store.Certificate{
 		Issuer: s.issuer, Serial: store.SerialHex(rec.Serial), Role: rec.Role.String(),
 		Subject: rec.SubjectID, NotAfter: rec.NotAfter, DER: rec.DER, IssuedAt: rec.IssuedAt,
+		KeyHash: store.KeyHashOf(cert.RawSubjectPublicKeyInfo),
 	}
-	if err := s.db.Update(ctx, func(ctx context.Context, tx store.Tx) error {
+	err = s.db.Update(ctx, func(ctx context.Context, tx store.Tx) error {
 		return tx.InsertCertificate(ctx, c)
-	}); err != nil {
+	})
+	switch {
+	case errors.Is(err, store.ErrKeyCertified):
+		return fmt.Errorf("ca: store issued certificate: %w", ErrKeyCertified)
+	case err != nil:
 		return fmt.Errorf("ca: store issued certificate: %w", err)
 	}
 	return nil

@@ -2,11 +2,16 @@ package ca_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
 	"encoding/hex"
+	"log/slog"
 	"math/big"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -14,6 +19,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/ca"
+	"github.com/setpay/setpay/ca/catest"
+	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/testenv"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/store"
@@ -59,7 +66,7 @@ func TestDBStoreSurvivesRestart(t *testing.T) {
 			s1, err := ca.NewDBStore(db1, issuer)
 			require.NoError(t, err)
 			serial := big.NewInt(0xabcdef)
-			require.NoError(t, s1.PutIssued(ctx, ca.IssuedCert{Serial: serial, DER: []byte{0x30, 0}, Role: pki.RoleMerchant,
+			require.NoError(t, s1.PutIssued(ctx, ca.IssuedCert{Serial: serial, DER: selfSignedDER(t), Role: pki.RoleMerchant,
 				Purpose: pki.PurposeSignature, SubjectID: "m1", IssuedAt: now, NotAfter: now.Add(time.Hour)}))
 			n1, err := s1.NextCRLNumber(ctx)
 			require.NoError(t, err)
@@ -149,4 +156,129 @@ func TestDBStoreRedeemOnce(t *testing.T) {
 			assert.Equal(t, 1, wins)
 		})
 	}
+}
+
+// selfSignedDER is a real certificate (PutIssued reads its public key).
+func selfSignedDER(t *testing.T) []byte {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), NotBefore: time.Now(), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	require.NoError(t, err)
+	return der
+}
+
+// TestKeyUnicity: a public key is certified once across every CA of a hierarchy
+// whose stores share one database, in every role, under concurrency and across a
+// restart (formal analysis of SET registration: key unicity). A CA key cannot be
+// certified again as a cardholder's either.
+func TestKeyUnicity(t *testing.T) {
+	for name, dsnFor := range dbBackends(t) {
+		t.Run(name, func(t *testing.T) {
+			ctx := context.Background()
+			dsn := dsnFor(t)
+			db := openDB(t, dsn)
+			prefix := uniqueIssuer(t)
+			newStore := func(db store.DB) func(pki.Role) ca.Store {
+				return func(r pki.Role) ca.Store {
+					s, err := ca.NewDBStore(db, prefix+"-"+r.String())
+					require.NoError(t, err)
+					return s
+				}
+			}
+			keys := catest.NewTokenKeys(t)
+			h, err := ca.BuildHierarchy(ctx, ca.HierarchyConfig{RootKeys: catest.NewTokenKeys(t), Keys: keys,
+				Logger: slog.New(slog.DiscardHandler), NewStore: newStore(db)})
+			require.NoError(t, err)
+
+			cardholder := func(a *ca.Authority, csr []byte) error {
+				nonce, err := a.NewCANonce()
+				require.NoError(t, err)
+				_, err = a.IssueCardholder(ctx, ca.CardholderRequest{CSR: csr, PAN: testPAN, Expiry: testExpiry,
+					WalletSecret: walletSecret(t), CANonce: nonce})
+				return err
+			}
+			refused := func(t *testing.T, err error, msg string) {
+				t.Helper()
+				require.Error(t, err, msg)
+				assert.Equal(t, ca.ReasonKeyCertified, ca.ReasonOf(err), "%s: %v", msg, err)
+			}
+
+			k1, err := keys.GenerateKey(ctx, "holder-1", pki.AlgECDSAP256)
+			require.NoError(t, err)
+			csr1 := catest.CSR(t, k1, "x")
+			require.NoError(t, cardholder(h.CCA, csr1))
+			refused(t, cardholder(h.CCA, csr1), "same key, same CA, same role")
+
+			sec, err := h.MCA.Enroll(ctx, pki.RoleMerchant, "shop-1")
+			require.NoError(t, err)
+			kx, err := keys.GenerateKey(ctx, "kx-1", pki.AlgECDSAP256)
+			require.NoError(t, err)
+			_, err = h.MCA.IssueEntity(ctx, ca.EntityRequest{Role: pki.RoleMerchant, ID: "shop-1", Secret: sec,
+				SignatureCSR: csr1, KeyExchangeCSR: catest.CSR(t, kx, "x")})
+			refused(t, err, "the cardholder's key as a merchant's, at another CA")
+
+			refused(t, cardholder(h.CCA, catest.CSR(t, keys.Signer("setpay-mca"), "x")), "a CA key as a cardholder's")
+
+			// Many requests for one new key at once, at two CAs: exactly one certificate.
+			k2, err := keys.GenerateKey(ctx, "holder-2", pki.AlgECDSAP256)
+			require.NoError(t, err)
+			csr2 := catest.CSR(t, k2, "x")
+			const n = 6
+			errs := make([]error, n)
+			var wg sync.WaitGroup
+			for i := range n {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					if i%2 == 0 {
+						errs[i] = cardholder(h.CCA, csr2)
+						return
+					}
+					_, errs[i] = h.Brand.IssueSubordinateCA(ctx, ca.CARequest{Role: pki.RolePCA, CommonName: "Second PCA", CSR: csr2, Validity: 24 * time.Hour})
+				}()
+			}
+			wg.Wait()
+			wins := 0
+			for _, err := range errs {
+				if err == nil {
+					wins++
+					continue
+				}
+				refused(t, err, "concurrent certification")
+			}
+			assert.Equal(t, 1, wins, "exactly one certification of the key")
+
+			// A restart: the CCA brought back on a new handle of the same database.
+			db2 := openDB(t, dsn)
+			cca2, err := ca.NewAuthority(ca.Config{Signer: keys.Signer("setpay-cca"), Certificate: h.CCA.Certificate(),
+				Chain: []*x509.Certificate{h.Brand.Certificate(), h.Root.Certificate()}, Store: newStore(db2)(pki.RoleCCA),
+				Logger: slog.New(slog.DiscardHandler)})
+			require.NoError(t, err)
+			refused(t, cardholder(cca2, csr1), "after a restart")
+			k3, err := keys.GenerateKey(ctx, "holder-3", pki.AlgECDSAP256)
+			require.NoError(t, err)
+			require.NoError(t, cardholder(cca2, catest.CSR(t, k3, "x")), "a new key is certified")
+		})
+	}
+}
+
+// TestKeyUnicityInMemory: the in-memory stores of one hierarchy share their set of
+// certified keys too.
+func TestKeyUnicityInMemory(t *testing.T) {
+	f := catest.New(t)
+	ctx := context.Background()
+	k := f.Key(t, pki.AlgECDSAP256, hsm.UsageSign)
+	csr := catest.CSR(t, k, "x")
+	issue := func() error {
+		nonce, err := f.H.CCA.NewCANonce()
+		require.NoError(t, err)
+		_, err = f.H.CCA.IssueCardholder(ctx, ca.CardholderRequest{CSR: csr, PAN: testPAN, Expiry: testExpiry, WalletSecret: walletSecret(t), CANonce: nonce})
+		return err
+	}
+	require.NoError(t, issue())
+	err := issue()
+	assert.Equal(t, ca.ReasonKeyCertified, ca.ReasonOf(err), "%v", err)
+	_, err = f.H.Brand.IssueSubordinateCA(ctx, ca.CARequest{Role: pki.RoleMCA, CommonName: "Other MCA", CSR: csr, Validity: time.Hour})
+	assert.Equal(t, ca.ReasonKeyCertified, ca.ReasonOf(err), "another CA of the hierarchy: %v", err)
 }

@@ -24,6 +24,7 @@ const (
 	ReasonUnknownSerial               // revocation of a serial this CA did not issue
 	ReasonAlreadyRevoked              // serial already revoked
 	ReasonIssuerExpired               // the CA's own certificate leaves no validity to grant
+	ReasonKeyCertified                // the public key is already certified (by any CA of the store, any role)
 )
 
 var reasonNames = map[Reason]string{
@@ -32,7 +33,7 @@ var reasonNames = map[Reason]string{
 	ReasonRoleNotAllowed: "role not allowed", ReasonEnrollmentInvalid: "enrollment invalid",
 	ReasonEnrollmentUsed: "enrollment already used", ReasonEnrollmentExpired: "enrollment expired",
 	ReasonUnknownSerial: "unknown serial", ReasonAlreadyRevoked: "already revoked",
-	ReasonIssuerExpired: "issuer certificate expired",
+	ReasonIssuerExpired: "issuer certificate expired", ReasonKeyCertified: "key already certified",
 }
 
 func (r Reason) String() string {

@@ -92,7 +92,7 @@ func BuildHierarchy(ctx context.Context, cfg HierarchyConfig) (*Hierarchy, error
 	}
 	newStore := cfg.NewStore
 	if newStore == nil {
-		newStore = func(pki.Role) Store { return NewMemStore() }
+		newStore = NewMemStores()
 	}
 	base := Config{Clock: cfg.Clock, Logger: cfg.Logger, CRLValidity: cfg.CRLValidity, EnrollmentTTL: cfg.EnrollmentTTL, Organization: cfg.Org}
 

@@ -128,7 +128,7 @@ func InitDir(ctx context.Context, cfg InitConfig) (*Hierarchy, error) {
 	if err != nil {
 		return nil, fmt.Errorf("ca: TLS issuer: %w", err)
 	}
-	tlsID, err := iss.Issue(cfg.TLSName, tlsKey, tlsCertValidity)
+	tlsID, err := iss.IssueServer(cfg.TLSName, tlsKey, tlsCertValidity)
 	if err != nil {
 		return nil, fmt.Errorf("ca: TLS certificate: %w", err)
 	}
@@ -258,7 +258,7 @@ func LoadDir(ctx context.Context, cfg LoadConfig) (*Loaded, error) {
 	}
 	newStore := cfg.NewStore
 	if newStore == nil {
-		newStore = func(pki.Role) Store { return NewMemStore() }
+		newStore = NewMemStores()
 	}
 	base := Config{Logger: cfg.Logger, Clock: cfg.Clock}
 	l := &Loaded{Hierarchy: &Hierarchy{}}

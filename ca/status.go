@@ -68,6 +68,7 @@ var caReasons = map[Reason]struct {
 	ReasonUnknownSerial:        {codes.NotFound, "UNKNOWN_SERIAL"},
 	ReasonAlreadyRevoked:       {codes.AlreadyExists, "ALREADY_REVOKED"},
 	ReasonIssuerExpired:        {codes.FailedPrecondition, "ISSUER_EXPIRED"},
+	ReasonKeyCertified:         {codes.AlreadyExists, "KEY_ALREADY_CERTIFIED"},
 }
 
 // caStatus maps an Authority error to a status; anything without a reason is

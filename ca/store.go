@@ -2,6 +2,7 @@ package ca
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"errors"
@@ -46,11 +47,17 @@ var (
 	ErrAlreadyRevoked = errors.New("ca: already revoked")
 	ErrAlreadyUsed    = errors.New("ca: enrollment already used")
 	ErrSecretMismatch = errors.New("ca: enrollment secret mismatch")
+	// ErrKeyCertified: PutIssued refused a certificate whose public key a CA of
+	// the same store already certified (key unicity).
+	ErrKeyCertified = errors.New("ca: public key already certified")
 )
 
 // CertStore keeps one CA's issued certificates, revocations and CRL counter.
 // Implementations must make Revoke and NextCRLNumber atomic.
 type CertStore interface {
+	// PutIssued records rec; ErrKeyCertified if its public key was certified
+	// before, by this CA or any CA sharing the store, in any role. The refusal
+	// must be atomic with the insert (a unique key, not a lookup before).
 	PutIssued(ctx context.Context, rec IssuedCert) error
 	GetIssued(ctx context.Context, serial *big.Int) (IssuedCert, error)
 	// Revoke marks serial revoked; ErrNotFound or ErrAlreadyRevoked otherwise.
@@ -85,11 +92,44 @@ type MemStore struct {
 	issued      map[string]*IssuedCert
 	crlNumber   *big.Int
 	enrollments map[string]*Enrollment
+	keys        *memKeys
 }
 
-// NewMemStore returns an empty in-memory store.
-func NewMemStore() *MemStore {
-	return &MemStore{issued: map[string]*IssuedCert{}, crlNumber: new(big.Int), enrollments: map[string]*Enrollment{}}
+// memKeys is the set of certified public keys (SHA-256 of the SPKI) shared by the
+// MemStores of one hierarchy.
+type memKeys struct {
+	mu   sync.Mutex
+	seen map[[32]byte]bool
+}
+
+// claim records the key of a certificate DER; false if it was certified before.
+func (k *memKeys) claim(der []byte) (bool, error) {
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		return false, fmt.Errorf("ca: issued certificate: %w", err)
+	}
+	h := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.seen[h] {
+		return false, nil
+	}
+	k.seen[h] = true
+	return true, nil
+}
+
+// NewMemStore returns an empty in-memory store with its own set of certified keys.
+func NewMemStore() *MemStore { return newMemStore(&memKeys{seen: map[[32]byte]bool{}}) }
+
+// NewMemStores returns a constructor of empty in-memory stores that share one set
+// of certified keys: the stores of one hierarchy, among which key unicity holds.
+func NewMemStores() func(pki.Role) Store {
+	keys := &memKeys{seen: map[[32]byte]bool{}}
+	return func(pki.Role) Store { return newMemStore(keys) }
+}
+
+func newMemStore(keys *memKeys) *MemStore {
+	return &MemStore{issued: map[string]*IssuedCert{}, crlNumber: new(big.Int), enrollments: map[string]*Enrollment{}, keys: keys}
 }
 
 func serialKey(s *big.Int) string { return s.Text(16) }
@@ -104,6 +144,11 @@ func (m *MemStore) PutIssued(_ context.Context, rec IssuedCert) error {
 	k := serialKey(rec.Serial)
 	if _, ok := m.issued[k]; ok {
 		return fmt.Errorf("ca: duplicate serial %s", k)
+	}
+	if fresh, err := m.keys.claim(rec.DER); err != nil {
+		return err
+	} else if !fresh {
+		return ErrKeyCertified
 	}
 	m.issued[k] = &rec
 	return nil

@@ -49,8 +49,9 @@ type Config struct {
 // Gateway serves setpb.GatewayServer.
 type Gateway struct {
 	setpb.UnimplementedGatewayServer
-	cfg Config
-	id  string
+	cfg     Config
+	id      string
+	kxThumb pki.Thumbprint // of cfg.KXCert: what a PI must name
 }
 
 // New checks cfg and returns the gateway.
@@ -83,7 +84,7 @@ func New(cfg Config) (*Gateway, error) {
 	for _, c := range cfg.Sign.Certificates() {
 		cfg.Trust.Cache.Add(c)
 	}
-	return &Gateway{cfg: cfg, id: id}, nil
+	return &Gateway{cfg: cfg, id: id, kxThumb: pki.ThumbprintOf(cfg.KXCert)}, nil
 }
 
 // ID is the gateway id.
@@ -131,6 +132,10 @@ const (
 func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []string, error) {
 	var ops []string
 	fail := func(err error) (*checked, []string, error) { return nil, ops, err }
+	tlsID, fromTLS, err := transportMerchant(ctx)
+	if err != nil {
+		return fail(err)
+	}
 	inner, err := setproto.Unseal(in.GetCms(), setpb.ContentKind_AUTH_REQUEST, g.cfg.KXCert, g.cfg.KXKey)
 	if err != nil {
 		if setproto.ReasonOf(err) == setpb.Reason_DECRYPT_FAILED {
@@ -150,6 +155,9 @@ func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []s
 	}
 	if req.GetMerchantId() != v.EntityID {
 		return fail(setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "request names merchant %q but %q signed it", req.GetMerchantId(), v.EntityID))
+	}
+	if err := checkSigner(tlsID, fromTLS, v.EntityID); err != nil {
+		return fail(err)
 	}
 	mkx, mid, err := g.cfg.Trust.VerifyKeyExchange(ctx, req.GetMerchantKxThumbprint(), nil, pki.RoleMerchant)
 	if err != nil {
@@ -178,6 +186,12 @@ func (g *Gateway) check(ctx context.Context, in *setpb.Enveloped) (*checked, []s
 		return fail(setproto.Errorf(setpb.Reason_HASH_MISMATCH, "the PI's H(OI) differs from the merchant's"))
 	case pi.GetAmount() != req.GetAmount() || pi.GetCurrency() != req.GetCurrency():
 		return fail(setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the PI's amount differs from the merchant's %d %s", req.GetAmount(), req.GetCurrency()))
+	case pi.GetGatewayId() != g.id:
+		// The cardholder signs (through H(PI)) which gateway it means: a PI meant for
+		// another gateway, even one sharing this key, is not authorized here.
+		return fail(setproto.Errorf(setpb.Reason_GATEWAY_MISMATCH, "the PI is for gateway %q, not %q", pi.GetGatewayId(), g.id))
+	case subtle.ConstantTimeCompare(pi.GetGatewayKxThumbprint(), g.kxThumb[:]) != 1:
+		return fail(setproto.Errorf(setpb.Reason_GATEWAY_MISMATCH, "the PI names another key-exchange certificate of the gateway"))
 	}
 	dual, err := g.cfg.Trust.VerifyDual(ctx, req.GetDualSignature(), setproto.Hash(piBytes), req.GetOiHash())
 	if err != nil {

@@ -137,6 +137,10 @@ func xidOf(m setproto.LifecycleRequest) string {
 }
 
 func (g *Gateway) checkLifecycle(ctx context.Context, kind setpb.ContentKind, in *setpb.Enveloped) (c *lcChecked, keyUsed bool, err error) {
+	tlsID, fromTLS, err := transportMerchant(ctx)
+	if err != nil {
+		return nil, false, err
+	}
 	inner, err := setproto.Unseal(in.GetCms(), kind, g.cfg.KXCert, g.cfg.KXKey)
 	if err != nil {
 		return nil, setproto.ReasonOf(err) == setpb.Reason_DECRYPT_FAILED, err
@@ -151,6 +155,9 @@ func (g *Gateway) checkLifecycle(ctx context.Context, kind setpb.ContentKind, in
 	}
 	if req.GetMerchantId() != v.EntityID {
 		return nil, true, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "request names merchant %q but %q signed it", req.GetMerchantId(), v.EntityID)
+	}
+	if err := checkSigner(tlsID, fromTLS, v.EntityID); err != nil {
+		return nil, true, err
 	}
 	mkx, mid, err := g.cfg.Trust.VerifyKeyExchange(ctx, req.GetMerchantKxThumbprint(), nil, pki.RoleMerchant)
 	if err != nil {

@@ -43,6 +43,7 @@ func TestInterop(t *testing.T) {
 	t.Run("ServerLimits", func(t *testing.T) { testServerLimits(t, b) })
 	t.Run("CrossMerchant", func(t *testing.T) { testCrossMerchant(t, b) })
 	t.Run("HostileGateway", func(t *testing.T) { testHostileGateway(t, b) })
+	t.Run("GatewayClientIdentity", func(t *testing.T) { testGatewayClientIdentity(t, b) })
 }
 
 // bed is a running system plus the tokens and database paths the tests look into.

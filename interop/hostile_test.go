@@ -323,6 +323,7 @@ func testHostileClient(t *testing.T, b *bed) {
 	require.Greater(t, len(manyCerts), pki.MaxChainLength)
 	require.Greater(t, len(tooManyRefs), pki.MaxChainLength)
 	cases = append(cases, merchantCases(t, b, mer, att)...)
+	cases = append(cases, agreementCases(t, b, mer)...)
 
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -343,6 +344,7 @@ func testHostileClient(t *testing.T, b *bed) {
 		assert.Equal(t, status.Code(errTag), status.Code(errKey))
 		assert.Equal(t, status.Convert(errTag).Message(), status.Convert(errKey).Message())
 	})
+	t.Run("initiations store nothing", func(t *testing.T) { testInitiationStoresNothing(t, b) })
 
 	t.Run("over the gRPC message limit", func(t *testing.T) {
 		before := b.snapshot(t)
@@ -479,7 +481,7 @@ func merchantCases(t *testing.T, b *bed, mer setpb.MerchantClient, att attacker)
 	ctx := context.Background()
 	w, err := b.Wallet(systemtest.Alice)
 	require.NoError(t, err)
-	s, err := w.Start(ctx, "book") // creates the order before the snapshots
+	s, err := w.Start(ctx, "book")
 	require.NoError(t, err)
 	req, err := w.Prepare(s)
 	require.NoError(t, err)

@@ -2,6 +2,7 @@ package interop_test
 
 import (
 	"context"
+	"io"
 	"net"
 	"testing"
 	"time"
@@ -11,8 +12,10 @@ import (
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/credentials"
+	reflectionpb "google.golang.org/grpc/reflection/grpc_reflection_v1"
 	"google.golang.org/grpc/status"
 
+	"github.com/setpay/setpay/gateway"
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/clock"
 	"github.com/setpay/setpay/internal/rpclimit"
@@ -72,7 +75,7 @@ func otherMerchantConn(t *testing.T, b *bed) *grpc.ClientConn {
 	t.Helper()
 	k, err := b.merTok.GenerateKey(context.Background(), hsm.KeySpec{Label: "tls-client-other", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 	require.NoError(t, err)
-	id, err := b.TLS.Issue("merchant-other", k, time.Hour)
+	id, err := b.TLS.IssueClient(gateway.TLSClientName("shop-other"), k, time.Hour)
 	require.NoError(t, err)
 	conn, err := grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&id, b.TLS.Pool(), "127.0.0.1"))))
 	require.NoError(t, err)
@@ -145,4 +148,16 @@ func testServerLimits(t *testing.T, b *bed) {
 
 	_, _, err = tlsrpc.NewGRPCServerWithLimits(nil, tlsrpc.ServerLimits{Rate: rpclimit.Config{Rate: 1, Burst: -1}})
 	assert.Error(t, err, "an invalid limit is refused")
+
+	// Reflection is off unless configured: the server does not describe itself.
+	clk.Add(time.Minute) // refill the bucket
+	stream, err := reflectionpb.NewServerReflectionClient(conn).ServerReflectionInfo(ctx)
+	require.NoError(t, err)
+	// A server that refuses the stream at once may close it before the request is
+	// sent (Send then reports io.EOF); the status comes with Recv either way.
+	if err := stream.Send(&reflectionpb.ServerReflectionRequest{MessageRequest: &reflectionpb.ServerReflectionRequest_ListServices{}}); err != nil {
+		require.ErrorIs(t, err, io.EOF)
+	}
+	_, err = stream.Recv()
+	assert.Equal(t, codes.Unimplemented, status.Code(err), "no reflection by default: %v", err)
 }

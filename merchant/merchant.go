@@ -12,10 +12,10 @@ import (
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"log/slog"
-	"strings"
 	"sync/atomic"
 	"time"
 
@@ -43,6 +43,10 @@ type Offer struct {
 	Sale        bool   `yaml:"sale"` // authorize and capture at once
 }
 
+// DefaultInitValidity is how long a purchase initiation may be answered by a
+// purchase request.
+const DefaultInitValidity = time.Hour
+
 // Config configures a Merchant.
 type Config struct {
 	Sign   setproto.Party    // the merchant's signature key (token) and certificate
@@ -60,6 +64,9 @@ type Config struct {
 	// ChallengeKey derives the merchant's challenges from the XID, so they need no
 	// storage; 32 random bytes when nil.
 	ChallengeKey []byte
+	// InitValidity is how long after the initiation a purchase request for its XID
+	// is accepted; 0: DefaultInitValidity.
+	InitValidity time.Duration
 	Envelope     setproto.EnvelopeOptions
 	Clock        func() time.Time
 	Logger       *slog.Logger
@@ -99,6 +106,9 @@ func New(ctx context.Context, cfg Config) (*Merchant, error) {
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
+	}
+	if cfg.InitValidity == 0 {
+		cfg.InitValidity = DefaultInitValidity
 	}
 	if cfg.ChallengeKey == nil {
 		if cfg.ChallengeKey, err = setproto.Random(32); err != nil {
@@ -148,6 +158,31 @@ func (m *Merchant) fail(op string, err error) error {
 	return setproto.Status(err)
 }
 
+// challM is the merchant challenge of an XID issued for an offer.
+func (m *Merchant) challM(xid, offerID string) []byte {
+	return m.derive("chall-m", xid+"\x00"+offerID)[:32]
+}
+
+// newXID is a transaction ID: the issue time (Unix seconds, 8 bytes big-endian)
+// and 128 random bits, base64url.
+func newXID(at time.Time) (string, error) {
+	r, err := setproto.Random(16)
+	if err != nil {
+		return "", err
+	}
+	b := binary.BigEndian.AppendUint64(make([]byte, 0, 24), uint64(at.Unix()))
+	return base64.RawURLEncoding.EncodeToString(append(b, r...)), nil
+}
+
+// xidIssued reads the issue time back from an XID made by newXID.
+func xidIssued(xid string) (time.Time, bool) {
+	b, err := base64.RawURLEncoding.DecodeString(xid)
+	if err != nil || len(b) != 24 {
+		return time.Time{}, false
+	}
+	return time.Unix(int64(binary.BigEndian.Uint64(b[:8])), 0), true
+}
+
 // PurchaseInit implements setpb.MerchantServer.
 func (m *Merchant) PurchaseInit(ctx context.Context, in *setpb.PInitReq) (*setpb.Signed, error) {
 	out, err := m.purchaseInit(ctx, in)
@@ -171,20 +206,17 @@ func (m *Merchant) purchaseInit(ctx context.Context, in *setpb.PInitReq) (*setpb
 	if !ok {
 		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "no offer %q", in.GetOfferId())
 	}
-	xid, err := setproto.NewID()
+	now := m.cfg.Clock()
+	// Nothing is stored: anyone may initiate, so initiation must not be able to fill
+	// the store. The XID carries its issue time and chall_m = HMAC(XID, offer) lets
+	// the purchase request, dual-signed by a certified cardholder, prove both; the
+	// order row is created by that request.
+	xid, err := newXID(now)
 	if err != nil {
 		return nil, err
 	}
-	now := m.cfg.Clock()
-	odHash := setproto.Hash([]byte(offer.Description))
-	if err := m.cfg.Store.Update(ctx, func(ctx context.Context, tx store.Tx) error {
-		return tx.InsertOrder(ctx, &store.Order{XID: xid, MerchantOrderID: offer.ID + "/" + xid, DescriptionHash: odHash,
-			Amount: offer.Amount, Currency: offer.Currency, State: store.OrderCreated, CreatedAt: now})
-	}); err != nil {
-		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "store order")
-	}
 	res := &setpb.PInitRes{
-		Xid: xid, Rrpid: in.GetRrpid(), ChallEc: in.GetChallEc(), ChallM: m.derive("chall-m", xid)[:32],
+		Xid: xid, Rrpid: in.GetRrpid(), ChallEc: in.GetChallEc(), ChallM: m.challM(xid, offer.ID),
 		MerchantId: m.id, Brand: m.cfg.Brand, GatewayId: m.gatewayID, GatewayKxThumbprint: thumb(m.cfg.GatewayKX),
 		OrderDescription: offer.Description, Amount: offer.Amount, Currency: offer.Currency, Sale: offer.Sale,
 	}
@@ -249,44 +281,56 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	if err != nil {
 		return nil, err
 	}
-	var order *store.Order
-	if err := m.cfg.Store.View(ctx, func(ctx context.Context, tx store.Tx) error {
-		order, err = tx.GetOrder(ctx, oi.GetXid())
-		return err
-	}); errors.Is(err, store.ErrNotFound) {
-		return nil, setproto.Errorf(setpb.Reason_UNKNOWN_TRANSACTION, "no purchase %s", oi.GetXid())
-	} else if err != nil {
-		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "read order")
-	}
+	offer, ok := m.offers[oi.GetOfferId()]
+	issued, fromUs := xidIssued(oi.GetXid())
+	now := m.cfg.Clock()
 	switch {
-	case subtle.ConstantTimeCompare(oi.GetChallM(), m.derive("chall-m", oi.GetXid())[:32]) != 1:
+	case subtle.ConstantTimeCompare(oi.GetChallM(), m.challM(oi.GetXid(), oi.GetOfferId())) != 1 || !fromUs:
 		return nil, setproto.Errorf(setpb.Reason_CHALLENGE_MISMATCH, "the OI does not carry the challenge of %s", oi.GetXid())
-	case subtle.ConstantTimeCompare(oi.GetOdHash(), order.DescriptionHash) != 1:
+	case now.Sub(issued) > m.cfg.InitValidity || issued.Sub(now) > time.Minute:
+		return nil, setproto.Errorf(setpb.Reason_UNKNOWN_TRANSACTION, "purchase %s was initiated too long ago; start again", oi.GetXid())
+	case !ok:
+		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "offer %q is no longer offered", oi.GetOfferId())
+	case subtle.ConstantTimeCompare(oi.GetOdHash(), setproto.Hash([]byte(offer.Description))) != 1:
 		return nil, setproto.Errorf(setpb.Reason_HASH_MISMATCH, "H(OD) differs from the offer's")
-	case oi.GetAmount() != order.Amount || oi.GetCurrency() != order.Currency:
-		return nil, setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the OI says %d %s, the offer %d %s", oi.GetAmount(), oi.GetCurrency(), order.Amount, order.Currency)
+	case oi.GetAmount() != offer.Amount || oi.GetCurrency() != offer.Currency:
+		return nil, setproto.Errorf(setpb.Reason_AMOUNT_MISMATCH, "the OI says %d %s, the offer %d %s", oi.GetAmount(), oi.GetCurrency(), offer.Amount, offer.Currency)
+	case oi.GetGatewayId() != m.gatewayID || subtle.ConstantTimeCompare(oi.GetGatewayKxThumbprint(), thumb(m.cfg.GatewayKX)) != 1:
+		// The cardholder named, under its dual signature, the gateway this merchant
+		// offered; the PI names the same one and the gateway checks it is itself.
+		return nil, setproto.Errorf(setpb.Reason_GATEWAY_MISMATCH, "the OI names gateway %q, this merchant works with %q", oi.GetGatewayId(), m.gatewayID)
+	}
+	// The PI envelope must be for the gateway alone: one that the merchant (or anyone
+	// else) could open too would put the card in the merchant's hands.
+	if err := setproto.CheckSoleRecipient(in.GetPiEnvelope(), setpb.ContentKind_PAYMENT_INSTRUCTIONS, m.cfg.GatewayKX); err != nil {
+		return nil, err
 	}
 	wire, err := setproto.Marshal(in)
 	if err != nil {
 		return nil, err
 	}
 	reqHash := setproto.Hash(wire)
-	// Claim the XID for exactly this request: a retry (same bytes) passes, any other
-	// request for the XID (new pair ID, reused challenges, anything) is a replay.
+	cardholder := pki.ThumbprintOf(dual.Signer)
+	// Claim the XID for exactly this request, creating its order: a retry (same bytes)
+	// passes, any other request for the XID (new pair ID, reused challenges,
+	// anything) is a replay.
 	_, _, err = m.cfg.Store.Idempotent(ctx, "merchant/purchase-claim", oi.GetXid(), reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
-		if err := tx.SetOrderState(ctx, oi.GetXid(), store.OrderCreated, StatePending, m.cfg.Clock()); err != nil {
+		if err := tx.InsertOrder(ctx, &store.Order{XID: oi.GetXid(), MerchantOrderID: offer.ID + "/" + oi.GetXid(),
+			DescriptionHash: oi.GetOdHash(), Amount: offer.Amount, Currency: offer.Currency, State: StatePending,
+			CreatedAt: now, Cardholder: cardholder[:]}); err != nil {
 			return nil, err
 		}
 		return []byte{1}, nil
 	})
 	switch {
-	case errors.Is(err, store.ErrConflict): // ErrIDReuse, or an order no longer in state created
+	case errors.Is(err, store.ErrConflict): // ErrIDReuse, or the order exists already
 		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "purchase %s was already requested", oi.GetXid())
 	case err != nil:
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "claim order")
 	}
 	// A retry of a request already answered gets the stored answer without asking the
 	// gateway again; only a request left pending goes (again) to the gateway.
+	var order *store.Order
 	if err := m.cfg.Store.View(ctx, func(ctx context.Context, tx store.Tx) error {
 		order, err = tx.GetOrder(ctx, oi.GetXid())
 		return err
@@ -297,7 +341,7 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	var authErr error
 	if order.State == StatePending {
 		out, authErr = m.Authorize(ctx, AuthInput{
-			XID: oi.GetXid(), Amount: oi.GetAmount(), Currency: oi.GetCurrency(), OIHash: oiHash, Sale: sale(order, m.offers),
+			XID: oi.GetXid(), Amount: oi.GetAmount(), Currency: oi.GetCurrency(), OIHash: oiHash, Sale: offer.Sale,
 			PIEnvelope: in.GetPiEnvelope(), DualSignature: in.GetDualSignature(),
 		})
 		if authErr != nil && setproto.ReasonOf(authErr) == setpb.Reason_GATEWAY_UNAVAILABLE {
@@ -320,13 +364,6 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	}
 	m.cfg.Logger.Info("purchase", "xid", oi.GetXid(), "cardholder", dual.EntityID)
 	return &setpb.Signed{Cms: sa.GetPurchaseResponse(), CertRefs: m.cfg.Sign.Thumbprints()}, nil
-}
-
-// sale tells whether the order's offer captures at once; the merchant order ID is
-// "<offer id>/<XID>".
-func sale(o *store.Order, offers map[string]Offer) bool {
-	id, _, _ := strings.Cut(o.MerchantOrderID, "/")
-	return offers[id].Sale
 }
 
 // answer moves the order to its final state and returns the stored answer: a signed
@@ -524,11 +561,20 @@ func (m *Merchant) inquiry(ctx context.Context, in *setpb.Signed) (*setpb.Signed
 	} else if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "read order")
 	}
+	// Only the certificate that dual-signed the purchase may ask about it; to anyone
+	// else the order does not exist (the same answer as an unknown XID).
+	signer := pki.ThumbprintOf(v.Signer)
+	if len(order.Cardholder) == 0 || subtle.ConstantTimeCompare(order.Cardholder, signer[:]) != 1 {
+		return nil, setproto.Errorf(setpb.Reason_UNKNOWN_TRANSACTION, "no purchase %s", req.GetXid())
+	}
 	res := &setpb.InquiryResponse{Xid: req.GetXid(), Rrpid: req.GetRrpid(), ChallEc: req.GetChallEc(),
 		State: string(order.State), Amount: order.Amount, Currency: order.Currency}
-	der, err := setproto.SignMessage(setpb.ContentKind_INQUIRY_RESPONSE, res, m.cfg.Sign, m.cfg.Clock(), nil)
+	// The certificates go with the answer: unlike a purchase, an inquiry may come from
+	// a wallet that holds none of them (another process, a wallet restarted since),
+	// and it has no way to ask again for them.
+	der, err := setproto.SignMessage(setpb.ContentKind_INQUIRY_RESPONSE, res, m.cfg.Sign, m.cfg.Clock(), m.cfg.Sign.Certificates())
 	if err != nil {
 		return nil, err
 	}
-	return &setpb.Signed{Cms: der, CertRefs: m.cfg.Sign.Thumbprints()}, nil
+	return &setpb.Signed{Cms: der}, nil
 }

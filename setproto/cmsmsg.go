@@ -213,6 +213,9 @@ func Unseal(der []byte, kind setpb.ContentKind, cert *x509.Certificate, key cryp
 	if !env.ContentType().Equal(ContentType(kind)) {
 		return nil, Errorf(setpb.Reason_MALFORMED, "%s envelope carries content type %s", kind, env.ContentType())
 	}
+	if err := soleRecipient(env, kind, cert); err != nil {
+		return nil, err
+	}
 	pt, err := env.Decrypt(cert, key)
 	if err != nil {
 		return nil, Wrap(setpb.Reason_DECRYPT_FAILED, err, "%s envelope", kind)
@@ -221,6 +224,34 @@ func Unseal(der []byte, kind setpb.ContentKind, cert *x509.Certificate, key cryp
 		return nil, Errorf(setpb.Reason_MALFORMED, "%s: content over the limit", kind)
 	}
 	return pt, nil
+}
+
+// CheckSoleRecipient parses an untrusted envelope of kind without opening it and
+// checks that it is addressed to cert and to nobody else: what a party forwarding an
+// envelope it cannot open (the merchant, the PI) checks before passing it on.
+func CheckSoleRecipient(der []byte, kind setpb.ContentKind, cert *x509.Certificate) error {
+	if len(der) == 0 {
+		return Errorf(setpb.Reason_MALFORMED, "%s envelope: empty", kind)
+	}
+	env, err := limits.ParseEnvelope(der)
+	if err != nil {
+		return Wrap(setpb.Reason_MALFORMED, err, "%s envelope", kind)
+	}
+	return soleRecipient(env, kind, cert)
+}
+
+// soleRecipient: every envelope of the protocol has exactly one recipient, the party
+// it is for. An envelope that another party could open as well (a PI enveloped to
+// the gateway and to the merchant hands the merchant the PAN) is refused, whoever
+// else it names, before any key is used.
+func soleRecipient(env *cms.Envelope, kind setpb.ContentKind, cert *x509.Certificate) error {
+	if _, err := env.Recipient(cert); err != nil {
+		return Wrap(setpb.Reason_DECRYPT_FAILED, err, "%s envelope", kind)
+	}
+	if n := len(env.Recipients); n != 1 {
+		return Errorf(setpb.Reason_EXTRA_RECIPIENT, "%s envelope has %d recipients; it must be addressed to its one recipient only", kind, n)
+	}
+	return nil
 }
 
 // DualSign is the cardholder's dual signature: a SignedData whose content is

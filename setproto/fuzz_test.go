@@ -15,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 	"google.golang.org/protobuf/proto"
 
+	"github.com/setpay/setpay/cms"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
@@ -42,8 +43,10 @@ func seeds(t testing.TB) (party setproto.Party, kxCert *x509.Certificate, kxKey 
 	h := setproto.Hash([]byte("x"))
 	ch := make([]byte, 32)
 	msgs = map[string][]byte{}
-	oi := &setpb.OrderInfo{Xid: "xid-1", Rrpid: "rr-1", ChallEc: ch, ChallM: ch, MerchantId: "shop-1", Brand: "SETPay", OdHash: h, Amount: 100, Currency: "EUR", Nonce: h}
-	pi := &setpb.PaymentInstructions{Xid: "xid-1", Rrpid: "rr-1", MerchantId: "shop-1", Pan: "4111111111111111", Expiry: "203012", PanSecret: h, Amount: 100, Currency: "EUR", OiHash: h, Nonce: h}
+	oi := &setpb.OrderInfo{Xid: "xid-1", Rrpid: "rr-1", ChallEc: ch, ChallM: ch, MerchantId: "shop-1", Brand: "SETPay", OdHash: h, Amount: 100, Currency: "EUR", Nonce: h,
+		GatewayId: "gw-1", GatewayKxThumbprint: h, OfferId: "book"}
+	pi := &setpb.PaymentInstructions{Xid: "xid-1", Rrpid: "rr-1", MerchantId: "shop-1", Pan: "4111111111111111", Expiry: "203012", PanSecret: h, Amount: 100, Currency: "EUR", OiHash: h, Nonce: h,
+		GatewayId: "gw-1", GatewayKxThumbprint: h}
 	for name, m := range map[string]proto.Message{
 		"pinitreq": &setpb.PInitReq{Rrpid: "rr-1", Brand: "SETPay", Language: "en", ChallEc: ch, OfferId: "book"},
 		"pinitres": &setpb.PInitRes{Xid: "xid-1", Rrpid: "rr-1", ChallEc: ch, ChallM: ch, MerchantId: "shop-1", Brand: "SETPay", GatewayId: "gw-1", GatewayKxThumbprint: h, OrderDescription: "book", Amount: 100, Currency: "EUR"},
@@ -111,8 +114,16 @@ func FuzzOpenSigned(f *testing.F) {
 func FuzzUnseal(f *testing.F) {
 	_, kxCert, kxKey, msgs := seeds(f)
 	f.Add(msgs["envelope"])
+	two, err := cms.Encrypt(msgs["pi"], cms.EncryptOptions{Recipients: []*x509.Certificate{kxCert, kxCert},
+		ContentType: setproto.ContentType(setpb.ContentKind_PAYMENT_INSTRUCTIONS), Cipher: cms.AES256GCM})
+	require.NoError(f, err)
+	f.Add(two)
 	f.Fuzz(func(t *testing.T, b []byte) {
-		_, _ = setproto.Unseal(b, setpb.ContentKind_PAYMENT_INSTRUCTIONS, kxCert, kxKey)
+		_, errOpen := setproto.Unseal(b, setpb.ContentKind_PAYMENT_INSTRUCTIONS, kxCert, kxKey)
+		errSole := setproto.CheckSoleRecipient(b, setpb.ContentKind_PAYMENT_INSTRUCTIONS, kxCert)
+		if errOpen == nil && errSole != nil {
+			t.Fatalf("Unseal opened an envelope CheckSoleRecipient refuses: %v", errSole)
+		}
 	})
 }
 

@@ -215,10 +215,19 @@ func ParseOrderInfo(b []byte) (*setpb.OrderInfo, error) {
 		checkChallenge("chall_ec", m.GetChallEc()), checkChallenge("chall_m", m.GetChallM()),
 		pki.ValidateEntityID(m.GetMerchantId()), checkID("brand", m.GetBrand()),
 		checkHash("od_hash", m.GetOdHash()), checkMoney(m.GetAmount(), m.GetCurrency()),
-		checkHash("nonce", m.GetNonce())); err != nil {
+		checkHash("nonce", m.GetNonce()), gatewayField(m.GetGatewayId()),
+		checkHash("gateway_kx_thumbprint", m.GetGatewayKxThumbprint()), checkID("offer_id", m.GetOfferId())); err != nil {
 		return nil, malformed(m, "%v", err)
 	}
 	return m, nil
+}
+
+// gatewayField checks a gateway id field of an OI or PI.
+func gatewayField(id string) error {
+	if err := pki.ValidateEntityID(id); err != nil {
+		return fmt.Errorf("gateway_id: %w", err)
+	}
+	return nil
 }
 
 // ParsePaymentInstructions decodes and validates a PI. Errors never echo card data.
@@ -230,7 +239,8 @@ func ParsePaymentInstructions(b []byte) (*setpb.PaymentInstructions, error) {
 	if err := first(checkID("xid", m.GetXid()), checkID("rrpid", m.GetRrpid()),
 		pki.ValidateEntityID(m.GetMerchantId()), pki.ValidatePAN(m.GetPan()), pki.ValidateExpiry(m.GetExpiry()),
 		checkHash("pan_secret", m.GetPanSecret()), checkMoney(m.GetAmount(), m.GetCurrency()),
-		checkHash("oi_hash", m.GetOiHash()), checkHash("nonce", m.GetNonce())); err != nil {
+		checkHash("oi_hash", m.GetOiHash()), checkHash("nonce", m.GetNonce()), gatewayField(m.GetGatewayId()),
+		checkHash("gateway_kx_thumbprint", m.GetGatewayKxThumbprint())); err != nil {
 		return nil, malformed(m, "%v", err)
 	}
 	return m, nil

@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"crypto/sha256"
 	"crypto/subtle"
 	"database/sql"
 	"fmt"
@@ -16,6 +17,8 @@ func (t *txn) InsertCertificate(ctx context.Context, c *Certificate) error {
 		return fmt.Errorf("store: insert certificate: %w", invalidf("empty DER"))
 	case c.NotAfter.IsZero() || c.IssuedAt.IsZero():
 		return fmt.Errorf("store: insert certificate: %w", invalidf("times must be set"))
+	case len(c.KeyHash) != sha256.Size:
+		return fmt.Errorf("store: insert certificate: %w", invalidf("key hash must be %d bytes", sha256.Size))
 	}
 	return t.atomic(ctx, func() error {
 		if _, err := t.exec(ctx, `INSERT INTO certificates (issuer, serial, role, subject, not_after, der, issued_at)
@@ -23,16 +26,36 @@ func (t *txn) InsertCertificate(ctx context.Context, c *Certificate) error {
 			micros(c.IssuedAt)); err != nil {
 			return t.writeErr(err, "insert certificate %s/%s", c.Issuer, c.Serial)
 		}
+		// The primary key decides, not a lookup before: two CAs (or replicas) certifying
+		// one key at once cannot both commit.
+		if _, err := t.exec(ctx, `INSERT INTO certified_keys (key_hash, issuer, serial) VALUES (?, ?, ?)`,
+			c.KeyHash, c.Issuer, c.Serial); err != nil {
+			if t.d.isUnique(err) {
+				return fmt.Errorf("store: insert certificate %s/%s: %w", c.Issuer, c.Serial, ErrKeyCertified)
+			}
+			return t.writeErr(err, "insert certificate %s/%s: certified key", c.Issuer, c.Serial)
+		}
 		return nil
 	})
+}
+
+// ErrKeyCertified refuses a certificate for a public key that a CA of this store
+// already certified (key unicity). It is an ErrConflict.
+var ErrKeyCertified = fmt.Errorf("%w: public key already certified", ErrConflict)
+
+// KeyHashOf is the Certificate.KeyHash of a DER SubjectPublicKeyInfo.
+func KeyHashOf(spki []byte) []byte {
+	h := sha256.Sum256(spki)
+	return h[:]
 }
 
 func (t *txn) GetCertificate(ctx context.Context, issuer, serial string) (*Certificate, error) {
 	var c Certificate
 	var notAfter, issued int64
-	err := t.queryRow(ctx, `SELECT issuer, serial, role, subject, not_after, der, issued_at
-		FROM certificates WHERE issuer = ? AND serial = ?`, issuer, serial).
-		Scan(&c.Issuer, &c.Serial, &c.Role, &c.Subject, &notAfter, &c.DER, &issued)
+	err := t.queryRow(ctx, `SELECT c.issuer, c.serial, c.role, c.subject, c.not_after, c.der, c.issued_at, k.key_hash
+		FROM certificates c LEFT JOIN certified_keys k ON k.issuer = c.issuer AND k.serial = c.serial
+		WHERE c.issuer = ? AND c.serial = ?`, issuer, serial).
+		Scan(&c.Issuer, &c.Serial, &c.Role, &c.Subject, &notAfter, &c.DER, &issued, &c.KeyHash)
 	if err != nil {
 		return nil, notFound(err, "get certificate %s/%s", issuer, serial)
 	}

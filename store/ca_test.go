@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"math/big"
+	"path/filepath"
 	"sync"
 	"testing"
 	"time"
@@ -18,7 +19,8 @@ func TestCertificatesAndRevocations(t *testing.T) {
 		serial := SerialHex(new(big.Int).SetBytes([]byte{0x01, 0xab, 0xcd}))
 		assert.Equal(t, "1abcd", serial)
 		cert := &Certificate{Issuer: "setpay-root", Serial: serial, Role: "merchant", Subject: "CN=shop",
-			NotAfter: t0.Add(365 * 24 * time.Hour), DER: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, IssuedAt: t0}
+			NotAfter: t0.Add(365 * 24 * time.Hour), DER: []byte{0x30, 0x03, 0x02, 0x01, 0x01}, IssuedAt: t0,
+			KeyHash: KeyHashOf([]byte("spki"))}
 		require.NoError(t, s.Update(ctx, func(ctx context.Context, tx Tx) error {
 			require.NoError(t, tx.InsertCertificate(ctx, cert))
 			assert.ErrorIs(t, tx.InsertCertificate(ctx, cert), ErrConflict)
@@ -170,4 +172,67 @@ func TestOrders(t *testing.T) {
 			return nil
 		}))
 	})
+}
+
+// TestKeyIsCertifiedOnce: one public key, several issuers (CAs of one hierarchy
+// sharing the store) and roles, all at once: exactly one certificate is recorded,
+// the others are ErrKeyCertified, and a second handle on the same database (a
+// restart, another replica) refuses the key too.
+func TestKeyIsCertifiedOnce(t *testing.T) {
+	for name, dsn := range map[string]func(t *testing.T) string{
+		"sqlite":   func(t *testing.T) string { return "sqlite:" + filepath.Join(t.TempDir(), "ca.db") },
+		"postgres": func(t *testing.T) string { return pgSchemaDSN(t) },
+	} {
+		t.Run(name, func(t *testing.T) { testKeyIsCertifiedOnce(t, dsn(t)) })
+	}
+}
+
+func testKeyIsCertifiedOnce(t *testing.T, dsn string) {
+	ctx := context.Background()
+	s, err := Open(ctx, dsn)
+	require.NoError(t, err)
+	defer s.Close()
+	{
+		key := KeyHashOf([]byte("one SubjectPublicKeyInfo"))
+		cert := func(issuer, role string, serial int64) *Certificate {
+			return &Certificate{Issuer: issuer, Serial: SerialHex(big.NewInt(serial)), Role: role, Subject: "x",
+				NotAfter: t0.Add(time.Hour), DER: []byte{0x30, 0x00}, IssuedAt: t0, KeyHash: key}
+		}
+		issuers := []struct{ issuer, role string }{{"cca", "cardholder"}, {"mca", "merchant"}, {"pca", "gateway"}, {"brand", "cca"}, {"mca", "merchant"}, {"pca", "gateway"}}
+		errs := make([]error, len(issuers))
+		var wg sync.WaitGroup
+		for i, is := range issuers {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				errs[i] = s.Update(ctx, func(ctx context.Context, tx Tx) error {
+					return tx.InsertCertificate(ctx, cert(is.issuer, is.role, int64(i+1)))
+				})
+			}()
+		}
+		wg.Wait()
+		ok := 0
+		for i, err := range errs {
+			if err == nil {
+				ok++
+				continue
+			}
+			assert.ErrorIs(t, err, ErrKeyCertified, "insert %d", i)
+			assert.ErrorIs(t, err, ErrConflict, "insert %d", i)
+		}
+		assert.Equal(t, 1, ok, "exactly one certification of the key")
+
+		other, err := Open(ctx, dsn)
+		require.NoError(t, err)
+		defer other.Close()
+		err = other.Update(ctx, func(ctx context.Context, tx Tx) error {
+			return tx.InsertCertificate(ctx, cert("root", "brand", 99))
+		})
+		assert.ErrorIs(t, err, ErrKeyCertified, "after reopening the store")
+		require.NoError(t, other.Update(ctx, func(ctx context.Context, tx Tx) error {
+			c := cert("root", "brand", 100)
+			c.KeyHash = KeyHashOf([]byte("another key"))
+			return tx.InsertCertificate(ctx, c)
+		}), "another key is certified")
+	}
 }

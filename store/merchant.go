@@ -25,6 +25,9 @@ func (o *Order) validate() error {
 	if o.CreatedAt.IsZero() {
 		return invalidf("order time must be set")
 	}
+	if len(o.Cardholder) > 64 {
+		return invalidf("cardholder thumbprint must be at most 64 bytes")
+	}
 	return nil
 }
 
@@ -37,10 +40,10 @@ func (t *txn) InsertOrder(ctx context.Context, o *Order) error {
 	}
 	return t.atomic(ctx, func() error {
 		if _, err := t.exec(ctx, `INSERT INTO orders
-			(xid, merchant_order_id, description_hash, amount, currency, state, created_at, updated_at)
-			VALUES (?, ?, ?, ?, ?, ?, ?, ?)`,
+			(xid, merchant_order_id, description_hash, amount, currency, state, created_at, updated_at, cardholder)
+			VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)`,
 			o.XID, o.MerchantOrderID, o.DescriptionHash, o.Amount, o.Currency, string(o.State),
-			micros(o.CreatedAt), micros(o.UpdatedAt)); err != nil {
+			micros(o.CreatedAt), micros(o.UpdatedAt), nullBytes(o.Cardholder)); err != nil {
 			return t.writeErr(err, "insert order %s", o.XID)
 		}
 		return nil
@@ -52,8 +55,8 @@ func (t *txn) getOrder(ctx context.Context, col, v string) (*Order, error) {
 	var state string
 	var created, updated int64
 	err := t.queryRow(ctx, `SELECT xid, merchant_order_id, description_hash, amount, currency, state,
-		created_at, updated_at, capture_token FROM orders WHERE `+col+` = ?`, v).
-		Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &state, &created, &updated, &o.CaptureToken)
+		created_at, updated_at, capture_token, cardholder FROM orders WHERE `+col+` = ?`, v).
+		Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &state, &created, &updated, &o.CaptureToken, &o.Cardholder)
 	if err != nil {
 		return nil, notFound(err, "get order %s=%s", col, v)
 	}
@@ -108,4 +111,12 @@ func (t *txn) SetOrderCaptureToken(ctx context.Context, xid string, token []byte
 		}
 		return nil
 	})
+}
+
+// nullBytes stores an empty byte slice as NULL.
+func nullBytes(b []byte) any {
+	if len(b) == 0 {
+		return nil
+	}
+	return b
 }

@@ -255,6 +255,9 @@ type Order struct {
 	CreatedAt       time.Time
 	UpdatedAt       time.Time
 	CaptureToken    []byte // set by SetOrderCaptureToken; ignored on insert
+	// Cardholder is the SHA-256 thumbprint of the cardholder certificate whose
+	// purchase request created the order (empty on orders of older versions).
+	Cardholder []byte
 }
 
 // Certificate is one certificate a CA issued, keyed by (Issuer, Serial).
@@ -266,6 +269,9 @@ type Certificate struct {
 	NotAfter time.Time
 	DER      []byte
 	IssuedAt time.Time
+	// KeyHash is the SHA-256 of the certified SubjectPublicKeyInfo (KeyHashOf):
+	// a key already certified by any CA of this store is refused (ErrKeyCertified).
+	KeyHash []byte
 }
 
 // Revocation records that a certificate was revoked.

@@ -197,12 +197,12 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	if b.GatewayTLS, err = b.identity(keyIn(cfg.Gateway), "tls-gateway-"+cfg.GatewayID, "127.0.0.1"); err != nil {
 		return nil, err
 	}
-	gs, _ := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(b.GatewayTLS, b.TLS.Pool()), 4<<20, gwOpts...)
+	gs, _ := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(b.GatewayTLS, b.TLS.Pool()), 4<<20, append(gateway.ServerOptions(), gwOpts...)...)
 	b.Gateway.Register(gs)
 	if b.GatewayAddr, err = b.serve(gs); err != nil {
 		return nil, err
 	}
-	if b.MerchantClientTLS, err = b.identity(keyIn(cfg.Merchant), "tls-client-"+cfg.MerchantID, "merchant-"+cfg.MerchantID); err != nil {
+	if b.MerchantClientTLS, err = b.clientIdentity(keyIn(cfg.Merchant), "tls-client-"+cfg.MerchantID, gateway.TLSClientName(cfg.MerchantID)); err != nil {
 		return nil, err
 	}
 	if b.GatewayConn, err = grpc.NewClient(b.GatewayAddr, grpc.WithTransportCredentials(credentials.NewTLS(
@@ -229,12 +229,22 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 	return b, nil
 }
 
+// identity is a TLS server certificate for name; clientIdentity a TLS client
+// certificate (one usage each).
 func (b *Bed) identity(gen func(string) (crypto.Signer, error), label, name string) (tlsrpc.Identity, error) {
 	k, err := gen(label)
 	if err != nil {
 		return tlsrpc.Identity{}, err
 	}
-	return b.TLS.Issue(name, k, 24*time.Hour)
+	return b.TLS.IssueServer(name, k, 24*time.Hour)
+}
+
+func (b *Bed) clientIdentity(gen func(string) (crypto.Signer, error), label, name string) (tlsrpc.Identity, error) {
+	k, err := gen(label)
+	if err != nil {
+		return tlsrpc.Identity{}, err
+	}
+	return b.TLS.IssueClient(name, k, 24*time.Hour)
 }
 
 func (b *Bed) serve(s *grpc.Server) (string, error) {

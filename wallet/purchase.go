@@ -197,14 +197,18 @@ func (w *Wallet) Start(ctx context.Context, offerID string) (*Session, error) {
 		return nil, err
 	}
 	card := w.cfg.Identity.Card
+	// Both halves of the dual signature name the gateway the cardholder means (the
+	// certificate just verified), so neither merchant nor gateway can redirect them.
+	gkxTP := pki.ThumbprintOf(gkx)
 	return &Session{
 		Offer: res, Merchant: v.Signer, GatewayKX: gkx,
 		OI: &setpb.OrderInfo{Xid: res.GetXid(), Rrpid: oiRRPID, ChallEc: oiChall, ChallM: res.GetChallM(),
 			MerchantId: res.GetMerchantId(), Brand: res.GetBrand(), OdHash: setproto.Hash([]byte(res.GetOrderDescription())),
-			Amount: res.GetAmount(), Currency: res.GetCurrency(), Nonce: oiNonce},
+			Amount: res.GetAmount(), Currency: res.GetCurrency(), Nonce: oiNonce,
+			GatewayId: gid, GatewayKxThumbprint: gkxTP[:], OfferId: offerID},
 		PI: &setpb.PaymentInstructions{Xid: res.GetXid(), Rrpid: oiRRPID, MerchantId: res.GetMerchantId(),
 			Pan: card.PAN, Expiry: card.Expiry, PanSecret: card.PANSecret, Amount: res.GetAmount(),
-			Currency: res.GetCurrency(), Nonce: piNonce},
+			Currency: res.GetCurrency(), Nonce: piNonce, GatewayId: gid, GatewayKxThumbprint: gkxTP[:]},
 	}, nil
 }
 

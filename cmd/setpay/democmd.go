@@ -237,11 +237,16 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 		c.TLS.Cert, c.TLS.Key = in(tlsCert), setproto.KeyURI(tlsKey)
 		return c
 	}
+	// Shipped configs come with limits: a rate of 0 would let one client fill the
+	// services (issue 12, finding 11).
+	gwLimits, merLimits := demoLimits()
 	gw := gatewayConfig{partyConfig: common(b.GatewayEnt, "setpay-gateway", "127.0.0.1:7501", "gateway-sign.pem", "gateway-kx.pem", "gateway.db", "gateway-tls.pem", b.GatewayTLS.Key),
 		PANHashKey: b.PANKey.URI(), LedgerFile: filepath.Join(root, "issuer-ledger.yaml")}
 	gw.TLS.ClientCA = in("tls-ca.pem")
+	gw.Limits = gwLimits
 	mc := merchantConfig{partyConfig: common(b.MerchantEnt, "setpay-merchant", "127.0.0.1:7502", "merchant-sign.pem", "merchant-kx.pem", "merchant.db", "merchant-tls.pem", b.MerchantTLS.Key),
 		Brand: system.Brand, Offers: offers}
+	mc.Limits = merLimits
 	mc.Gateway.Address, mc.Gateway.ServerName, mc.Gateway.KXCert, mc.Gateway.TLSCA = "127.0.0.1:7501", "127.0.0.1", in("gateway-kx.pem"), in("tls-ca.pem")
 	mc.Gateway.ClientCert, mc.Gateway.ClientKey = in("merchant-client-tls.pem"), setproto.KeyURI(b.MerchantClientTLS.Key)
 	// The issuer stand-in's card numbers are the issuer's data, in a file of their own
@@ -418,4 +423,15 @@ func shortURI(u string) string {
 		}
 	}
 	return strings.Join(out, ";")
+}
+
+// demoLimits are the limits of the configs the demo writes: the gateway serves a few
+// merchants (told apart by their TLS certificates) with much traffic each; the
+// merchant serves many wallets (by host), each with a handful of requests per
+// purchase. Messages: a purchase request holds up to three protocol blobs of
+// setproto.MaxMessageSize.
+func demoLimits() (gateway, merchant limitsConfig) {
+	gateway = limitsConfig{MaxMessageBytes: 1 << 20, MaxConcurrentStreams: 64, RatePerSecond: 200, RateBurst: 400, RateMaxClients: 1000}
+	merchant = limitsConfig{MaxMessageBytes: 1 << 20, MaxConcurrentStreams: 16, RatePerSecond: 5, RateBurst: 20, RateMaxClients: 100_000}
+	return gateway, merchant
 }

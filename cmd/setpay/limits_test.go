@@ -48,3 +48,23 @@ func TestLimitsConfig(t *testing.T) {
 	require.NoError(t, os.WriteFile(path, []byte("limits:\n  rate_per_secnod: 5\n"), 0o600))
 	assert.Error(t, loadYAML(path, &cfg), "a misspelt limit is an error, not silently ignored")
 }
+
+// TestDemoConfigsCarryLimits: the configs `setpay demo` writes limit the message
+// size, the streams and the rate per client of both services (a rate of 0 means no
+// limit, what they shipped with before).
+func TestDemoConfigsCarryLimits(t *testing.T) {
+	gw, mer := demoLimits()
+	for name, l := range map[string]limitsConfig{"gateway": gw, "merchant": mer} {
+		t.Run(name, func(t *testing.T) {
+			assert.Positive(t, l.RatePerSecond)
+			assert.Positive(t, l.RateBurst)
+			assert.Positive(t, l.RateMaxClients)
+			assert.Positive(t, l.MaxConcurrentStreams)
+			assert.Positive(t, l.MaxMessageBytes)
+			assert.Less(t, l.MaxMessageBytes, 4<<20, "below gRPC's default")
+			_, _, err := tlsrpc.NewGRPCServerWithLimits(nil, l.serverLimits(nil))
+			assert.NoError(t, err)
+		})
+	}
+	assert.Less(t, mer.RatePerSecond, gw.RatePerSecond, "a wallet host may ask less of the merchant than a merchant of the gateway")
+}

@@ -93,6 +93,7 @@ type limitsConfig struct {
 	RatePerSecond        float64 `yaml:"rate_per_second"`        // per client; 0: no rate limit
 	RateBurst            int     `yaml:"rate_burst"`             // 0: ceil(rate)
 	RateMaxClients       int     `yaml:"rate_max_clients"`       // buckets kept; 0: rpclimit's default
+	Reflection           bool    `yaml:"reflection"`             // serve gRPC reflection (off by default)
 }
 
 // serverLimits turns the config into the server's limits; detail goes with every
@@ -103,7 +104,7 @@ func (l limitsConfig) serverLimits(detail *setpb.ErrorDetail) tlsrpc.ServerLimit
 		max = 4 << 20
 	}
 	sl := tlsrpc.ServerLimits{MaxRecvMsgBytes: max, MaxConcurrentStreams: l.MaxConcurrentStreams,
-		Rate: rpclimit.Config{Rate: l.RatePerSecond, Burst: l.RateBurst, MaxClients: l.RateMaxClients}}
+		Rate: rpclimit.Config{Rate: l.RatePerSecond, Burst: l.RateBurst, MaxClients: l.RateMaxClients}, Reflection: l.Reflection}
 	if detail != nil {
 		sl.Rate.Detail = detail
 	}
@@ -345,7 +346,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	// reads as the gateway being unavailable, not as a decision.
 	gs, health, err := tlsrpc.NewGRPCServerWithLimits(tlsrpc.ServerTLS(id, cas), cfg.Limits.serverLimits(
 		&setpb.ErrorDetail{Reason: setpb.Reason_GATEWAY_UNAVAILABLE, Message: "rate limit exceeded, retry later"}),
-		reg.GRPCServerOptions()...)
+		append(reg.GRPCServerOptions(), gateway.ServerOptions()...)...)
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}

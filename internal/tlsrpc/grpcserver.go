@@ -39,6 +39,10 @@ type ServerLimits struct {
 	// Logger receives the one line each recovered handler panic writes; nil means
 	// slog.Default().
 	Logger *slog.Logger
+	// Reflection registers gRPC server reflection (service discovery for tools
+	// such as grpcurl). Off unless configured: a public port, the merchant's to
+	// wallets above all, should not describe itself to anyone who asks.
+	Reflection bool
 }
 
 // NewGRPCServer returns a gRPC server on TLS with health checking and server reflection
@@ -46,11 +50,12 @@ type ServerLimits struct {
 // message is an attack, not a request).
 func NewGRPCServer(tlsCfg *tls.Config, maxMsgBytes int, opts ...grpc.ServerOption) (*grpc.Server, *health.Server) {
 	// Without a rate, NewGRPCServerWithLimits cannot fail.
-	s, h, _ := NewGRPCServerWithLimits(tlsCfg, ServerLimits{MaxRecvMsgBytes: maxMsgBytes}, opts...)
+	s, h, _ := NewGRPCServerWithLimits(tlsCfg, ServerLimits{MaxRecvMsgBytes: maxMsgBytes, Reflection: true}, opts...)
 	return s, h
 }
 
-// NewGRPCServerWithLimits is NewGRPCServer with every limit configurable.
+// NewGRPCServerWithLimits is NewGRPCServer with every limit configurable, and
+// reflection only if l.Reflection.
 //
 // Interceptors run in this order, outermost first:
 //
@@ -95,7 +100,9 @@ func NewGRPCServerWithLimits(tlsCfg *tls.Config, l ServerLimits, opts ...grpc.Se
 	s := grpc.NewServer(sopts...)
 	h := health.NewServer()
 	healthpb.RegisterHealthServer(s, h)
-	reflection.Register(s)
+	if l.Reflection {
+		reflection.Register(s)
+	}
 	return s, h, nil
 }
 

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"math/big"
 	"net"
+	"slices"
 	"time"
 )
 
@@ -84,19 +85,42 @@ func (i *TLSIssuer) Pool() *x509.CertPool {
 	return p
 }
 
-// Issue certifies key for name (a client name for grants, or a server DNS name/IP).
+// Issue certifies key for name as a server and as a client at once.
+//
+// Deprecated: a certificate good for both ends lets a server's key act as a client
+// (and the reverse). Use IssueServer or IssueClient; Issue remains for the signer
+// service and tools until they move.
 func (i *TLSIssuer) Issue(name string, key crypto.Signer, validity time.Duration) (Identity, error) {
+	return i.issueFor(name, key, validity, x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth)
+}
+
+// IssueServer certifies key for the server name (a DNS name or an IP address), with
+// server authentication as its only extended key usage.
+func (i *TLSIssuer) IssueServer(name string, key crypto.Signer, validity time.Duration) (Identity, error) {
+	return i.issueFor(name, key, validity, x509.ExtKeyUsageServerAuth)
+}
+
+// IssueClient certifies key for the client name (its subject CN, e.g.
+// "merchant:<id>"), with client authentication as its only extended key usage and
+// no server name, so it cannot serve.
+func (i *TLSIssuer) IssueClient(name string, key crypto.Signer, validity time.Duration) (Identity, error) {
+	return i.issueFor(name, key, validity, x509.ExtKeyUsageClientAuth)
+}
+
+func (i *TLSIssuer) issueFor(name string, key crypto.Signer, validity time.Duration, usage ...x509.ExtKeyUsage) (Identity, error) {
 	tmpl := &x509.Certificate{
 		Subject:     pkix.Name{CommonName: name},
 		NotBefore:   time.Now().Add(-time.Minute),
 		NotAfter:    time.Now().Add(validity),
 		KeyUsage:    x509.KeyUsageDigitalSignature,
-		ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth, x509.ExtKeyUsageClientAuth},
+		ExtKeyUsage: usage,
 	}
-	if ip := net.ParseIP(name); ip != nil {
-		tmpl.IPAddresses = []net.IP{ip}
-	} else {
-		tmpl.DNSNames = []string{name}
+	if slices.Contains(usage, x509.ExtKeyUsageServerAuth) {
+		if ip := net.ParseIP(name); ip != nil {
+			tmpl.IPAddresses = []net.IP{ip}
+		} else {
+			tmpl.DNSNames = []string{name}
+		}
 	}
 	cert, err := issue(tmpl, i.cert, key.Public(), i.key)
 	if err != nil {

@@ -157,6 +157,8 @@ const (
 	Reason_INVALID_STATE       Reason = 21 // the transaction or batch is in a state that forbids the request (reversed, declined, closed)
 	Reason_AUTH_EXPIRED        Reason = 22 // the authorization is past its capture period
 	Reason_TOKEN_MISMATCH      Reason = 23 // the capture token is not the one issued for this authorization
+	Reason_EXTRA_RECIPIENT     Reason = 24 // an envelope is addressed to more than its one recipient (the PI: the gateway only)
+	Reason_GATEWAY_MISMATCH    Reason = 25 // the PI or OI names another gateway or gateway key-exchange certificate
 )
 
 // Enum value maps for Reason.
@@ -186,6 +188,8 @@ var (
 		21: "INVALID_STATE",
 		22: "AUTH_EXPIRED",
 		23: "TOKEN_MISMATCH",
+		24: "EXTRA_RECIPIENT",
+		25: "GATEWAY_MISMATCH",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":  0,
@@ -212,6 +216,8 @@ var (
 		"INVALID_STATE":       21,
 		"AUTH_EXPIRED":        22,
 		"TOKEN_MISMATCH":      23,
+		"EXTRA_RECIPIENT":     24,
+		"GATEWAY_MISMATCH":    25,
 	}
 )
 
@@ -605,7 +611,7 @@ func (x *PInitReq) GetKnownThumbprints() [][]byte {
 // PInitRes (merchant -> wallet, signed by the merchant's signature key).
 type PInitRes struct {
 	state               protoimpl.MessageState `protogen:"open.v1"`
-	Xid                 string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`                        // transaction ID chosen by the merchant, 128 random bits
+	Xid                 string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`                        // transaction ID chosen by the merchant: its issue time and 128 random bits
 	Rrpid               string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`                    // echo
 	ChallEc             []byte                 `protobuf:"bytes,3,opt,name=chall_ec,json=challEc,proto3" json:"chall_ec,omitempty"` // echo
 	ChallM              []byte                 `protobuf:"bytes,4,opt,name=chall_m,json=challM,proto3" json:"chall_m,omitempty"`    // merchant challenge, echoed in the OI
@@ -737,19 +743,24 @@ func (x *PInitRes) GetSale() bool {
 
 // OrderInfo (OI): what the merchant needs, dual-signed by the cardholder.
 type OrderInfo struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Xid           string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
-	Rrpid         string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`                    // fresh pair ID of the purchase request
-	ChallEc       []byte                 `protobuf:"bytes,3,opt,name=chall_ec,json=challEc,proto3" json:"chall_ec,omitempty"` // fresh wallet challenge, echoed in the purchase response
-	ChallM        []byte                 `protobuf:"bytes,4,opt,name=chall_m,json=challM,proto3" json:"chall_m,omitempty"`    // from PInitRes
-	MerchantId    string                 `protobuf:"bytes,5,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
-	Brand         string                 `protobuf:"bytes,6,opt,name=brand,proto3" json:"brand,omitempty"`
-	OdHash        []byte                 `protobuf:"bytes,7,opt,name=od_hash,json=odHash,proto3" json:"od_hash,omitempty"` // SHA-256 of the order description
-	Amount        int64                  `protobuf:"varint,8,opt,name=amount,proto3" json:"amount,omitempty"`
-	Currency      string                 `protobuf:"bytes,9,opt,name=currency,proto3" json:"currency,omitempty"`
-	Nonce         []byte                 `protobuf:"bytes,10,opt,name=nonce,proto3" json:"nonce,omitempty"` // 32 random bytes so that H(OI) reveals nothing to the gateway
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Xid        string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid      string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`                    // fresh pair ID of the purchase request
+	ChallEc    []byte                 `protobuf:"bytes,3,opt,name=chall_ec,json=challEc,proto3" json:"chall_ec,omitempty"` // fresh wallet challenge, echoed in the purchase response
+	ChallM     []byte                 `protobuf:"bytes,4,opt,name=chall_m,json=challM,proto3" json:"chall_m,omitempty"`    // from PInitRes
+	MerchantId string                 `protobuf:"bytes,5,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	Brand      string                 `protobuf:"bytes,6,opt,name=brand,proto3" json:"brand,omitempty"`
+	OdHash     []byte                 `protobuf:"bytes,7,opt,name=od_hash,json=odHash,proto3" json:"od_hash,omitempty"` // SHA-256 of the order description
+	Amount     int64                  `protobuf:"varint,8,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency   string                 `protobuf:"bytes,9,opt,name=currency,proto3" json:"currency,omitempty"`
+	Nonce      []byte                 `protobuf:"bytes,10,opt,name=nonce,proto3" json:"nonce,omitempty"` // 32 random bytes so that H(OI) reveals nothing to the gateway
+	// The gateway the cardholder means (from PInitRes, its certificate verified by the
+	// wallet): the merchant checks them against the gateway it works with.
+	GatewayId           string `protobuf:"bytes,11,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`
+	GatewayKxThumbprint []byte `protobuf:"bytes,12,opt,name=gateway_kx_thumbprint,json=gatewayKxThumbprint,proto3" json:"gateway_kx_thumbprint,omitempty"`
+	OfferId             string `protobuf:"bytes,13,opt,name=offer_id,json=offerId,proto3" json:"offer_id,omitempty"` // the offer of the PInitReq: the merchant keeps no state before the purchase request
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *OrderInfo) Reset() {
@@ -852,22 +863,47 @@ func (x *OrderInfo) GetNonce() []byte {
 	return nil
 }
 
+func (x *OrderInfo) GetGatewayId() string {
+	if x != nil {
+		return x.GatewayId
+	}
+	return ""
+}
+
+func (x *OrderInfo) GetGatewayKxThumbprint() []byte {
+	if x != nil {
+		return x.GatewayKxThumbprint
+	}
+	return nil
+}
+
+func (x *OrderInfo) GetOfferId() string {
+	if x != nil {
+		return x.OfferId
+	}
+	return ""
+}
+
 // PaymentInstructions (PI): what the gateway needs; enveloped to the gateway, the
 // merchant sees only its hash.
 type PaymentInstructions struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Xid           string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
-	Rrpid         string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
-	MerchantId    string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
-	Pan           string                 `protobuf:"bytes,4,opt,name=pan,proto3" json:"pan,omitempty"`
-	Expiry        string                 `protobuf:"bytes,5,opt,name=expiry,proto3" json:"expiry,omitempty"`                        // YYYYMM
-	PanSecret     []byte                 `protobuf:"bytes,6,opt,name=pan_secret,json=panSecret,proto3" json:"pan_secret,omitempty"` // ties the card to the cardholder certificate (pki.CardholderID)
-	Amount        int64                  `protobuf:"varint,7,opt,name=amount,proto3" json:"amount,omitempty"`
-	Currency      string                 `protobuf:"bytes,8,opt,name=currency,proto3" json:"currency,omitempty"`
-	OiHash        []byte                 `protobuf:"bytes,9,opt,name=oi_hash,json=oiHash,proto3" json:"oi_hash,omitempty"` // SHA-256 of the OI bytes
-	Nonce         []byte                 `protobuf:"bytes,10,opt,name=nonce,proto3" json:"nonce,omitempty"`                // 32 random bytes
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	state      protoimpl.MessageState `protogen:"open.v1"`
+	Xid        string                 `protobuf:"bytes,1,opt,name=xid,proto3" json:"xid,omitempty"`
+	Rrpid      string                 `protobuf:"bytes,2,opt,name=rrpid,proto3" json:"rrpid,omitempty"`
+	MerchantId string                 `protobuf:"bytes,3,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`
+	Pan        string                 `protobuf:"bytes,4,opt,name=pan,proto3" json:"pan,omitempty"`
+	Expiry     string                 `protobuf:"bytes,5,opt,name=expiry,proto3" json:"expiry,omitempty"`                        // YYYYMM
+	PanSecret  []byte                 `protobuf:"bytes,6,opt,name=pan_secret,json=panSecret,proto3" json:"pan_secret,omitempty"` // ties the card to the cardholder certificate (pki.CardholderID)
+	Amount     int64                  `protobuf:"varint,7,opt,name=amount,proto3" json:"amount,omitempty"`
+	Currency   string                 `protobuf:"bytes,8,opt,name=currency,proto3" json:"currency,omitempty"`
+	OiHash     []byte                 `protobuf:"bytes,9,opt,name=oi_hash,json=oiHash,proto3" json:"oi_hash,omitempty"` // SHA-256 of the OI bytes
+	Nonce      []byte                 `protobuf:"bytes,10,opt,name=nonce,proto3" json:"nonce,omitempty"`                // 32 random bytes
+	// The gateway the cardholder means, as in the OI: the gateway checks they are its
+	// own id and the thumbprint of the key-exchange certificate that opened the PI.
+	GatewayId           string `protobuf:"bytes,11,opt,name=gateway_id,json=gatewayId,proto3" json:"gateway_id,omitempty"`
+	GatewayKxThumbprint []byte `protobuf:"bytes,12,opt,name=gateway_kx_thumbprint,json=gatewayKxThumbprint,proto3" json:"gateway_kx_thumbprint,omitempty"`
+	unknownFields       protoimpl.UnknownFields
+	sizeCache           protoimpl.SizeCache
 }
 
 func (x *PaymentInstructions) Reset() {
@@ -970,13 +1006,27 @@ func (x *PaymentInstructions) GetNonce() []byte {
 	return nil
 }
 
+func (x *PaymentInstructions) GetGatewayId() string {
+	if x != nil {
+		return x.GatewayId
+	}
+	return ""
+}
+
+func (x *PaymentInstructions) GetGatewayKxThumbprint() []byte {
+	if x != nil {
+		return x.GatewayKxThumbprint
+	}
+	return nil
+}
+
 // PurchaseRequest (wallet -> merchant). The dual signature is a SignedData by the
 // cardholder over H(PI) || H(OI) (64 bytes), with the cardholder's certificates.
 type PurchaseRequest struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	OrderInfo     []byte                 `protobuf:"bytes,1,opt,name=order_info,json=orderInfo,proto3" json:"order_info,omitempty"`             // deterministic OrderInfo bytes
 	PiHash        []byte                 `protobuf:"bytes,2,opt,name=pi_hash,json=piHash,proto3" json:"pi_hash,omitempty"`                      // SHA-256 of the PI bytes
-	PiEnvelope    []byte                 `protobuf:"bytes,3,opt,name=pi_envelope,json=piEnvelope,proto3" json:"pi_envelope,omitempty"`          // AuthEnvelopedData(PI) to the gateway's key-exchange certificate
+	PiEnvelope    []byte                 `protobuf:"bytes,3,opt,name=pi_envelope,json=piEnvelope,proto3" json:"pi_envelope,omitempty"`          // AuthEnvelopedData(PI) to the gateway's key-exchange certificate, its only recipient
 	DualSignature []byte                 `protobuf:"bytes,4,opt,name=dual_signature,json=dualSignature,proto3" json:"dual_signature,omitempty"` // SignedData(DUAL_SIGNATURE)
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -2893,7 +2943,7 @@ const file_set_proto_rawDesc = "" +
 	"\x06amount\x18\n" +
 	" \x01(\x03R\x06amount\x12\x1a\n" +
 	"\bcurrency\x18\v \x01(\tR\bcurrency\x12\x12\n" +
-	"\x04sale\x18\f \x01(\bR\x04sale\"\x81\x02\n" +
+	"\x04sale\x18\f \x01(\bR\x04sale\"\xef\x02\n" +
 	"\tOrderInfo\x12\x10\n" +
 	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
 	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x19\n" +
@@ -2906,7 +2956,11 @@ const file_set_proto_rawDesc = "" +
 	"\x06amount\x18\b \x01(\x03R\x06amount\x12\x1a\n" +
 	"\bcurrency\x18\t \x01(\tR\bcurrency\x12\x14\n" +
 	"\x05nonce\x18\n" +
-	" \x01(\fR\x05nonce\"\x8a\x02\n" +
+	" \x01(\fR\x05nonce\x12\x1d\n" +
+	"\n" +
+	"gateway_id\x18\v \x01(\tR\tgatewayId\x122\n" +
+	"\x15gateway_kx_thumbprint\x18\f \x01(\fR\x13gatewayKxThumbprint\x12\x19\n" +
+	"\boffer_id\x18\r \x01(\tR\aofferId\"\xdd\x02\n" +
 	"\x13PaymentInstructions\x12\x10\n" +
 	"\x03xid\x18\x01 \x01(\tR\x03xid\x12\x14\n" +
 	"\x05rrpid\x18\x02 \x01(\tR\x05rrpid\x12\x1f\n" +
@@ -2920,7 +2974,10 @@ const file_set_proto_rawDesc = "" +
 	"\bcurrency\x18\b \x01(\tR\bcurrency\x12\x17\n" +
 	"\aoi_hash\x18\t \x01(\fR\x06oiHash\x12\x14\n" +
 	"\x05nonce\x18\n" +
-	" \x01(\fR\x05nonce\"\x91\x01\n" +
+	" \x01(\fR\x05nonce\x12\x1d\n" +
+	"\n" +
+	"gateway_id\x18\v \x01(\tR\tgatewayId\x122\n" +
+	"\x15gateway_kx_thumbprint\x18\f \x01(\fR\x13gatewayKxThumbprint\"\x91\x01\n" +
 	"\x0fPurchaseRequest\x12\x1d\n" +
 	"\n" +
 	"order_info\x18\x01 \x01(\fR\torderInfo\x12\x17\n" +
@@ -3125,7 +3182,7 @@ const file_set_proto_rawDesc = "" +
 	"\x17CREDIT_REVERSAL_REQUEST\x10\x10\x12\x17\n" +
 	"\x13BATCH_ADMIN_REQUEST\x10\x11\x12\x1b\n" +
 	"\x17GATEWAY_INQUIRY_REQUEST\x10\x12\x12\x16\n" +
-	"\x12LIFECYCLE_RESPONSE\x10\x13*\xdb\x03\n" +
+	"\x12LIFECYCLE_RESPONSE\x10\x13*\x86\x04\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tMALFORMED\x10\x01\x12\x11\n" +
@@ -3152,7 +3209,9 @@ const file_set_proto_rawDesc = "" +
 	"\x0fAMOUNT_EXCEEDED\x10\x14\x12\x11\n" +
 	"\rINVALID_STATE\x10\x15\x12\x10\n" +
 	"\fAUTH_EXPIRED\x10\x16\x12\x12\n" +
-	"\x0eTOKEN_MISMATCH\x10\x17*\xc2\x01\n" +
+	"\x0eTOKEN_MISMATCH\x10\x17\x12\x13\n" +
+	"\x0fEXTRA_RECIPIENT\x10\x18\x12\x14\n" +
+	"\x10GATEWAY_MISMATCH\x10\x19*\xc2\x01\n" +
 	"\n" +
 	"AuthResult\x12\x1b\n" +
 	"\x17AUTH_RESULT_UNSPECIFIED\x10\x00\x12\f\n" +
