@@ -21,7 +21,7 @@ type Module struct {
 	path   string
 	ctx    PKCS11
 	raw    *pkcs11.Ctx // the loaded library; nil when the Module runs on another PKCS11
-	owned  bool // false when something else in the process had already initialised it
+	owned  bool        // false when something else in the process had already initialised it
 	logger *slog.Logger
 
 	mu     sync.Mutex
