@@ -65,7 +65,9 @@ func (k *Key) withHandle(ctx context.Context, op func(pkcs11.SessionHandle, pkcs
 		if ferr != nil || len(hs) == 0 {
 			return err
 		}
-		k.handle.Store(uint64(hs[0]))
+		// Only replace the handle that failed: a goroutine whose search began before a
+		// later re-insert must not overwrite a newer handle with the one it found.
+		k.handle.CompareAndSwap(uint64(h), uint64(hs[0]))
 	}
 }
 

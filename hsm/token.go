@@ -132,7 +132,7 @@ func (m *Module) OpenToken(ctx context.Context, cfg TokenConfig) (*Token, error)
 		}
 	}
 	// Open the first session now so a wrong PIN fails here, clearly, not on first use.
-	s, err := t.acquire(ctx)
+	s, err := t.acquire(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -179,8 +179,27 @@ func (t *Token) Close() error {
 }
 
 // acquire takes an idle session, or opens one when fewer than MaxSessions are open, or
-// waits for one to come back.
-func (t *Token) acquire(ctx context.Context) (*session, error) {
+// waits for one to come back. With fresh, it always opens a new session, closing an
+// idle one if that is what it takes to stay within MaxSessions: a retry after a lost
+// session must not take an idle session the same event killed, which the generation
+// check cannot always tell (a session of a newer generation than the failed one may
+// have died in the same event).
+func (t *Token) acquire(ctx context.Context, fresh bool) (*session, error) {
+	for fresh {
+		select {
+		case t.slots <- struct{}{}:
+			s, err := t.open()
+			if err != nil {
+				<-t.slots
+				return nil, err
+			}
+			return s, nil
+		case s := <-t.idle:
+			t.discard(s)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("hsm: token %q: waiting for a session: %w", t.info.Label, ctx.Err())
+		}
+	}
 	for {
 		var s *session
 		select {
@@ -283,11 +302,17 @@ func (t *Token) recover(gen uint64, cause error) {
 }
 
 // do runs op on a pooled session. When the module reports a lost session, login or
-// token, it reopens sessions, logs in again and retries op once.
+// token, it reopens sessions, logs in again and retries op once, on a new session.
 func (t *Token) do(ctx context.Context, op func(pkcs11.SessionHandle) error) error {
 	for attempt := 0; ; attempt++ {
-		s, err := t.acquire(ctx)
+		s, err := t.acquire(ctx, attempt > 0)
 		if err != nil {
+			if recoverable(err) && attempt == 0 {
+				// The session opened for this attempt was lost before its login (a
+				// C_CloseAllSessions in between): the same event as any other.
+				t.recover(t.gen.Load(), err)
+				continue
+			}
 			return err
 		}
 		err = op(s.h)
@@ -299,6 +324,22 @@ func (t *Token) do(ctx context.Context, op func(pkcs11.SessionHandle) error) err
 			// A module that leaves an operation active after it failed (tpm2-pkcs11 does,
 			// against the standard) has spoilt this session; use another.
 			t.release(s, true)
+			continue
+		}
+		if c, ok := CKR(err); ok && c == pkcs11.CKR_OPERATION_NOT_INITIALIZED {
+			// Every op here initialises its operation itself, so the module dropped it
+			// between C_*Init and the call: tpm2-pkcs11 does when the login goes away in
+			// between. By the time we ask, another goroutine may have logged the
+			// application in again, so the session state cannot tell; a retry on
+			// another session is safe either way, and recovers when the login is gone.
+			lost := t.loggedOut(s.h)
+			t.release(s, true)
+			if attempt > 0 {
+				return err
+			}
+			if lost {
+				t.recover(s.gen, err)
+			}
 			continue
 		}
 		if recoverable(err) || (staleHandle(err) && t.loggedOut(s.h)) {
