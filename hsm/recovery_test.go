@@ -201,7 +201,7 @@ func TestRecoveryLeavesNoFailedOperation(t *testing.T) {
 			f, tok := fakeToken(t, ev.quirks)
 			k, err := tok.GenerateKey(context.Background(), hsm.KeySpec{Label: "k", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 			require.NoError(t, err)
-			failed, signed := runSigners(t, k, 4, func(waitFor func(int64)) {
+			failed, signed := runSigners(t, k, 4, nil, func(waitFor func(int64)) {
 				for range 20 {
 					waitFor(20)
 					ev.reset(f)
@@ -215,11 +215,13 @@ func TestRecoveryLeavesNoFailedOperation(t *testing.T) {
 	}
 }
 
-// runSigners signs with k from n goroutines while drive runs. drive's waitFor(m)
+// runSigners signs with k from n goroutines while drive runs; each signature holds
+// pause (when not nil) shared, so drive can hold it for an event a module cannot take
+// during an operation. drive's waitFor(m)
 // returns once m more signatures verified after the call and every goroutine finished
 // at least one of them, so no operation spans two of drive's events; it fails the test
 // after a minute without that. runSigners returns the failed and verified operations.
-func runSigners(t *testing.T, k *hsm.Key, n int, drive func(waitFor func(int64))) (failed, signed int64) {
+func runSigners(t *testing.T, k *hsm.Key, n int, pause *sync.RWMutex, drive func(waitFor func(int64))) (failed, signed int64) {
 	t.Helper()
 	digest := sha256.Sum256([]byte("recover"))
 	pub := k.Public().(*ecdsa.PublicKey)
@@ -237,7 +239,13 @@ func runSigners(t *testing.T, k *hsm.Key, n int, drive func(waitFor func(int64))
 					return
 				default:
 				}
+				if pause != nil {
+					pause.RLock()
+				}
 				sig, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
+				if pause != nil {
+					pause.RUnlock()
+				}
 				if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
 					nFailed.Add(1)
 					t.Errorf("sign during recovery: %v", err)
@@ -459,16 +467,25 @@ func TestSessionLostBeforeItsLogin(t *testing.T) {
 	k, err := tok.GenerateKey(ctx, hsm.KeySpec{Label: "k", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
 	require.NoError(t, err)
 	digest := sha256.Sum256([]byte("x"))
-	var inner error
-	// While the outer signature holds the only pooled session, a second one must open
-	// its own; its login comes just after every session is closed.
+	// While the outer signature holds the only pooled session, a second one, from
+	// another goroutine, must open its own; its login comes just after every session is
+	// closed. The outer one goes on once that has happened.
+	inner := make(chan error, 1)
 	f.Before("Sign", func() {
-		f.Before("Login", func() { _ = f.CloseAllSessions(0) })
-		_, inner = k.Sign(rand.Reader, digest[:], crypto.SHA256)
+		closed := make(chan struct{})
+		f.Before("Login", func() {
+			_ = f.CloseAllSessions(0)
+			close(closed)
+		})
+		go func() {
+			_, err := k.Sign(rand.Reader, digest[:], crypto.SHA256)
+			inner <- err
+		}()
+		<-closed
 	})
 	_, err = k.Sign(rand.Reader, digest[:], crypto.SHA256)
 	assert.NoError(t, err, "outer")
-	assert.NoError(t, inner, "inner")
+	assert.NoError(t, <-inner, "inner")
 	assert.GreaterOrEqual(t, tok.Stats().Recoveries.Load(), uint64(1))
 	assert.Equal(t, int64(f.Sessions()), tok.Stats().SessionsOpen.Load(), "sessions open")
 }
