@@ -12,6 +12,7 @@ import (
 	"encoding/asn1"
 	"encoding/binary"
 	"math/big"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -26,7 +27,12 @@ import (
 	"github.com/setpay/setpay/softhsm/softhsmtest"
 )
 
-func TestMain(m *testing.M) { softhsmtest.Main(m) }
+func TestMain(m *testing.M) {
+	if spec := os.Getenv(crypto11ChildEnv); spec != "" {
+		os.Exit(crypto11Child(spec)) // see TestCrypto11VersusHSM
+	}
+	softhsmtest.Main(m)
+}
 
 func TestGeneratedKeysStayInTheTokenWithOneUsage(t *testing.T) {
 	ctx := context.Background()
