@@ -77,6 +77,10 @@ func TestCrypto11VersusHSM(t *testing.T) {
 	_, err = tok.GenerateKey(ctx, hsm.KeySpec{Label: "hsm-rsa", Algorithm: hsm.RSA2048, Usage: hsm.UsageKeyExchange})
 	require.NoError(t, err)
 
+	// In this process the harness initialised the library already: crypto11 gives up.
+	_, err = crypto11.Configure(&crypto11.Config{Path: tok.Module().Path(), TokenLabel: tok.Label(), Pin: softhsmtest.PIN})
+	assert.ErrorContains(t, err, "CKR_CRYPTOKI_ALREADY_INITIALIZED")
+
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(softhsmtest.Env(t), crypto11ChildEnv+"="+tok.Module().Path()+"\n"+tok.Label())
 	out, err := cmd.Output()
