@@ -3,7 +3,7 @@ module github.com/setpay/setpay
 go 1.26.0
 
 require (
-	github.com/ThalesIgnite/crypto11 v1.2.5
+	github.com/ThalesGroup/crypto11 v1.6.2
 	github.com/grpc-ecosystem/go-grpc-middleware/providers/prometheus v1.1.1
 	github.com/grpc-ecosystem/go-grpc-middleware/v2 v2.1.0
 	github.com/jackc/pgx/v5 v5.12.0

@@ -11,7 +11,7 @@ import (
 	"errors"
 	"fmt"
 
-	"github.com/ThalesIgnite/crypto11"
+	"github.com/ThalesGroup/crypto11"
 	"github.com/miekg/pkcs11"
 
 	"github.com/setpay/setpay/hsm"

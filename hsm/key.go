@@ -52,8 +52,8 @@ func (k *Key) Token() *Token { return k.tok }
 // withHandle runs op with the cached handle; if the token says the handle went stale
 // (a token re-inserted, say) it finds the key again by CKA_ID and retries once.
 func (k *Key) withHandle(ctx context.Context, op func(pkcs11.SessionHandle, pkcs11.ObjectHandle) error) error {
+	h := pkcs11.ObjectHandle(k.handle.Load())
 	for attempt := 0; ; attempt++ {
-		h := pkcs11.ObjectHandle(k.handle.Load())
 		err := k.tok.do(ctx, func(sh pkcs11.SessionHandle) error { return op(sh, h) })
 		if err == nil || attempt > 0 || !staleHandle(err) {
 			return err
@@ -65,7 +65,11 @@ func (k *Key) withHandle(ctx context.Context, op func(pkcs11.SessionHandle, pkcs
 		if ferr != nil || len(hs) == 0 {
 			return err
 		}
-		k.handle.Store(uint64(hs[0]))
+		// Retry with the handle just found, the freshest there is. Only replace the
+		// cached one if it is still the one that failed: a goroutine whose search began
+		// before a later re-insert must not overwrite a newer handle with its own.
+		k.handle.CompareAndSwap(uint64(h), uint64(hs[0]))
+		h = hs[0]
 	}
 }
 

@@ -19,8 +19,9 @@ import (
 // the Module: C_Initialize and C_Finalize are per process, not per handle.
 type Module struct {
 	path   string
-	ctx    *pkcs11.Ctx
-	owned  bool // false when something else in the process had already initialised it
+	ctx    PKCS11
+	raw    *pkcs11.Ctx // the loaded library; nil when the Module runs on another PKCS11
+	owned  bool        // false when something else in the process had already initialised it
 	logger *slog.Logger
 
 	mu     sync.Mutex
@@ -51,13 +52,32 @@ func OpenModule(path string, logger *slog.Logger) (*Module, error) {
 	if ctx == nil {
 		return nil, fmt.Errorf("hsm: cannot load PKCS#11 module %s (missing file or not a PKCS#11 library): %w", path, ErrModule)
 	}
-	m := &Module{path: path, ctx: ctx, owned: true, logger: logger}
-	if err := ctx.Initialize(); err != nil {
+	m, err := NewModule(path, ctx, logger)
+	if err != nil {
+		ctx.Destroy()
+		return nil, err
+	}
+	return m, nil
+}
+
+// NewModule initialises p, a PKCS#11 implementation already at hand, as the Module
+// named name (a path, for errors and logs). OpenModule uses it with the library it
+// loaded; tests use it with a fake. Close finalises p (when this Module initialised it)
+// and, if p has a Destroy method, as *pkcs11.Ctx does, calls it.
+func NewModule(name string, p PKCS11, logger *slog.Logger) (*Module, error) {
+	if logger == nil {
+		logger = slog.Default()
+	}
+	if p == nil {
+		return nil, fmt.Errorf("hsm: no PKCS#11 implementation for %s: %w", name, ErrModule)
+	}
+	m := &Module{path: name, ctx: p, owned: true, logger: logger}
+	m.raw, _ = p.(*pkcs11.Ctx)
+	if err := p.Initialize(); err != nil {
 		if c, ok := CKR(err); ok && c == pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
 			m.owned = false
 		} else {
-			ctx.Destroy()
-			return nil, fmt.Errorf("hsm: initialise %s: %w: %w", path, ErrModule, err)
+			return nil, fmt.Errorf("hsm: initialise %s: %w: %w", name, ErrModule, err)
 		}
 	}
 	return m, nil
@@ -79,7 +99,9 @@ func (m *Module) Close() error {
 	if m.owned {
 		err = m.ctx.Finalize()
 	}
-	m.ctx.Destroy()
+	if d, ok := m.ctx.(interface{ Destroy() }); ok {
+		d.Destroy()
+	}
 	if err != nil {
 		return fmt.Errorf("hsm: finalise %s: %w", m.path, err)
 	}
@@ -213,7 +235,7 @@ func (m *Module) InitToken(label, soPIN, userPIN string) (uint, error) {
 	return ti.Slot, nil
 }
 
-// Raw exposes the underlying PKCS#11 context for benchmarks and diagnostics that
-// must compare against, or do, what this package does not wrap. It is not for key
-// operations in product code.
-func (m *Module) Raw() *pkcs11.Ctx { return m.ctx }
+// Raw exposes the loaded PKCS#11 library for benchmarks and diagnostics that must
+// compare against, or do, what this package does not wrap; it is nil for a Module made
+// by NewModule on something else. It is not for key operations in product code.
+func (m *Module) Raw() *pkcs11.Ctx { return m.raw }

@@ -61,6 +61,18 @@ type Token struct {
 	allowedRefused atomic.Bool
 	stats          Stats
 	observers      []Observer
+
+	// live maps each session handle this Token holds open to its session, and reused
+	// records handles the module gave out again while a session of ours still held
+	// them; both under hmu, which also covers C_OpenSession and C_CloseSession.
+	// Modules reuse the handles of closed sessions (tpm2-pkcs11 at once), so after a
+	// C_CloseAllSessions from elsewhere a new session can get the handle a goroutine
+	// still holds: two goroutines would share one session, operations would cross
+	// (CKR_OPERATION_NOT_INITIALIZED) and tpm2-pkcs11 crashes. Such a new session is
+	// left to the old holder, closed when that discards its session, and never pooled.
+	hmu    sync.Mutex
+	live   map[pkcs11.SessionHandle]*session
+	reused map[pkcs11.SessionHandle]bool
 }
 
 // Stats counts what a Token did; read them with Token.Stats.
@@ -107,6 +119,8 @@ func (m *Module) OpenToken(ctx context.Context, cfg TokenConfig) (*Token, error)
 		idle:   make(chan *session, max),
 		slots:  make(chan struct{}, max),
 		probes: map[string]error{},
+		live:   map[pkcs11.SessionHandle]*session{},
+		reused: map[pkcs11.SessionHandle]bool{},
 	}
 	mechs, err := m.ctx.GetMechanismList(info.Slot)
 	if err != nil {
@@ -132,7 +146,7 @@ func (m *Module) OpenToken(ctx context.Context, cfg TokenConfig) (*Token, error)
 		}
 	}
 	// Open the first session now so a wrong PIN fails here, clearly, not on first use.
-	s, err := t.acquire(ctx)
+	s, err := t.acquire(ctx, false)
 	if err != nil {
 		return nil, err
 	}
@@ -179,8 +193,27 @@ func (t *Token) Close() error {
 }
 
 // acquire takes an idle session, or opens one when fewer than MaxSessions are open, or
-// waits for one to come back.
-func (t *Token) acquire(ctx context.Context) (*session, error) {
+// waits for one to come back. With fresh, it always opens a new session, closing an
+// idle one if that is what it takes to stay within MaxSessions: a retry after a lost
+// session must not take an idle session the same event killed, which the generation
+// check cannot always tell (a session of a newer generation than the failed one may
+// have died in the same event).
+func (t *Token) acquire(ctx context.Context, fresh bool) (*session, error) {
+	for fresh {
+		select {
+		case t.slots <- struct{}{}:
+			s, err := t.open()
+			if err != nil {
+				<-t.slots
+				return nil, err
+			}
+			return s, nil
+		case s := <-t.idle:
+			t.discard(s)
+		case <-ctx.Done():
+			return nil, fmt.Errorf("hsm: token %q: waiting for a session: %w", t.info.Label, ctx.Err())
+		}
+	}
 	for {
 		var s *session
 		select {
@@ -213,16 +246,17 @@ func (t *Token) open() (*session, error) {
 	if closed {
 		return nil, &Error{Op: "open session", Token: t.info.Label, Err: ErrClosed}
 	}
-	h, err := t.mod.ctx.OpenSession(t.info.Slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+	s, err := t.openHandle(gen)
 	if err != nil {
-		return nil, &Error{Op: "open session", Token: t.info.Label, Err: err}
+		return nil, err
 	}
+	h := s.h
 	// Login state belongs to the application, not the session: after the first login
 	// every further C_Login answers CKR_USER_ALREADY_LOGGED_IN, which is success here.
 	if err := t.mod.ctx.Login(h, pkcs11.CKU_USER, t.pin); err != nil {
 		c, _ := CKR(err)
 		if c != pkcs11.CKR_USER_ALREADY_LOGGED_IN {
-			_ = t.mod.ctx.CloseSession(h)
+			t.closeHandle(s)
 			if c == pkcs11.CKR_PIN_INCORRECT || c == pkcs11.CKR_PIN_INVALID || c == pkcs11.CKR_PIN_LEN_RANGE {
 				return nil, &Error{Op: "login", Token: t.info.Label, Err: fmt.Errorf("%w: %w", ErrPINIncorrect, err)}
 			}
@@ -232,7 +266,41 @@ func (t *Token) open() (*session, error) {
 		t.stats.Logins.Add(1)
 	}
 	t.stats.SessionsOpen.Add(1)
-	return &session{h: h, gen: gen}, nil
+	return s, nil
+}
+
+// openHandle opens a session whose handle no other session of ours holds.
+func (t *Token) openHandle(gen uint64) (*session, error) {
+	t.hmu.Lock()
+	defer t.hmu.Unlock()
+	for range 2*cap(t.slots) + 2 {
+		h, err := t.mod.ctx.OpenSession(t.info.Slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
+		if err != nil {
+			return nil, &Error{Op: "open session", Token: t.info.Label, Err: err}
+		}
+		if _, held := t.live[h]; held {
+			// Our session with this handle is gone; its holder will find out and close
+			// the handle, which then closes this new session.
+			t.reused[h] = true
+			continue
+		}
+		s := &session{h: h, gen: gen}
+		t.live[h] = s
+		return s, nil
+	}
+	return nil, &Error{Op: "open session", Token: t.info.Label, Err: fmt.Errorf("module keeps handing out session handles still in use: %w", ErrModule)}
+}
+
+// closeHandle closes the session's handle if the session still owns it.
+func (t *Token) closeHandle(s *session) {
+	t.hmu.Lock()
+	defer t.hmu.Unlock()
+	if t.live[s.h] != s {
+		return
+	}
+	delete(t.live, s.h)
+	delete(t.reused, s.h)
+	_ = t.mod.ctx.CloseSession(s.h)
 }
 
 // release returns a session to the pool, or closes it when it is broken or from a
@@ -251,7 +319,7 @@ func (t *Token) release(s *session, broken bool) {
 }
 
 func (t *Token) discard(s *session) {
-	_ = t.mod.ctx.CloseSession(s.h)
+	t.closeHandle(s)
 	t.stats.SessionsOpen.Add(-1)
 	<-t.slots
 }
@@ -283,11 +351,17 @@ func (t *Token) recover(gen uint64, cause error) {
 }
 
 // do runs op on a pooled session. When the module reports a lost session, login or
-// token, it reopens sessions, logs in again and retries op once.
+// token, it reopens sessions, logs in again and retries op once, on a new session.
 func (t *Token) do(ctx context.Context, op func(pkcs11.SessionHandle) error) error {
 	for attempt := 0; ; attempt++ {
-		s, err := t.acquire(ctx)
+		s, err := t.acquire(ctx, attempt > 0)
 		if err != nil {
+			if recoverable(err) && attempt == 0 {
+				// The session opened for this attempt was lost before its login (a
+				// C_CloseAllSessions in between): the same event as any other.
+				t.recover(t.gen.Load(), err)
+				continue
+			}
 			return err
 		}
 		err = op(s.h)
@@ -299,6 +373,22 @@ func (t *Token) do(ctx context.Context, op func(pkcs11.SessionHandle) error) err
 			// A module that leaves an operation active after it failed (tpm2-pkcs11 does,
 			// against the standard) has spoilt this session; use another.
 			t.release(s, true)
+			continue
+		}
+		if c, ok := CKR(err); ok && c == pkcs11.CKR_OPERATION_NOT_INITIALIZED {
+			// Every op here initialises its operation itself, so the module dropped it
+			// between C_*Init and the call: tpm2-pkcs11 does when the login goes away in
+			// between. By the time we ask, another goroutine may have logged the
+			// application in again, so the session state cannot tell; a retry on
+			// another session is safe either way, and recovers when the login is gone.
+			lost := t.loggedOut(s.h)
+			t.release(s, true)
+			if attempt > 0 {
+				return err
+			}
+			if lost {
+				t.recover(s.gen, err)
+			}
 			continue
 		}
 		if recoverable(err) || (staleHandle(err) && t.loggedOut(s.h)) {

@@ -69,6 +69,15 @@ const (
 	SoftHSMDir Feature = "a SoftHSM2 token directory"
 	// HMAC is a generated secret key used with CKM_SHA256_HMAC (the PAN hash key).
 	HMAC Feature = "HMAC-SHA256 secret keys (CKM_GENERIC_SECRET_KEY_GEN, CKM_SHA256_HMAC)"
+	// AllowedMechanisms is a token that takes CKA_ALLOWED_MECHANISMS on a generated
+	// private key and enforces it. Both modules do; a module that lacks it is listed
+	// here, so a token that silently loses the restriction fails the tests instead of
+	// skipping them.
+	AllowedMechanisms Feature = "CKA_ALLOWED_MECHANISMS on generated keys, enforced by the token"
+	// ReadAllowedMechanisms is reading CKA_ALLOWED_MECHANISMS back. p11-kit's RPC client
+	// (a network-HSM stand-in) answers CKR_DEVICE_ERROR for it while the token behind
+	// still enforces the list; a module with that quirk is listed here, by capability.
+	ReadAllowedMechanisms Feature = "reading CKA_ALLOWED_MECHANISMS back"
 )
 
 // missing lists, per module, what it lacks and why; measured on Debian 12 (SoftHSM
