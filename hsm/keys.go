@@ -313,38 +313,55 @@ func (t *Token) FindKey(ctx context.Context, label string) (*Key, error) {
 // KeyByURI returns the private key a pkcs11: URI names on this token. The URI's token,
 // when given, must be this one.
 func (t *Token) KeyByURI(ctx context.Context, uri URI) (*Key, error) {
-	if uri.Token != "" && uri.Token != t.info.Label {
-		return nil, fmt.Errorf("hsm: URI names token %q, not %q: %w", uri.Token, t.info.Label, ErrBadRequest)
-	}
-	if uri.Type != "" && uri.Type != "private" {
-		return nil, fmt.Errorf("hsm: URI type=%s does not name a private key: %w", uri.Type, ErrBadRequest)
-	}
-	if uri.Object == "" && len(uri.ID) == 0 {
-		return nil, fmt.Errorf("hsm: URI names no object or id: %w", ErrBadRequest)
+	if err := t.checkKeyURI(uri, "private", "a private key"); err != nil {
+		return nil, err
 	}
 	return t.findKey(ctx, uri.Object, uri.ID)
 }
 
-func (t *Token) findKey(ctx context.Context, label string, id []byte) (*Key, error) {
-	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)}
-	if label != "" {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+// checkKeyURI checks that uri can name a key of type typ on this token: the token,
+// when given, is this one; the type, when given, is typ; an object or id is named.
+func (t *Token) checkKeyURI(uri URI, typ, what string) error {
+	if uri.Token != "" && uri.Token != t.info.Label {
+		return fmt.Errorf("hsm: URI names token %q, not %q: %w", uri.Token, t.info.Label, ErrBadRequest)
 	}
-	if len(id) > 0 {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
+	if uri.Type != "" && uri.Type != typ {
+		return fmt.Errorf("hsm: URI type=%s does not name %s: %w", uri.Type, what, ErrBadRequest)
+	}
+	if uri.Object == "" && len(uri.ID) == 0 {
+		return fmt.Errorf("hsm: URI names no object or id: %w", ErrBadRequest)
+	}
+	return nil
+}
+
+func (t *Token) findKey(ctx context.Context, label string, id []byte) (*Key, error) {
+	h, err := t.findOne(ctx, pkcs11.CKO_PRIVATE_KEY, "find key", URI{Token: t.info.Label, Object: label, ID: id, Type: "private"})
+	if err != nil {
+		return nil, err
+	}
+	return t.loadKey(ctx, h)
+}
+
+// findOne finds the one object of class with the label and id of uri (either may be
+// empty); none and several are errors naming uri.
+func (t *Token) findOne(ctx context.Context, class uint, op string, uri URI) (pkcs11.ObjectHandle, error) {
+	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}
+	if uri.Object != "" {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, uri.Object))
+	}
+	if len(uri.ID) > 0 {
+		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, uri.ID))
 	}
 	handles, err := t.find(ctx, tmpl, 2)
-	if err != nil {
-		return nil, &Error{Op: "find key", Key: t.keyURI(label, id), Err: err}
+	switch {
+	case err != nil:
+		return 0, &Error{Op: op, Key: uri.String(), Err: err}
+	case len(handles) == 0:
+		return 0, &Error{Op: op, Key: uri.String(), Err: ErrKeyNotFound}
+	case len(handles) > 1:
+		return 0, &Error{Op: op, Key: uri.String(), Err: fmt.Errorf("several keys match; name it by id: %w", ErrBadRequest)}
 	}
-	switch len(handles) {
-	case 0:
-		return nil, &Error{Op: "find key", Key: t.keyURI(label, id), Err: ErrKeyNotFound}
-	case 1:
-		return t.loadKey(ctx, handles[0])
-	default:
-		return nil, &Error{Op: "find key", Key: t.keyURI(label, id), Err: fmt.Errorf("several keys match; name it by id: %w", ErrBadRequest)}
-	}
+	return handles[0], nil
 }
 
 func (t *Token) find(ctx context.Context, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, error) {

@@ -197,38 +197,18 @@ func (t *Token) FindSecretKey(ctx context.Context, label string) (*SecretKey, er
 // SecretKeyByURI returns the secret key a pkcs11: URI names on this token (type, when
 // given, must be secret-key; the token, when given, this one).
 func (t *Token) SecretKeyByURI(ctx context.Context, uri URI) (*SecretKey, error) {
-	if uri.Token != "" && uri.Token != t.info.Label {
-		return nil, fmt.Errorf("hsm: URI names token %q, not %q: %w", uri.Token, t.info.Label, ErrBadRequest)
-	}
-	if uri.Type != "" && uri.Type != "secret-key" {
-		return nil, fmt.Errorf("hsm: URI type=%s does not name a secret key: %w", uri.Type, ErrBadRequest)
-	}
-	if uri.Object == "" && len(uri.ID) == 0 {
-		return nil, fmt.Errorf("hsm: URI names no object or id: %w", ErrBadRequest)
+	if err := t.checkKeyURI(uri, "secret-key", "a secret key"); err != nil {
+		return nil, err
 	}
 	return t.findSecretKey(ctx, uri.Object, uri.ID)
 }
 
 func (t *Token) findSecretKey(ctx context.Context, label string, id []byte) (*SecretKey, error) {
-	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY)}
-	if label != "" {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
-	}
-	if len(id) > 0 {
-		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, id))
-	}
-	hs, err := t.find(ctx, tmpl, 2)
+	h, err := t.findOne(ctx, pkcs11.CKO_SECRET_KEY, "find secret key", URI{Token: t.info.Label, Object: label, ID: id, Type: "secret-key"})
 	if err != nil {
-		return nil, &Error{Op: "find secret key", Key: t.secretURI(label, id), Err: err}
+		return nil, err
 	}
-	switch len(hs) {
-	case 0:
-		return nil, &Error{Op: "find secret key", Key: t.secretURI(label, id), Err: ErrKeyNotFound}
-	case 1:
-		return t.loadSecretKey(ctx, hs[0])
-	default:
-		return nil, &Error{Op: "find secret key", Key: t.secretURI(label, id), Err: fmt.Errorf("several keys match; name it by id: %w", ErrBadRequest)}
-	}
+	return t.loadSecretKey(ctx, h)
 }
 
 // DeleteSecretKey destroys the key. Every MAC made with it can then never be
