@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"time"
@@ -29,5 +30,12 @@ func serveUntilDone(ctx context.Context, env *cliEnv, gs *grpc.Server, hs *healt
 			gs.Stop()
 		}
 	}()
-	return gs.Serve(lis)
+	err = gs.Serve(lis)
+	if errors.Is(err, grpc.ErrServerStopped) && ctx.Err() != nil {
+		// Stopped before Serve began (a signal right after the listen): that is the
+		// same clean stop as one a moment later, not a failure.
+		_ = lis.Close()
+		return nil
+	}
+	return err
 }
