@@ -4,8 +4,6 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -16,10 +14,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"strconv"
 	"testing"
-
-	"golang.org/x/crypto/scrypt"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -27,6 +22,7 @@ import (
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/wallet"
+	"github.com/setpay/setpay/wallet/wallettest"
 )
 
 // TestWalletRegisterAndLoad registers a card through the service into a
@@ -115,7 +111,7 @@ func TestWalletMigratesV1(t *testing.T) {
 	require.NoError(t, err)
 	require.NoError(t, os.MkdirAll(dir, 0o700))
 	for name, b := range map[string][]byte{
-		wallet.FileKey: sealV1(t, wallet.ContentPKCS8, pkcs8, pass), wallet.FileCard: sealV1(t, wallet.ContentCard, cardJSON, pass),
+		wallet.FileKey: wallettest.SealV1(t, wallet.ContentPKCS8, pkcs8, pass), wallet.FileCard: wallettest.SealV1(t, wallet.ContentCard, cardJSON, pass),
 		wallet.FileCert: pki.EncodePEM(res.Cert), wallet.FileChain: pki.EncodePEM(res.Chain...), wallet.FileRoot: pki.EncodePEM(e.client.Root()),
 	} {
 		require.NoError(t, os.WriteFile(filepath.Join(dir, name), b, 0o600))
@@ -164,25 +160,4 @@ func lookAlike(t *testing.T, root *x509.Certificate) *x509.Certificate {
 	c, err := x509.ParseCertificate(der)
 	require.NoError(t, err)
 	return c
-}
-
-// sealV1 writes the version-1 sealed format (scrypt N=2^15, r=8, p=1) the way
-// setpay wrote it before Argon2id, independently of the wallet package.
-func sealV1(t *testing.T, content string, plaintext, passphrase []byte) []byte {
-	t.Helper()
-	salt, nonce := make([]byte, 16), make([]byte, 12)
-	_, _ = rand.Read(salt)
-	_, _ = rand.Read(nonce)
-	n, r, p := 1<<15, 8, 1
-	k, err := scrypt.Key(passphrase, salt, n, r, p, 32)
-	require.NoError(t, err)
-	block, err := aes.NewCipher(k)
-	require.NoError(t, err)
-	g, err := cipher.NewGCM(block)
-	require.NoError(t, err)
-	aad := "setpay-sealed/v1\x00" + content + "\x00scrypt " + strconv.Itoa(n) + " " + strconv.Itoa(r) + " " + strconv.Itoa(p)
-	b, err := json.Marshal(map[string]any{"format": "setpay-sealed/v1", "content": content, "kdf": "scrypt", "n": n, "r": r, "p": p,
-		"salt": salt, "nonce": nonce, "ciphertext": g.Seal(nil, nonce, plaintext, []byte(aad))})
-	require.NoError(t, err)
-	return b
 }

@@ -87,12 +87,9 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 	} else if !errors.Is(err, ErrKeyNotFound) {
 		return nil, err
 	}
-	id := spec.ID
-	if len(id) == 0 {
-		id = make([]byte, 16)
-		if _, err := rand.Read(id); err != nil {
-			return nil, fmt.Errorf("hsm: key id: %w", err)
-		}
+	id, err := keyID(spec.ID)
+	if err != nil {
+		return nil, err
 	}
 	sign := spec.Usage == UsageSign
 	kex := spec.Usage == UsageKeyExchange
@@ -645,3 +642,15 @@ func (t *Token) Keys(ctx context.Context) ([]*Key, error) {
 }
 
 var _ crypto.Signer = (*Key)(nil)
+
+// keyID is the CKA_ID a new key gets: the caller's, or 16 random bytes.
+func keyID(id []byte) ([]byte, error) {
+	if len(id) > 0 {
+		return id, nil
+	}
+	id = make([]byte, 16)
+	if _, err := rand.Read(id); err != nil {
+		return nil, fmt.Errorf("hsm: key id: %w", err)
+	}
+	return id, nil
+}

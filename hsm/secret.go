@@ -9,7 +9,6 @@ package hsm
 
 import (
 	"context"
-	"crypto/rand"
 	"encoding/binary"
 	"errors"
 	"fmt"
@@ -83,12 +82,9 @@ func (t *Token) GenerateSecretKey(ctx context.Context, spec KeySpec) (*SecretKey
 	} else if !errors.Is(err, ErrKeyNotFound) {
 		return nil, err
 	}
-	id := spec.ID
-	if len(id) == 0 {
-		id = make([]byte, 16)
-		if _, err := rand.Read(id); err != nil {
-			return nil, fmt.Errorf("hsm: key id: %w", err)
-		}
+	id, err := keyID(spec.ID)
+	if err != nil {
+		return nil, err
 	}
 	tmpl := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),

@@ -2,8 +2,6 @@ package wallet_test
 
 import (
 	"bytes"
-	"crypto/aes"
-	"crypto/cipher"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
@@ -11,16 +9,14 @@ import (
 	"crypto/x509/pkix"
 	"encoding/json"
 	"math/big"
-	"strconv"
 	"testing"
 	"time"
-
-	"golang.org/x/crypto/scrypt"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/wallet"
+	"github.com/setpay/setpay/wallet/wallettest"
 )
 
 var pass = []byte("correct horse battery staple")
@@ -87,7 +83,7 @@ func FuzzOpenSealed(f *testing.F) {
 	sealed, err := wallet.SealCard(wallet.Card{PAN: "4111111111111111", Expiry: "203012", PANSecret: []byte("s")}, testRoot(f), pass)
 	require.NoError(f, err)
 	f.Add(sealed)
-	f.Add(sealV1(f, wallet.ContentCard, []byte(`{"pan":"4111111111111111"}`), pass))
+	f.Add(wallettest.SealV1(f, wallet.ContentCard, []byte(`{"pan":"4111111111111111"}`), pass))
 	f.Add([]byte(`{"format":"setpay-sealed/v1"}`))
 	f.Add([]byte(`{"format":"setpay-sealed/v2","content":"card","kdf":"argon2id","t":3,"m":4194304,"p":4}`))
 	f.Fuzz(func(t *testing.T, b []byte) {
@@ -150,31 +146,10 @@ func TestSealedKDFBoundedOnRead(t *testing.T) {
 			assert.ErrorContains(t, err, "out of range")
 		})
 	}
-	old := sealV1(t, wallet.ContentCard, []byte("legacy"), []byte("8 bytes!"))
+	old := wallettest.SealV1(t, wallet.ContentCard, []byte("legacy"), []byte("8 bytes!"))
 	got, err := wallet.Open(wallet.ContentCard, old, []byte("8 bytes!"))
 	require.NoError(t, err, "a version-1 file opens with its (short) passphrase")
 	assert.Equal(t, "legacy", string(got))
-}
-
-// sealV1 writes the version-1 format (scrypt N=2^15, r=8, p=1) as setpay
-// wrote it before Argon2id, independently of the package's code.
-func sealV1(t testing.TB, content string, plaintext, passphrase []byte) []byte {
-	t.Helper()
-	salt, nonce := make([]byte, 16), make([]byte, 12)
-	_, _ = rand.Read(salt)
-	_, _ = rand.Read(nonce)
-	n, r, p := 1<<15, 8, 1
-	key, err := scrypt.Key(passphrase, salt, n, r, p, 32)
-	require.NoError(t, err)
-	block, err := aes.NewCipher(key)
-	require.NoError(t, err)
-	g, err := cipher.NewGCM(block)
-	require.NoError(t, err)
-	aad := "setpay-sealed/v1\x00" + content + "\x00scrypt " + strconv.Itoa(n) + " " + strconv.Itoa(r) + " " + strconv.Itoa(p)
-	b, err := json.Marshal(map[string]any{"format": "setpay-sealed/v1", "content": content, "kdf": "scrypt", "n": n, "r": r, "p": p,
-		"salt": salt, "nonce": nonce, "ciphertext": g.Seal(nil, nonce, plaintext, []byte(aad))})
-	require.NoError(t, err)
-	return b
 }
 
 func testRoot(t testing.TB) *x509.Certificate {
@@ -195,7 +170,7 @@ func testRoot(t testing.TB) *x509.Certificate {
 func BenchmarkOpenSealed(b *testing.B) {
 	v2, err := wallet.Seal(wallet.ContentCard, []byte("x"), pass)
 	require.NoError(b, err)
-	v1 := sealV1(b, wallet.ContentCard, []byte("x"), pass)
+	v1 := wallettest.SealV1(b, wallet.ContentCard, []byte("x"), pass)
 	for _, tc := range []struct {
 		name string
 		f    []byte
