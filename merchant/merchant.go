@@ -208,7 +208,7 @@ func (m *Merchant) purchaseInit(ctx context.Context, in *setpb.PInitReq) (*setpb
 	}
 	now := m.cfg.Clock()
 	// Nothing is stored: anyone may initiate, so initiation must not be able to fill
-	// the store. The XID carries its issue time and chall_m = HMAC(XID, offer) lets
+	// the store. The XID carries its issue time and chall_m = HMAC(challenge key, XID, offer) lets
 	// the purchase request, dual-signed by a certified cardholder, prove both; the
 	// order row is created by that request.
 	xid, err := newXID(now)
