@@ -30,7 +30,7 @@ func TestCACommandsFromAnotherDirectoryUseTheCAsStore(t *testing.T) {
 
 	elsewhere := t.TempDir()
 	hsmDir, caDir := filepath.Join(home, "var", "softhsm"), filepath.Join(home, "var", "ca")
-	first := runSetpay(t, elsewhere, nil, "ca", "crl", "--softhsm-dir", hsmDir, "--ca-dir", caDir, "--ca", "pca")
+	first := runSetpay(t, elsewhere, nil, "ca", "crl", "--softhsm-dir", hsmDir, "--ca-dir", caDir, "--issuer", "pca")
 	require.Zero(t, first.code, "%s", first)
 	assert.Contains(t, first.stdout, "BEGIN X509 CRL")
 	secret := runSetpay(t, elsewhere, nil, "ca", "enroll", "--softhsm-dir", hsmDir, "--ca-dir", caDir, "--role", "merchant", "--id", "shop-9")
