@@ -30,7 +30,7 @@ const (
 	// brand's CRL changes only when an issuing CA is revoked.
 	DefaultRootCRLValidity  = 30 * 24 * time.Hour
 	DefaultBrandCRLValidity = 7 * 24 * time.Hour
-	DefaultEnrollmentTTL = 7 * 24 * time.Hour
+	DefaultEnrollmentTTL    = 7 * 24 * time.Hour
 	// Backdating of NotBefore, so peers with slightly slow clocks accept a fresh certificate.
 	clockSkew = 5 * time.Minute
 	// MaxCSRSize bounds a PKCS#10 request from an untrusted client.

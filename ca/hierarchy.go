@@ -34,9 +34,9 @@ type HierarchyConfig struct {
 	// Validity per level; 0 selects 20, 10 and 5 years.
 	RootValidity, BrandValidity, IssuingValidity time.Duration
 	// NewStore returns the store of each CA; nil gives each a MemStore.
-	NewStore      func(role pki.Role) Store
-	Clock         func() time.Time
-	Logger        *slog.Logger
+	NewStore func(role pki.Role) Store
+	Clock    func() time.Time
+	Logger   *slog.Logger
 	// CRLValidity is every CA's CRL validity; CRLValidityFor overrides it per CA.
 	// Neither set: DefaultCRLValidityFor.
 	CRLValidity    time.Duration

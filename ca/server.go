@@ -584,9 +584,9 @@ type crlCache struct {
 	rootFile string
 	rootMu   sync.Mutex
 	rootCRL  *x509.RevocationList
-	clock   func() time.Time
-	mu      sync.Mutex
-	cached  map[pki.Role]cachedCRL
+	clock    func() time.Time
+	mu       sync.Mutex
+	cached   map[pki.Role]cachedCRL
 }
 
 type cachedCRL struct {

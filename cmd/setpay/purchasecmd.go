@@ -50,9 +50,9 @@ type partyConfig struct {
 	CRLRefresh string `yaml:"crl_refresh"`
 	// CRLCA, when its address is set, is the CA service asked for every CA's CRL
 	// (GetCRL) every crl_refresh and on SIGHUP, besides any crls files.
-	CRLCA crlCAConfig `yaml:"crl_ca,omitempty"`
-	Store      string `yaml:"store"` // sqlite:... or postgres://...
-	OAEPSHA256 bool   `yaml:"oaep_sha256"`
+	CRLCA      crlCAConfig `yaml:"crl_ca,omitempty"`
+	Store      string      `yaml:"store"` // sqlite:... or postgres://...
+	OAEPSHA256 bool        `yaml:"oaep_sha256"`
 	TLS        struct {
 		Cert     string `yaml:"cert"`      // PEM chain, leaf first
 		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
