@@ -245,7 +245,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 	gw.TLS.ClientCA = in("tls-ca.pem")
 	gw.Limits = gwLimits
 	mc := merchantConfig{partyConfig: common(b.MerchantEnt, "setpay-merchant", "127.0.0.1:7502", "merchant-sign.pem", "merchant-kx.pem", "merchant.db", "merchant-tls.pem", b.MerchantTLS.Key),
-		Brand: system.Brand, Offers: offers}
+		Brand: system.Brand, Offers: offers, ChallengeKey: b.ChallengeKey.URI()}
 	mc.Limits = merLimits
 	mc.Gateway.Address, mc.Gateway.ServerName, mc.Gateway.KXCert, mc.Gateway.TLSCA = "127.0.0.1:7501", "127.0.0.1", in("gateway-kx.pem"), in("tls-ca.pem")
 	mc.Gateway.ClientCert, mc.Gateway.ClientKey = in("merchant-client-tls.pem"), setproto.KeyURI(b.MerchantClientTLS.Key)
