@@ -51,8 +51,8 @@ func newCRLSystem(t *testing.T) *crlSystem {
 	dir := t.TempDir()
 	s := &crlSystem{t: t, dir: dir, tokens: map[string]*hsm.Token{}, caLog: &lockedBuffer{}}
 	c := cli{t: t, dir: dir}
-	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant")
-	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--out", "./var/ca", "--store", "sqlite:./var/ca.db")
+	c.run("hsm", "init-softhsm", "--softhsm-dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant")
+	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--ca-dir", "./var/ca", "--store", "sqlite:./var/ca.db")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	serve := setpayCmd(ctx, t, dir, []string{"SETPAY_LOG_LEVEL=info"}, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0")
@@ -96,7 +96,7 @@ func newCRLSystem(t *testing.T) *crlSystem {
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "card.yaml"), []byte("pan: \""+crlTestPAN+"\"\nexpiry: \"203012\"\npostal_code: \"75001\"\ncardholder_name: \"Alice Example\"\n"), 0o600))
 	s.walletP = filepath.Join(dir, "wallet.pass")
 	require.NoError(t, os.WriteFile(s.walletP, []byte("correct horse battery staple\n"), 0o600))
-	c.run("wallet", "register", "--ca", s.caAddr, "--card-file", "card.yaml", "--passphrase-file", "wallet.pass", "--out", "./var/wallet")
+	c.run("wallet", "register", "--ca", s.caAddr, "--card-file", "card.yaml", "--passphrase-file", "wallet.pass", "--wallet", "./var/wallet")
 	return s
 }
 
@@ -131,7 +131,7 @@ func (s *crlSystem) register(role, id, token string) {
 	secret := s.run("ca", "enroll", "--softhsm-dir", "./var/softhsm", "--role", role, "--id", id)
 	s.write(id+".secret", []byte(secret))
 	s.run(role, "register", "--ca", s.caAddr, "--id", id, "--secret-file", id+".secret",
-		"--softhsm-dir", "./var/softhsm", "--token", token, "--out", "./var/"+id)
+		"--softhsm-dir", "./var/softhsm", "--token", token, "--dir", "./var/"+id)
 }
 
 // chain writes a party's certificate followed by its issuing CA and the brand.

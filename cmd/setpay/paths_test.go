@@ -22,8 +22,8 @@ func TestCACommandsFromAnotherDirectoryUseTheCAsStore(t *testing.T) {
 	}
 	home := t.TempDir()
 	c := cli{t: t, dir: home}
-	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca")
-	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--out", "./var/ca", "--store", "sqlite:./var/setpay.db")
+	c.run("hsm", "init-softhsm", "--softhsm-dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca")
+	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--ca-dir", "./var/ca", "--store", "sqlite:./var/setpay.db")
 	caYAML, err := os.ReadFile(filepath.Join(home, "var", "ca", "ca.yaml"))
 	require.NoError(t, err)
 	assert.Contains(t, string(caYAML), "store: sqlite:../setpay.db", "recorded relative to ca.yaml")
