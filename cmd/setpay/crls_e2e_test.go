@@ -282,3 +282,64 @@ func TestRunningGatewayRefusesRevokedMerchant(t *testing.T) {
 		})
 	}
 }
+
+// TestCAYAMLCRLValidity: `ca init` writes crl_validity into ca.yaml with long root and
+// brand CRLs; an edited validity is what `ca crl` signs with, and `ca crl` publishes
+// the CRL in the CA directory (its file and the bundle crls.pem), the root's too with
+// the root token from ca.yaml; a bad validity is refused naming the field.
+func TestCAYAMLCRLValidity(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs ca init; skipped with -short")
+	}
+	dir := t.TempDir()
+	c := cli{t: t, dir: dir}
+	c.run("hsm", "init-softhsm", "--softhsm-dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca")
+	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--ca-dir", "./var/ca", "--store", "sqlite:./var/ca.db")
+	caDir := filepath.Join(dir, "var", "ca")
+	cfgPath := filepath.Join(caDir, caConfigFile)
+	fc := readConfig[caFileConfig](t, cfgPath)
+	assert.Equal(t, defaultCRLValidity(), fc.CRLValidity, "ca init writes the validities, ready to edit")
+	for role, want := range map[string]time.Duration{"root": 30 * 24 * time.Hour, "brand": 7 * 24 * time.Hour, "mca": 24 * time.Hour} {
+		crl, err := readCRL(t, filepath.Join(caDir, role+".crl"))
+		require.NoError(t, err)
+		assert.Equal(t, want, crl.NextUpdate.Sub(crl.ThisUpdate), "%s CRL of ca init", role)
+	}
+
+	fc.CRLValidity["mca"], fc.CRLValidity["root"] = "2h", "2160h"
+	writeConfig(t, cfgPath, fc)
+	for role, want := range map[string]time.Duration{"mca": 2 * time.Hour, "root": 90 * 24 * time.Hour} {
+		c.run("ca", "crl", "--softhsm-dir", "./var/softhsm", "--ca-dir", "./var/ca", "--issuer", role, "--out", role+"-new.crl")
+		out, err := readCRL(t, filepath.Join(dir, role+"-new.crl"))
+		require.NoError(t, err)
+		assert.Equal(t, want, out.NextUpdate.Sub(out.ThisUpdate), "%s CRL with crl_validity.%s", role, role)
+		published, err := readCRL(t, filepath.Join(caDir, role+".crl"))
+		require.NoError(t, err)
+		assert.Equal(t, out.Raw, published.Raw, "ca crl publishes %s.crl", role)
+		bundle, err := pki.ReadCRLFile(filepath.Join(caDir, "crls.pem"))
+		require.NoError(t, err)
+		require.Len(t, bundle, 5)
+		found := false
+		for _, b := range bundle {
+			found = found || string(b.Raw) == string(out.Raw)
+		}
+		assert.True(t, found, "crls.pem carries the new %s CRL", role)
+	}
+
+	fc.CRLValidity["mca"], fc.CRLValidity["shop"] = "-1h", "1h"
+	writeConfig(t, cfgPath, fc)
+	r := runSetpay(t, dir, nil, "ca", "crl", "--softhsm-dir", "./var/softhsm", "--ca-dir", "./var/ca", "--issuer", "mca")
+	assert.Equal(t, 1, r.code, "%s", r)
+	assert.Contains(t, r.stderr, "crl_validity.mca: want a positive duration")
+	assert.Contains(t, r.stderr, "crl_validity.shop: unknown CA")
+	assert.NotContains(t, r.stderr, "panic:")
+}
+
+func readCRL(t *testing.T, path string) (*x509.RevocationList, error) {
+	t.Helper()
+	crls, err := pki.ReadCRLFile(path)
+	if err != nil {
+		return nil, err
+	}
+	require.Len(t, crls, 1, path)
+	return crls[0], nil
+}
