@@ -23,6 +23,7 @@ import (
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/secretfile"
 	"github.com/setpay/setpay/internal/tlsrpc"
+	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/wallet"
@@ -264,6 +265,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
 	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until 'setpay ca approve'")
 	crlCheck := fs.Duration("crl-check", time.Minute, "how often the CRLs are checked: each online CA's is re-signed once half its validity has passed, and the CRL files rewritten")
+	metricsListen := fs.String("metrics-listen", "", "address to serve Prometheus /metrics on (CRL expiry per CA); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -307,6 +309,17 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 		env.logger.Warn("CRL publication failed; files keep their CRLs", "err", err)
 	}
 	go pub.Run(ctx, *crlCheck)
+	if *metricsListen != "" {
+		reg := metrics.New()
+		if err := errors.Join(registerBuildInfo(reg.Prometheus()), reg.Prometheus().Register(caCRLCollector{pub})); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		addr, err := reg.Serve(ctx, *metricsListen, env.logger)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", addr)
+	}
 	gs, health := tlsrpc.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
 	srv.Register(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)

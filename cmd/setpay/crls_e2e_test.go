@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto/x509"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -28,17 +30,18 @@ import (
 // gateway and merchants are issued here, with their keys made in the parties'
 // tokens, by a TLS CA whose key is in the CA token.
 type crlSystem struct {
-	t       *testing.T
-	dir     string
-	caAddr  string
-	env     []string // SOFTHSM2_CONF for the services
-	module  string
-	pin     string // pin_source of every token
-	tokens  map[string]*hsm.Token
-	tlsCA   *tlsrpc.TLSIssuer
-	gwPAN   string // pan_hash_key URI
-	caLog   *lockedBuffer
-	walletP string // passphrase file
+	t         *testing.T
+	dir       string
+	caAddr    string
+	env       []string // SOFTHSM2_CONF for the services
+	module    string
+	pin       string // pin_source of every token
+	tokens    map[string]*hsm.Token
+	tlsCA     *tlsrpc.TLSIssuer
+	gwPAN     string // pan_hash_key URI
+	caLog     *lockedBuffer
+	caMetrics string
+	walletP   string // passphrase file
 }
 
 const crlTestPAN = "4111111111111111"
@@ -55,7 +58,8 @@ func newCRLSystem(t *testing.T) *crlSystem {
 	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--ca-dir", "./var/ca", "--store", "sqlite:./var/ca.db")
 
 	ctx, cancel := context.WithCancel(context.Background())
-	serve := setpayCmd(ctx, t, dir, []string{"SETPAY_LOG_LEVEL=info"}, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0")
+	serve := setpayCmd(ctx, t, dir, []string{"SETPAY_LOG_LEVEL=info"}, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0",
+		"--metrics-listen", "127.0.0.1:0")
 	serve.Stderr = s.caLog
 	t.Cleanup(func() {
 		cancel()
@@ -64,7 +68,8 @@ func newCRLSystem(t *testing.T) *crlSystem {
 			t.Logf("ca serve stderr:\n%s", s.caLog.String())
 		}
 	})
-	s.caAddr = startServer(t, serve, 30*time.Second)
+	s.caAddr, s.caMetrics = startServerAddrs(t, serve, 30*time.Second)
+	require.NotEmpty(t, s.caMetrics, "ca serve announces its metrics address")
 
 	// The test opens the same tokens to make the TLS keys and the PAN hash key, as
 	// `setpay hsm keygen` would.
@@ -219,6 +224,15 @@ func (s *crlSystem) start(ctx context.Context, role string, cfg any) (string, *l
 func TestRunningGatewayRefusesRevokedMerchant(t *testing.T) {
 	s := newCRLSystem(t)
 	caDir := filepath.Join(s.dir, "var", "ca")
+	// The CA says when each published CRL expires, and that the root's cannot be
+	// re-signed by this process.
+	resp, err := http.Get("http://" + s.caMetrics + "/metrics")
+	require.NoError(t, err)
+	body, err := io.ReadAll(resp.Body)
+	require.NoError(t, resp.Body.Close())
+	require.NoError(t, err)
+	assert.Regexp(t, `setpay_ca_crl_next_update_timestamp_seconds\{ca="root",online="false"\} [0-9.e+]+`, string(body))
+	assert.Regexp(t, `setpay_ca_crl_next_update_timestamp_seconds\{ca="mca",online="true"\} [0-9.e+]+`, string(body))
 	for _, tc := range []struct {
 		name string
 		crl  func(*partyConfig)
