@@ -23,6 +23,7 @@ import (
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/secretfile"
 	"github.com/setpay/setpay/internal/tlsrpc"
+	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/wallet"
@@ -33,9 +34,11 @@ import (
 type caFileConfig struct {
 	Store     string `yaml:"store"`
 	RootToken string `yaml:"root_token"`
-	Token     string `yaml:"token"`
-	Brand     string `yaml:"brand"`
-	TLSName   string `yaml:"tls_name"`
+	// The CA token: module or softhsm_dir; token, token_serial or token_slot; pin_source; max_sessions.
+	tokenConfig `yaml:",inline"`
+
+	Brand   string `yaml:"brand"`
+	TLSName string `yaml:"tls_name"`
 	// CRLValidity is nextUpdate - thisUpdate of each CA's CRLs (Go durations, keys
 	// root, brand, cca, mca, pca; a CA left out gets ca.DefaultCRLValidityFor).
 	CRLValidity map[string]string `yaml:"crl_validity,omitempty"`
@@ -92,9 +95,7 @@ func (c *caFlags) defaults() (caFileConfig, error) {
 	if c.storeDSN == "" {
 		c.storeDSN = fc.Store
 	}
-	if c.tf.token == "" {
-		c.tf.token = fc.Token
-	}
+	c.tf.defaultFrom(fc.tokenConfig)
 	return fc, nil
 }
 
@@ -196,7 +197,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if c.rootToken == "" {
 		c.rootToken = "setpay-root"
 	}
-	if c.tf.token == "" {
+	if !c.tf.selected() {
 		c.tf.token = "setpay-ca"
 	}
 	if c.storeDSN == "" {
@@ -233,7 +234,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	fc.Store, fc.RootToken, fc.Token, fc.Brand, fc.TLSName = recorded, c.rootToken, c.tf.token, *brand, *tlsName
+	fc.Store, fc.RootToken, fc.tokenConfig, fc.Brand, fc.TLSName = recorded, c.rootToken, c.tf.recorded(c.out), *brand, *tlsName
 	b, err := yaml.Marshal(fc)
 	if err != nil {
 		return err
@@ -241,7 +242,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err := os.WriteFile(filepath.Join(c.out, caConfigFile), b, 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "CA hierarchy created in tokens %q (root) and %q; certificates and CRLs in %s\n", c.rootToken, c.tf.token, c.out)
+	fmt.Fprintf(env.stdout, "CA hierarchy created in tokens %q (root) and %q; certificates and CRLs in %s\n", c.rootToken, tok.Label(), c.out)
 	for _, a := range h.Authorities() {
 		fmt.Fprintf(env.stdout, "  %-6s %s serial %s\n", a.Role(), a.Certificate().Subject.CommonName, a.Certificate().SerialNumber.Text(16))
 	}
@@ -264,6 +265,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
 	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until 'setpay ca approve'")
 	crlCheck := fs.Duration("crl-check", time.Minute, "how often the CRLs are checked: each online CA's is re-signed once half its validity has passed, and the CRL files rewritten")
+	metricsListen := fs.String("metrics-listen", "", "address to serve Prometheus /metrics on (CRL expiry per CA); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -307,6 +309,17 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 		env.logger.Warn("CRL publication failed; files keep their CRLs", "err", err)
 	}
 	go pub.Run(ctx, *crlCheck)
+	if *metricsListen != "" {
+		reg := metrics.New()
+		if err := errors.Join(registerBuildInfo(reg.Prometheus()), reg.Prometheus().Register(caCRLCollector{pub})); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		addr, err := reg.Serve(ctx, *metricsListen, env.logger)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", addr)
+	}
 	gs, health := tlsrpc.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
 	srv.Register(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -318,6 +331,7 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	c := caFlagsOn(fs, "ca-dir")
 	reqID := fs.String("request", "", "request id to decide (without it: list the requests)")
 	reject := fs.Bool("reject", false, "reject instead of approving")
+	asJSON := fs.Bool("json", false, "print JSON (machine-readable): the list as an array, a decision as one object")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -334,6 +348,13 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			out := make([]pendingJSON, 0, len(list))
+			for _, r := range list {
+				out = append(out, newPendingJSON(r))
+			}
+			return writeListJSON(env.stdout, out)
+		}
 		for _, r := range list {
 			fmt.Fprintf(env.stdout, "%s  %-8s %-8s %s  %s\n", r.ID, r.State, r.Accepted.Role, r.Accepted.ID, r.CreatedAt.Format(time.RFC3339))
 		}
@@ -348,8 +369,30 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *asJSON {
+		return writeListJSON(env.stdout, newPendingJSON(r))
+	}
 	fmt.Fprintf(env.stdout, "request %s (%s %s): %s\n", r.ID, r.Accepted.Role, r.Accepted.ID, r.State)
 	return nil
+}
+
+// pendingJSON is one request of `ca approve --json`.
+type pendingJSON struct {
+	ID        string     `json:"id"`
+	State     string     `json:"state"`
+	Role      string     `json:"role"`
+	EntityID  string     `json:"entity_id"`
+	CreatedAt time.Time  `json:"created_at"`
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+}
+
+func newPendingJSON(r ca.PendingRequest) pendingJSON {
+	p := pendingJSON{ID: r.ID, State: r.State, Role: r.Accepted.Role.String(), EntityID: r.Accepted.ID, CreatedAt: r.CreatedAt}
+	if !r.DecidedAt.IsZero() {
+		d := r.DecidedAt
+		p.DecidedAt = &d
+	}
+	return p
 }
 
 func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
@@ -443,7 +486,7 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca crl", env)
 	c := caFlagsOn(fs, "ca-dir")
-	which := fs.String("issuer", "pca", "the CA whose CRL to sign: root, brand, cca, mca or pca (root needs the root token, --root-token or ca.yaml's root_token)")
+	which := fs.String("issuer", "pca", "the issuing CA whose CRL to sign and publish as <ca-dir>/<issuer>.crl and crls.pem: root, brand, cca, mca or pca (root needs the root token: --root-token, default ca.yaml's root_token)")
 	outFile := fs.String("out", "", "file to write the PEM CRL to as well (default stdout)")
 	if err := fs.Parse(args); err != nil {
 		return err

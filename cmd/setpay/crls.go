@@ -202,3 +202,24 @@ func (c certCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descCertNotAfter, prometheus.GaugeValue, float64(cert.NotAfter.Unix()), name)
 	}
 }
+
+// caCRLCollector exposes, in `ca serve`, the CRL each CA publishes: its nextUpdate and
+// whether this process can re-sign it (online="false" for the offline root: alert on
+// it well before it passes, and run `setpay ca crl --issuer root`).
+type caCRLCollector struct{ p *ca.CRLPublisher }
+
+var descCACRLNextUpdate = prometheus.NewDesc("setpay_ca_crl_next_update_timestamp_seconds",
+	"nextUpdate of the CRL the CA service and its CRL files carry for each CA; online=\"false\": the CA's key is offline and this process cannot re-sign it.",
+	[]string{"ca", "online"}, nil)
+
+func (c caCRLCollector) Describe(ch chan<- *prometheus.Desc) { ch <- descCACRLNextUpdate }
+
+func (c caCRLCollector) Collect(ch chan<- prometheus.Metric) {
+	for _, s := range c.p.State() {
+		if s.NextUpdate.IsZero() {
+			continue
+		}
+		ch <- prometheus.MustNewConstMetric(descCACRLNextUpdate, prometheus.GaugeValue, float64(s.NextUpdate.Unix()),
+			s.Role.String(), fmt.Sprint(s.Online))
+	}
+}
