@@ -28,7 +28,7 @@ import (
 	"github.com/setpay/setpay/wallet"
 )
 
-// caFileConfig is what `ca init` records in <out>/ca.yaml so the other ca
+// caFileConfig is what `ca init` records in <ca-dir>/ca.yaml so the other ca
 // commands need only the directory and the token flags.
 type caFileConfig struct {
 	Store     string `yaml:"store"`
@@ -49,12 +49,12 @@ type caFlags struct {
 }
 
 // caFlagsOn registers the token flags and the CA flags on fs; dirFlag names the CA
-// directory flag ("out" for init, whose product it is, "ca-dir" elsewhere).
+// directory flag, "ca-dir" for every ca command (init included: --out is a file).
 func caFlagsOn(fs *flagSet, dirFlag string) *caFlags {
 	c := &caFlags{tf: tokenFlagsOn(fs)}
 	fs.StringVar(&c.out, dirFlag, "./var/ca", "CA directory (certificates, CRLs, ca.yaml)")
-	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <out>/ca.yaml)")
-	fs.StringVar(&c.rootToken, "root-token", "", "token holding the root key (default: from <out>/ca.yaml for init/crl; serve keeps the root offline unless given)")
+	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <ca-dir>/ca.yaml)")
+	fs.StringVar(&c.rootToken, "root-token", "", "token holding the root key (default: from <ca-dir>/ca.yaml for init/crl; serve keeps the root offline unless given)")
 	return c
 }
 
@@ -160,7 +160,7 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 
 func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca init", env)
-	c := caFlagsOn(fs, "out")
+	c := caFlagsOn(fs, "ca-dir")
 	brand := fs.String("brand", "SETPay", "brand name in CA common names")
 	org := fs.String("org", "SETPay", "subject O of every certificate")
 	tlsName := fs.String("tls-name", "127.0.0.1", "DNS name or IP address of the CA service's TLS certificate")
@@ -234,7 +234,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	c := caFlagsOn(fs, "ca-dir")
 	listen := fs.String("listen", "127.0.0.1:7440", "address to listen on")
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
-	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until `setpay ca approve`")
+	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until 'setpay ca approve'")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -397,14 +397,14 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca crl", env)
 	c := caFlagsOn(fs, "ca-dir")
-	which := fs.String("ca", "pca", "root, brand, cca, mca or pca")
+	which := fs.String("issuer", "pca", "the issuing CA whose CRL to write: root, brand, cca, mca or pca")
 	outFile := fs.String("out", "", "file to write the PEM CRL to (default stdout)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	role, err := pki.ParseRole(*which)
 	if err != nil || !role.IsCA() {
-		return usageErrorf("--ca must be root, brand, cca, mca or pca")
+		return usageErrorf("--issuer must be root, brand, cca, mca or pca")
 	}
 	l, cleanup, err := c.openCA(ctx, env, role == pki.RoleRoot)
 	if err != nil {
@@ -503,8 +503,8 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 	id := fs.String("id", "", role.String()+" id, as enrolled")
 	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
 	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
-	out := fs.String("dir", "./var/"+role.String(), "directory for the certificates, trust files and "+role.String()+".yaml")
-	caChain := fs.String("ca-chain", "", "the CA certificates (brand, CCA, MCA, PCA) from the CA, out of band (default: chain.pem next to --ca-root)")
+	out := fs.String("dir", "./var/"+role.String(), "directory to write the "+role.String()+"'s certificates, trust files and "+role.String()+".yaml into")
+	caChain := fs.String("ca-chain", "", "file of the CA certificates (brand, CCA, MCA, PCA) from the CA, out of band (default: chain.pem next to --ca-root)")
 	reqID := fs.String("request", "", "ask about a request the CA held for approval (same keys, no secret needed)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -643,7 +643,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	tf := tokenFlagsOn(fs)
 	rf := regFlagsOn(fs)
 	cardFile := fs.String("card-file", "", "YAML file with pan, expiry (YYYYMM), postal_code, cardholder_name")
-	out := fs.String("out", "./var/wallet", "wallet directory")
+	out := fs.String("wallet", "./var/wallet", "wallet directory to create")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
 	if err := fs.Parse(args); err != nil {
 		return err

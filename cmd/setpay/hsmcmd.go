@@ -17,10 +17,10 @@ import (
 // is random and kept in the directory's PIN file unless --pin-source names one.
 func runInitSoftHSM(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm init-softhsm", env)
-	dir := fs.String("dir", "./var/softhsm", "token directory to create")
+	dir := fs.String("softhsm-dir", "./var/softhsm", "SoftHSM2 dev token directory to create (or add tokens to)")
 	var labels listFlag
 	fs.Var(&labels, "tokens", "token labels to create (comma-separated or repeated)")
-	pinSource := fs.String("pin-source", "", "user PIN source (default: a random PIN in <dir>/user-pin)")
+	pinSource := fs.String("pin-source", "", "user PIN source (default: a random PIN in <softhsm-dir>/user-pin)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -418,7 +418,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay wallet buy", env)
 	tf := tokenFlagsOn(fs)
-	dir := fs.String("wallet", "./var/wallet", "wallet directory made by `setpay wallet register`")
+	dir := fs.String("wallet", "./var/wallet", "wallet directory made by 'setpay wallet register'")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
 	addr := fs.String("merchant", "", "merchant address host:port")
 	merchantCA := fs.String("merchant-ca", "", "PEM of the CA of the merchant's TLS certificate")

@@ -30,7 +30,7 @@ import (
 func runTLSRequest(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay tls request", env)
 	tf := tokenFlagsOn(fs)
-	label := fs.String("label", "", "label of the TLS key in the token (made if absent, reused if present)")
+	label := fs.String("label", "", "key label (CKA_LABEL) of the TLS key in the token: made if absent, reused if present")
 	names := fs.String("name", "", "comma-separated DNS names or IP addresses; the first is the subject CN")
 	out := fs.String("out", "", "file to write the PEM CSR to (default <label>.csr; never overwritten without --force)")
 	force := fs.Bool("force", false, "replace --out if it exists")
@@ -132,7 +132,7 @@ func parseTLSNames(s string) ([]string, error) {
 func runCATLSIssue(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca tls-issue", env)
 	c := caFlagsOn(fs, "ca-dir")
-	csrFile := fs.String("csr", "", "PEM CSR from `setpay tls request`")
+	csrFile := fs.String("csr", "", "file of the PEM CSR (from 'setpay tls request')")
 	usageName := fs.String("usage", "", "server or client: the certificate's one extended key usage")
 	out := fs.String("out", "", "file to write the chain to (leaf, TLS CA); never overwritten without --force")
 	validityText := fs.String("validity", "90d", "validity: days (90d) or a Go duration (2160h)")

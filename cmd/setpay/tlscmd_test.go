@@ -39,8 +39,8 @@ func newCAWorld(t *testing.T) caWorld {
 		t.Skip("builds the binary and runs a whole CA; skipped with -short")
 	}
 	w := caWorld{cli: cli{t: t, dir: t.TempDir()}, softhsm: "./var/softhsm", caDir: "./var/ca"}
-	w.run("hsm", "init-softhsm", "--dir", w.softhsm, "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant")
-	w.run("ca", "init", "--softhsm-dir", w.softhsm, "--root-token", "setpay-root", "--token", "setpay-ca", "--out", w.caDir, "--store", "sqlite:./var/setpay.db")
+	w.run("hsm", "init-softhsm", "--softhsm-dir", w.softhsm, "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant")
+	w.run("ca", "init", "--softhsm-dir", w.softhsm, "--root-token", "setpay-root", "--token", "setpay-ca", "--ca-dir", w.caDir, "--store", "sqlite:./var/setpay.db")
 	return w
 }
 

@@ -28,7 +28,7 @@ func tokenFlagsOn(fs *flagSet) *tokenFlags {
 	fs.StringVar(&f.module, "module", "", "PKCS#11 module path (default: $SETPAY_PKCS11_MODULE, else SoftHSM2)")
 	fs.StringVar(&f.token, "token", "", "token label")
 	fs.StringVar(&f.pinSource, "pin-source", "", "where the user PIN comes from: env:NAME or file:/path (default env:SETPAY_PIN)")
-	fs.StringVar(&f.softhsmDir, "softhsm-dir", "", "use the SoftHSM2 dev token directory made by `setpay hsm init-softhsm`")
+	fs.StringVar(&f.softhsmDir, "softhsm-dir", "", "the SoftHSM2 dev token directory made by 'setpay hsm init-softhsm' (sets SOFTHSM2_CONF, the module and the PIN source)")
 	return f
 }
 
