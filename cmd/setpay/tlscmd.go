@@ -133,7 +133,7 @@ func runCATLSIssue(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca tls-issue", env)
 	c := caFlagsOn(fs, "ca-dir")
 	csrFile := fs.String("csr", "", "file of the PEM CSR (from 'setpay tls request')")
-	usageName := fs.String("usage", "", "server or client: the certificate's one extended key usage")
+	usageName := fs.String("usage", "", "what the certificate may do, server or client (its one extended key usage)")
 	out := fs.String("out", "", "file to write the chain to (leaf, TLS CA); never overwritten without --force")
 	validityText := fs.String("validity", "90d", "validity: days (90d) or a Go duration (2160h)")
 	force := fs.Bool("force", false, "replace --out if it exists")
