@@ -127,8 +127,8 @@ func ParseTLSCSR(der []byte) (*x509.CertificateRequest, error) {
 	default:
 		return nil, fmt.Errorf("ca: CSR: key type %T not accepted (ECDSA or RSA)", csr.PublicKey)
 	}
-	if strings.TrimSpace(csr.Subject.CommonName) == "" {
-		return nil, errors.New("ca: CSR: no subject common name")
+	if cn := csr.Subject.CommonName; strings.TrimSpace(cn) == "" || len(cn) > 64 || strings.ContainsFunc(cn, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return nil, errors.New("ca: CSR: the subject common name must be 1..64 printable characters")
 	}
 	if len(csr.EmailAddresses) > 0 || len(csr.URIs) > 0 {
 		return nil, errors.New("ca: CSR: only DNS names and IP addresses may be asked for")

@@ -599,8 +599,8 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 	id := fs.String("id", "", role.String()+" id, as enrolled")
 	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
 	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
-	out := fs.String("dir", "./var/"+role.String(), "directory for the certificates, trust files and "+role.String()+".yaml")
-	caChain := fs.String("ca-chain", "", "the CA certificates (brand, CCA, MCA, PCA) from the CA, out of band (default: chain.pem next to --ca-root)")
+	out := fs.String("dir", "./var/"+role.String(), "directory to write the "+role.String()+"'s certificates, trust files and "+role.String()+".yaml into")
+	caChain := fs.String("ca-chain", "", "file of the CA certificates (brand, CCA, MCA, PCA) from the CA, out of band (default: chain.pem next to --ca-root)")
 	reqID := fs.String("request", "", "ask about a request the CA held for approval (same keys, no secret needed)")
 	if err := fs.Parse(args); err != nil {
 		return err

@@ -198,8 +198,9 @@ gateway:
   # TODO: the gateway's keyexchange.pem (its key-exchange certificate, PCA, brand).
   kx_cert: ""
   tls_ca: {{q "tls-ca.pem"}}
-  # This merchant's client certificate at the gateway, key in the token:
-  #   setpay tls request {{.TokenFlags}} --label {{.ClientTLSLbl}} --name {{.Role}}-{{.ID}} --out {{.ClientTLSLbl}}.csr
+  # This merchant's client certificate at the gateway (the gateway knows the merchant by
+  # its name, {{.Role}}:{{.ID}}), key in the token:
+  #   setpay tls request {{.TokenFlags}} --label {{.ClientTLSLbl}} --name {{.Role}}:{{.ID}} --out {{.ClientTLSLbl}}.csr
   #   setpay ca tls-issue --ca-dir CA_DIR{{.SoftHSMFlag}} --csr {{.ClientTLSLbl}}.csr --usage client --out client-tls.pem
   tls_cert: {{q "client-tls.pem"}}
   tls_key: {{q .ClientTLSKey}}

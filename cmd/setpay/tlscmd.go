@@ -30,8 +30,8 @@ import (
 func runTLSRequest(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay tls request", env)
 	tf := tokenFlagsOn(fs)
-	label := fs.String("label", "", "label of the TLS key in the token (made if absent, reused if present)")
-	names := fs.String("name", "", "comma-separated DNS names or IP addresses; the first is the subject CN")
+	label := fs.String("label", "", "key label (CKA_LABEL) of the TLS key in the token: made if absent, reused if present")
+	names := fs.String("name", "", "comma-separated DNS names or IP addresses; the first is the subject CN and may be a party's name such as merchant:shop-1 (client certificates)")
 	out := fs.String("out", "", "file to write the PEM CSR to (default <label>.csr; never overwritten without --force)")
 	force := fs.Bool("force", false, "replace --out if it exists")
 	if err := fs.Parse(args); err != nil {
@@ -61,10 +61,13 @@ func runTLSRequest(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	tmpl := &x509.CertificateRequest{Subject: pkix.Name{CommonName: list[0]}}
-	for _, n := range list {
-		if ip := net.ParseIP(n); ip != nil {
+	for i, n := range list {
+		switch ip := net.ParseIP(n); {
+		case ip != nil:
 			tmpl.IPAddresses = append(tmpl.IPAddresses, ip)
-		} else {
+		case i == 0 && isEntityName(n):
+			// the subject CN only
+		default:
 			tmpl.DNSNames = append(tmpl.DNSNames, n)
 		}
 	}
@@ -104,20 +107,24 @@ func tlsKey(ctx context.Context, tok *hsm.Token, label string) (*hsm.Key, bool, 
 	return k, true, nil
 }
 
-// parseTLSNames splits --name into DNS names and IP addresses.
+// parseTLSNames splits --name into DNS names and IP addresses. The first name may
+// instead be a party's name, <role>:<id> (e.g. merchant:shop-1, the name the gateway
+// knows a merchant's client certificate by): it becomes the subject CN only, never a
+// server name.
 func parseTLSNames(s string) ([]string, error) {
 	if strings.TrimSpace(s) == "" {
 		return nil, errors.New("required: one or more DNS names or IP addresses, comma-separated")
 	}
 	var out []string
-	for _, n := range strings.Split(s, ",") {
+	for i, n := range strings.Split(s, ",") {
 		n = strings.TrimSpace(n)
-		if net.ParseIP(n) != nil {
-			out = append(out, n)
-			continue
-		}
-		if err := ca.CheckDNSName(n); err != nil {
-			return nil, err
+		switch {
+		case net.ParseIP(n) != nil:
+		case i == 0 && isEntityName(n):
+		default:
+			if err := ca.CheckDNSName(n); err != nil {
+				return nil, fmt.Errorf("%w (or, first, a party's name such as merchant:shop-1)", err)
+			}
 		}
 		out = append(out, n)
 	}
@@ -127,13 +134,23 @@ func parseTLSNames(s string) ([]string, error) {
 	return out, nil
 }
 
+// isEntityName reports whether n is <role>:<id> of an end entity.
+func isEntityName(n string) bool {
+	roleName, id, ok := strings.Cut(n, ":")
+	if !ok {
+		return false
+	}
+	r, err := pki.ParseRole(roleName)
+	return err == nil && !r.IsCA() && pki.ValidateEntityID(id) == nil
+}
+
 // runCATLSIssue certifies a CSR with the CA's TLS CA for one usage and writes the leaf
 // and the TLS CA certificate.
 func runCATLSIssue(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca tls-issue", env)
 	c := caFlagsOn(fs, "ca-dir")
-	csrFile := fs.String("csr", "", "PEM CSR from `setpay tls request`")
-	usageName := fs.String("usage", "", "server or client: the certificate's one extended key usage")
+	csrFile := fs.String("csr", "", "file of the PEM CSR (from 'setpay tls request')")
+	usageName := fs.String("usage", "", "what the certificate may do, server or client (its one extended key usage)")
 	out := fs.String("out", "", "file to write the chain to (leaf, TLS CA); never overwritten without --force")
 	validityText := fs.String("validity", "90d", "validity: days (90d) or a Go duration (2160h)")
 	force := fs.Bool("force", false, "replace --out if it exists")

@@ -39,8 +39,8 @@ func newCAWorld(t *testing.T) caWorld {
 		t.Skip("builds the binary and runs a whole CA; skipped with -short")
 	}
 	w := caWorld{cli: cli{t: t, dir: t.TempDir()}, softhsm: "./var/softhsm", caDir: "./var/ca"}
-	w.run("hsm", "init-softhsm", "--dir", w.softhsm, "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant")
-	w.run("ca", "init", "--softhsm-dir", w.softhsm, "--root-token", "setpay-root", "--token", "setpay-ca", "--out", w.caDir, "--store", "sqlite:./var/setpay.db")
+	w.run("hsm", "init-softhsm", "--softhsm-dir", w.softhsm, "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant")
+	w.run("ca", "init", "--softhsm-dir", w.softhsm, "--root-token", "setpay-root", "--token", "setpay-ca", "--ca-dir", w.caDir, "--store", "sqlite:./var/setpay.db")
 	return w
 }
 
@@ -94,7 +94,7 @@ func TestTLSRequestAndIssueKeepKeysInTheToken(t *testing.T) {
 	w.run("tls", "request", "--softhsm-dir", w.softhsm, "--token", "setpay-gateway", "--label", "gateway-tls",
 		"--name", "localhost,127.0.0.1", "--out", "gateway-tls.csr")
 	w.run("tls", "request", "--softhsm-dir", w.softhsm, "--token", "setpay-merchant", "--label", "merchant-client-tls",
-		"--name", "merchant-shop-1", "--out", "merchant-client-tls.csr")
+		"--name", "merchant:shop-1", "--out", "merchant-client-tls.csr")
 	w.run("ca", "tls-issue", "--ca-dir", w.caDir, "--softhsm-dir", w.softhsm, "--csr", "gateway-tls.csr", "--usage", "server", "--out", "gateway-tls.pem")
 	w.run("ca", "tls-issue", "--ca-dir", w.caDir, "--softhsm-dir", w.softhsm, "--csr", "merchant-client-tls.csr", "--usage", "client",
 		"--out", "merchant-client-tls.pem", "--validity", "30d")
@@ -121,7 +121,7 @@ func TestTLSRequestAndIssueKeepKeysInTheToken(t *testing.T) {
 	assert.Equal(t, []string{"localhost"}, srvChain[0].DNSNames)
 	require.Len(t, srvChain[0].IPAddresses, 1)
 	assert.Equal(t, "127.0.0.1", srvChain[0].IPAddresses[0].String())
-	assert.Equal(t, "merchant-shop-1", cliChain[0].Subject.CommonName)
+	assert.Equal(t, "merchant:shop-1", cliChain[0].Subject.CommonName, "the name the gateway knows the merchant by")
 	assert.Empty(t, cliChain[0].DNSNames, "a client certificate names no server")
 	assert.Empty(t, cliChain[0].IPAddresses)
 	assert.WithinDuration(t, time.Now().Add(30*24*time.Hour), cliChain[0].NotAfter, time.Hour, "--validity 30d")
@@ -164,7 +164,7 @@ func TestTLSRequestAndIssueKeepKeysInTheToken(t *testing.T) {
 	pool.AddCert(tlsCA)
 	assert.NoError(t, healthCheckOverTLS(t, srvID, &cliID, pool, "127.0.0.1"), "mutual TLS with the issued certificates")
 	// A client certificate cannot serve, and a server certificate cannot be a client.
-	err = healthCheckOverTLS(t, cliID, &cliID, pool, "merchant-shop-1")
+	err = healthCheckOverTLS(t, cliID, &cliID, pool, "127.0.0.1")
 	if assert.Error(t, err, "a client certificate used as a server") {
 		// Go's TLS stack refuses it (no server name and no serverAuth usage).
 		assert.Contains(t, err.Error(), "failed to verify certificate")
@@ -203,6 +203,7 @@ func healthCheckOverTLS(t *testing.T, server tlsrpc.Identity, client *tlsrpc.Ide
 func TestTLSIssueRefusesBadRequests(t *testing.T) {
 	w := newCAWorld(t)
 	w.run("tls", "request", "--softhsm-dir", w.softhsm, "--token", "setpay-gateway", "--label", "gw-tls", "--name", "127.0.0.1", "--out", "gw.csr")
+	w.run("tls", "request", "--softhsm-dir", w.softhsm, "--token", "setpay-merchant", "--label", "m-tls", "--name", "merchant:shop-1", "--out", "client.csr")
 	good, err := os.ReadFile(w.path("gw.csr"))
 	require.NoError(t, err)
 	blk, _ := pem.Decode(good)
@@ -226,6 +227,7 @@ func TestTLSIssueRefusesBadRequests(t *testing.T) {
 		{"tampered CSR", issue("tampered.csr", "server", "t.pem"), 1, "signature", "t.pem"},
 		{"not a CSR", issue("cert.csr", "server", "c.pem"), 1, "want CERTIFICATE REQUEST", "c.pem"},
 		{"missing CSR", issue("none.csr", "server", "n.pem"), 1, "none.csr", "n.pem"},
+		{"server certificate without a server name", issue("client.csr", "server", "s.pem"), 1, "needs at least one DNS name or IP address", "s.pem"},
 		{"unknown usage", issue("gw.csr", "both", "u.pem"), 2, "--usage must be server or client", "u.pem"},
 		{"no usage", issue("gw.csr", "", "u.pem"), 2, "--usage", "u.pem"},
 		{"existing out", issue("gw.csr", "server", "exists.pem"), 1, "exists (use --force", ""},
@@ -235,6 +237,10 @@ func TestTLSIssueRefusesBadRequests(t *testing.T) {
 			"--label", "rsa-key", "--name", "localhost", "--out", "rsa.csr"}, 1, "a TLS key must be ecdsa-p256", "rsa.csr"},
 		{"bad name", []string{"tls", "request", "--softhsm-dir", w.softhsm, "--token", "setpay-gateway",
 			"--label", "x", "--name", "bad name!", "--out", "x.csr"}, 2, "--name", "x.csr"},
+		{"party name not first", []string{"tls", "request", "--softhsm-dir", w.softhsm, "--token", "setpay-gateway",
+			"--label", "x", "--name", "localhost,merchant:shop-1", "--out", "x.csr"}, 2, "--name", "x.csr"},
+		{"no name", []string{"tls", "request", "--softhsm-dir", w.softhsm, "--token", "setpay-gateway",
+			"--label", "x", "--out", "x.csr"}, 2, "--name: required", "x.csr"},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
