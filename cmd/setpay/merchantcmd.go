@@ -140,7 +140,7 @@ type opFlags struct {
 
 func opFlagsOn(fs *flagSet) *opFlags {
 	f := &opFlags{}
-	fs.StringVar(&f.config, "config", "merchant.yaml", "the merchant's configuration, as for merchant serve")
+	fs.StringVar(&f.config, "config", "merchant.yaml", "the merchant's configuration file, as for merchant serve")
 	fs.BoolVar(&f.json, "json", false, "print the outcome as JSON")
 	return f
 }
