@@ -246,6 +246,10 @@ var flagMeanings = map[string]struct {
 	"usage":           {keyword: "may do"},
 	"ca-chain":        {keyword: "CA certificates"},
 	"force":           {keyword: "replace", isBool: true},
+	"xid":             {keyword: "transaction ID (XID)"},
+	"amount":          {keyword: "minor units"},
+	"batch":           {keyword: "batch"},
+	"request-id":      {keyword: "retries"},
 }
 
 // dirFlags are the flags that name a directory; no other flag may take one.

@@ -302,6 +302,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 		"setpay merchant serve --config " + filepath.Join(root, "merchant.yaml") + " &",
 		"setpay wallet buy --softhsm-dir " + d.Root + " --token setpay-wallet --wallet " + wdir + " --passphrase-file " + passFile +
 			" --merchant 127.0.0.1:7502 --merchant-ca " + in("tls-ca.pem") + " --crls " + in("crls.pem") + " --offer book",
+		"setpay merchant orders --config " + filepath.Join(root, "merchant.yaml") + "   # then: merchant capture --xid XID, credit, batch close ...",
 	}, nil
 }
 
