@@ -84,6 +84,16 @@ func TestRecoveryBranches(t *testing.T) {
 		{name: "token not present", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
 			f.Fail("SignInit", e(pkcs11.CKR_TOKEN_NOT_PRESENT))
 		}, recoveries: 1, signInits: 2},
+		// issue 11 item 8: the token, not the session, went: find it again first.
+		{name: "device error: the token found again in its slot", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
+			f.Fail("SignInit", e(pkcs11.CKR_DEVICE_ERROR))
+		}, recoveries: 1, signInits: 2},
+		{name: "cryptoki not initialized: the token found again", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
+			f.Fail("Sign", e(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED))
+		}, recoveries: 1, signInits: 2},
+		{name: "token gone again during the retry: found again", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
+			f.Fail("SignInit", e(pkcs11.CKR_TOKEN_NOT_PRESENT), e(pkcs11.CKR_DEVICE_REMOVED))
+		}, recoveries: 2, signInits: 3},
 		{name: "user not logged in", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
 			f.Fail("Sign", e(pkcs11.CKR_USER_NOT_LOGGED_IN))
 		}, recoveries: 1, signInits: 2},
