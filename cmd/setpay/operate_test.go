@@ -180,6 +180,15 @@ func (s *guideStep) annotate(m string) error {
 	return nil
 }
 
+// indent sets output apart in the test log.
+func indent(s string) string {
+	s = strings.TrimRight(s, "\n")
+	if s == "" {
+		return ""
+	}
+	return "\t| " + strings.ReplaceAll(s, "\n", "\n\t| ")
+}
+
 func normalizeSpace(s string) string { return strings.Join(strings.Fields(s), " ") }
 
 // matchOutput checks that out has a line for each of want (in any order, one output
@@ -519,7 +528,7 @@ func TestOperatorGuide(t *testing.T) {
 		}
 		ran++
 		if testing.Verbose() {
-			t.Logf("ok %s", st.name())
+			t.Logf("ok %s\n%s", st.name(), indent(string(output)))
 		}
 	}
 	t.Logf("operator's guide: %d steps run, %d not run yet", ran, len(pending))
