@@ -468,15 +468,36 @@ func TestOperatorGuide(t *testing.T) {
 	binDir := t.TempDir()
 	require.NoError(t, os.Symlink(bin, filepath.Join(binDir, "setpay")))
 	work := t.TempDir()
-	stepDir := t.TempDir() // scripts and outputs, outside the operator's directory
-	env := guideEnv(binDir, coverDir)
 	procs := startGuideProcs(t)
 	t.Cleanup(func() { procs.stop(t) }) // before the directories go (cleanups run last-first)
 
-	ran, pending := 0, []string{}
+	run := runGuide(t, steps, work, guideEnv(binDir, coverDir), procs)
+	if run.failure != "" {
+		t.Fatal(run.failure)
+	}
+	t.Logf("operator's guide: %d steps run, %d not run yet", run.ran, len(run.pending))
+	for _, p := range run.pending {
+		t.Logf("  pending %s", p)
+	}
+}
+
+// guideRun is what runGuide did: the steps it ran, the ones it did not run yet, and
+// the report of the step that failed ("" if none did).
+type guideRun struct {
+	ran     int
+	pending []string
+	failure string
+}
+
+// runGuide runs the steps in order in work, each as its own bash process in its own
+// process group (recorded in procs), and stops at the first failing step.
+func runGuide(t *testing.T, steps []guideStep, work string, env []string, procs *guideProcs) guideRun {
+	t.Helper()
+	stepDir := t.TempDir() // scripts and outputs, outside the operator's directory
+	var run guideRun
 	for i, st := range steps {
 		if st.pending != "" {
-			pending = append(pending, st.name()+": "+st.pending)
+			run.pending = append(run.pending, st.name()+": "+st.pending)
 			t.Logf("not run yet: %s: %s", st.name(), st.pending)
 			continue
 		}
@@ -524,15 +545,55 @@ func TestOperatorGuide(t *testing.T) {
 			}
 		}
 		if problem != "" {
-			t.Fatalf("%s: %s\n=== script\n%s=== output\n%s\n=== logs\n%s", st.name(), problem, st.script, output, tailLogs(work, 40))
+			run.failure = fmt.Sprintf("%s: %s\n=== script\n%s=== output\n%s\n=== logs\n%s", st.name(), problem, st.script, output, tailLogs(work, 40))
+			return run
 		}
-		ran++
+		run.ran++
 		if testing.Verbose() {
 			t.Logf("ok %s\n%s", st.name(), indent(string(output)))
 		}
 	}
-	t.Logf("operator's guide: %d steps run, %d not run yet", ran, len(pending))
-	for _, p := range pending {
-		t.Logf("  pending %s", p)
-	}
+	return run
+}
+
+// TestOperatorGuideHarness runs a small guide whose second step fails while the first
+// left a service running: the run stops there with the step, its output and the logs,
+// and stopping the process groups ends the service (also a step's own bash after a
+// timeout).
+func TestOperatorGuideHarness(t *testing.T) {
+	doc := "# Harness\n```sh\nsleep 300 > svc.log 2>&1 &\necho $! > svc.pid\necho started > start.log\n```\n" +
+		"```sh\necho checking\nfalse\necho never\n```\n" +
+		"```sh\necho not reached\n```\n"
+	steps, err := parseGuide(doc)
+	require.NoError(t, err)
+	work := t.TempDir()
+	procs := startGuideProcs(t)
+	stopped := false
+	t.Cleanup(func() {
+		if !stopped {
+			procs.stop(t)
+		}
+	})
+	run := runGuide(t, steps, work, guideEnv(t.TempDir(), t.TempDir()), procs)
+	assert.Equal(t, 1, run.ran)
+	assert.Contains(t, run.failure, "docs/operate.md:7 (Harness): exit status 1, want 0")
+	_, output, _ := strings.Cut(run.failure, "=== output\n")
+	assert.Contains(t, output, "checking")
+	assert.NotContains(t, output, "never", "bash -e stops at the failing command")
+	assert.Contains(t, run.failure, "--- start.log (last 1 lines)\nstarted")
+
+	b, err := os.ReadFile(filepath.Join(work, "svc.pid"))
+	require.NoError(t, err)
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	require.NoError(t, err)
+	require.NoError(t, syscall.Kill(pid, 0), "the step's service runs until the end")
+	procs.stop(t)
+	stopped = true
+	assert.ErrorIs(t, syscall.Kill(pid, 0), syscall.ESRCH, "stopped and reaped")
+
+	timeout := []guideStep{{line: 1, heading: "Slow", script: "sleep 300\n", timeout: 200 * time.Millisecond}}
+	procs2 := startGuideProcs(t)
+	defer procs2.stop(t)
+	run = runGuide(t, timeout, t.TempDir(), guideEnv(t.TempDir(), t.TempDir()), procs2)
+	assert.Contains(t, run.failure, "did not finish within 200ms")
 }
