@@ -59,7 +59,7 @@ func newCRLSystem(t *testing.T) *crlSystem {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	serve := setpayCmd(ctx, t, dir, []string{"SETPAY_LOG_LEVEL=info"}, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0",
-		"--metrics-listen", "127.0.0.1:0")
+		"--metrics-listen", "127.0.0.1:0", "--crl-check", "1h") // an hour: the files change only by `ca revoke` here
 	serve.Stderr = s.caLog
 	t.Cleanup(func() {
 		cancel()
@@ -286,7 +286,7 @@ func TestRunningGatewayRefusesRevokedMerchant(t *testing.T) {
 			require.Eventually(t, func() bool {
 				last = buy()
 				return last.code != 0
-			}, 60*time.Second, 500*time.Millisecond, "the running gateway kept authorizing a revoked merchant\n%s", last)
+			}, 30*time.Second, 500*time.Millisecond, "the running gateway kept authorizing a revoked merchant\n%s", last)
 			assert.Equal(t, 1, last.code, "%s", last)
 			assert.Contains(t, last.stderr, "CERT_REVOKED", "the merchant relays the gateway's SET reason\n%s", last)
 			assert.Regexp(t, `msg="CRL updated" issuer="CN=SETPay Merchant CA[^"]*" number=\d+ entries=1 `, gwLog.String(),
