@@ -59,7 +59,7 @@ func newCRLSystem(t *testing.T) *crlSystem {
 
 	ctx, cancel := context.WithCancel(context.Background())
 	serve := setpayCmd(ctx, t, dir, []string{"SETPAY_LOG_LEVEL=info"}, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0",
-		"--metrics-listen", "127.0.0.1:0")
+		"--metrics-listen", "127.0.0.1:0", "--crl-check", "1h") // an hour: the files change only by `ca revoke` here
 	serve.Stderr = s.caLog
 	t.Cleanup(func() {
 		cancel()
@@ -220,7 +220,8 @@ func (s *crlSystem) start(ctx context.Context, role string, cfg any) (string, *l
 // the other — approves a merchant's purchase; `setpay ca revoke` of the merchant's
 // signature certificate; within the refresh interval the same gateway process refuses
 // the merchant's next authorization as revoked, and the merchant relays that reason
-// to the cardholder.
+// to the cardholder. In the crl_ca case, the offline root's CRL re-signed by
+// `ca crl --issuer root` while the CA runs reaches the same gateway through GetCRL.
 func TestRunningGatewayRefusesRevokedMerchant(t *testing.T) {
 	s := newCRLSystem(t)
 	caDir := filepath.Join(s.dir, "var", "ca")
@@ -286,13 +287,24 @@ func TestRunningGatewayRefusesRevokedMerchant(t *testing.T) {
 			require.Eventually(t, func() bool {
 				last = buy()
 				return last.code != 0
-			}, 60*time.Second, 500*time.Millisecond, "the running gateway kept authorizing a revoked merchant\n%s", last)
+			}, 30*time.Second, 500*time.Millisecond, "the running gateway kept authorizing a revoked merchant\n%s", last)
 			assert.Equal(t, 1, last.code, "%s", last)
 			assert.Contains(t, last.stderr, "CERT_REVOKED", "the merchant relays the gateway's SET reason\n%s", last)
 			assert.Regexp(t, `msg="CRL updated" issuer="CN=SETPay Merchant CA[^"]*" number=\d+ entries=1 `, gwLog.String(),
 				"the running gateway installed the MCA's new CRL")
 			assert.Regexp(t, `msg="authorization refused" reason=CERT_REVOKED .*`+sig[0].SerialNumber.Text(16), gwLog.String())
 			assert.Contains(t, mLog.String(), `msg="purchase refused" reason=CERT_REVOKED`, "the merchant relayed the gateway's reason")
+
+			if tc.name == "crl_ca" {
+				// The offline root's CRL, re-signed with the root token while the CA
+				// runs, is served by GetCRL at once: the running gateway installs it.
+				s.run("ca", "crl", "--softhsm-dir", "./var/softhsm", "--issuer", "root", "--out", "root-new.crl")
+				crl, err := readCRL(t, filepath.Join(s.dir, "root-new.crl"))
+				require.NoError(t, err)
+				require.Eventually(t, func() bool {
+					return strings.Contains(gwLog.String(), `msg="CRL updated" issuer="CN=SETPay Root CA,O=SETPay" number=`+crl.Number.String()+` `)
+				}, 30*time.Second, 200*time.Millisecond, "the gateway did not get the new root CRL from the running CA")
+			}
 		})
 	}
 }
