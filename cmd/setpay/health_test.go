@@ -24,16 +24,18 @@ import (
 	"github.com/setpay/setpay/internal/tlsrpc"
 )
 
-// healthBed is a copy of the demo's files in which the gateway has a SoftHSM token
-// directory of its own (so moving it away touches no other party), with a running
-// gateway (metrics on) and merchant.
+// healthBed is a copy of the demo's files in which the gateway and the merchant each
+// have a SoftHSM token directory of their own (so moving one away touches no other
+// party), with a running gateway and merchant, both serving metrics.
 type healthBed struct {
-	root, gwTokens       string
+	root                 string
+	gwTokens, mTokens    string
 	gwAddr, metricsAddr  string
 	merchantAddr         string
+	mMetricsAddr         string
 	merchantConf, gwConf string
-	softhsmConf          string // the merchant's and the wallet's
-	gwErr                *lockedBuffer
+	softhsmConf          string // the wallet's and this test process's
+	gwErr, mErr          *lockedBuffer
 }
 
 // copyDemo copies the demo's directory to dst, pointing its configurations at dst.
@@ -68,9 +70,11 @@ func startHealthBed(t *testing.T, ctx context.Context) *healthBed {
 	root := t.TempDir()
 	copyDemo(t, demo, root)
 	b := &healthBed{root: root, softhsmConf: filepath.Join(root, "softhsm", "softhsm2.conf"), gwErr: &lockedBuffer{}}
-	// The gateway's own copy of the token directory.
+	// The gateway's and the merchant's own copies of the token directory.
 	copyDemo(t, filepath.Join(root, "softhsm"), filepath.Join(root, "softhsm-gw"))
+	copyDemo(t, filepath.Join(root, "softhsm"), filepath.Join(root, "softhsm-m"))
 	b.gwTokens = filepath.Join(root, "softhsm-gw", "tokens")
+	b.mTokens = filepath.Join(root, "softhsm-m", "tokens")
 
 	gc := readConfig[gatewayConfig](t, filepath.Join(root, "gateway.yaml"))
 	gc.Listen, gc.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
@@ -86,17 +90,18 @@ func startHealthBed(t *testing.T, ctx context.Context) *healthBed {
 	})
 
 	mc := readConfig[merchantConfig](t, filepath.Join(root, "merchant.yaml"))
-	mc.Listen = "127.0.0.1:0"
+	mc.Listen, mc.MetricsListen = "127.0.0.1:0", "127.0.0.1:0"
 	mc.Gateway.Address = b.gwAddr
 	b.merchantConf = filepath.Join(root, "merchant-health.yaml")
 	writeConfig(t, b.merchantConf, mc)
-	m := setpayCmd(ctx, t, root, []string{"SOFTHSM2_CONF=" + b.softhsmConf}, "merchant", "serve", "--config", b.merchantConf)
-	mErr := &lockedBuffer{}
-	m.Stderr = mErr
-	b.merchantAddr = startServer(t, m, 30*time.Second)
+	m := setpayCmd(ctx, t, root, []string{"SOFTHSM2_CONF=" + filepath.Join(root, "softhsm-m", "softhsm2.conf")}, "merchant", "serve", "--config", b.merchantConf)
+	b.mErr = &lockedBuffer{}
+	m.Stderr = b.mErr
+	b.merchantAddr, b.mMetricsAddr = startServerAddrs(t, m, 30*time.Second)
+	require.NotEmpty(t, b.mMetricsAddr)
 	t.Cleanup(func() {
 		_ = m.Process.Signal(syscall.SIGTERM)
-		assert.NoError(t, m.Wait(), "merchant\n%s", mErr)
+		assert.NoError(t, m.Wait(), "merchant\n%s", b.mErr)
 	})
 	return b
 }
@@ -112,9 +117,9 @@ func (b *healthBed) buy(t *testing.T) result {
 }
 
 // get fetches a metrics-port path: status code and body.
-func (b *healthBed) get(t *testing.T, path string) (int, string) {
+func get(t *testing.T, addr, path string) (int, string) {
 	t.Helper()
-	resp, err := http.Get("http://" + b.metricsAddr + path)
+	resp, err := http.Get("http://" + addr + path)
 	require.NoError(t, err)
 	defer resp.Body.Close()
 	body, err := io.ReadAll(resp.Body)
@@ -139,6 +144,22 @@ func (b *healthBed) gatewayHealth(t *testing.T, ctx context.Context) func() heal
 	conn, err := grpc.NewClient(b.gwAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&id, roots, mc.Gateway.ServerName))))
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = conn.Close() })
+	return healthOf(t, ctx, conn)
+}
+
+// merchantHealth asks the merchant's gRPC health service (wallets are anonymous at the
+// TLS level).
+func (b *healthBed) merchantHealth(t *testing.T, ctx context.Context) func() healthpb.HealthCheckResponse_ServingStatus {
+	t.Helper()
+	roots, err := pool(filepath.Join(b.root, "pki", "tls-ca.pem"))
+	require.NoError(t, err)
+	conn, err := grpc.NewClient(b.merchantAddr, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(nil, roots, "127.0.0.1"))))
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = conn.Close() })
+	return healthOf(t, ctx, conn)
+}
+
+func healthOf(t *testing.T, ctx context.Context, conn *grpc.ClientConn) func() healthpb.HealthCheckResponse_ServingStatus {
 	hc := healthpb.NewHealthClient(conn)
 	return func() healthpb.HealthCheckResponse_ServingStatus {
 		cctx, cancel := context.WithTimeout(ctx, 10*time.Second)
@@ -154,41 +175,57 @@ func (b *healthBed) gatewayHealth(t *testing.T, ctx context.Context) func() heal
 // and back. While it is away the gateway reports NOT_SERVING (gRPC health) and 503
 // on /readyz, and an authorization fails with a retryable UNAVAILABLE and the SET
 // reason GATEWAY_UNAVAILABLE, naming no key and no CKR code; once it is back, the
-// gateway serves again by itself, without a restart, and counts the recovery.
+// gateway serves again by itself, without a restart, and counts the recovery. The
+// merchant's token, the same way, in TestMerchantRecoversItsTokenDirectoryMovedAwayAndBack.
 func TestGatewayRecoversItsTokenDirectoryMovedAwayAndBack(t *testing.T) {
+	testTokenMovedAwayAndBack(t, "gateway")
+}
+
+// TestMerchantRecoversItsTokenDirectoryMovedAwayAndBack: as for the gateway, with
+// `merchant serve` and its token.
+func TestMerchantRecoversItsTokenDirectoryMovedAwayAndBack(t *testing.T) {
+	testTokenMovedAwayAndBack(t, "merchant")
+}
+
+func testTokenMovedAwayAndBack(t *testing.T, party string) {
 	ctx, cancel := context.WithCancel(context.Background())
 	t.Cleanup(cancel) // after the services' own cleanups, which stop them with SIGTERM
 	b := startHealthBed(t, ctx)
+	tokens, metricsAddr, label, log := b.gwTokens, b.metricsAddr, "setpay-gateway", b.gwErr
 	health := b.gatewayHealth(t, ctx)
+	if party == "merchant" {
+		tokens, metricsAddr, label, log = b.mTokens, b.mMetricsAddr, "setpay-merchant", b.mErr
+		health = b.merchantHealth(t, ctx)
+	}
 
-	code, body := b.get(t, "/healthz")
+	code, body := get(t, metricsAddr, "/healthz")
 	assert.Equal(t, http.StatusOK, code, body)
-	code, body = b.get(t, "/readyz")
+	code, body = get(t, metricsAddr, "/readyz")
 	assert.Equal(t, http.StatusOK, code, body)
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, health())
 	res := b.buy(t)
 	require.Zero(t, res.code, "%s", res)
 	assert.Contains(t, res.stdout, "APPROVED")
 
-	away := b.gwTokens + ".away"
-	require.NoError(t, os.Rename(b.gwTokens, away))
+	away := tokens + ".away"
+	require.NoError(t, os.Rename(tokens, away))
 	back := false
 	t.Cleanup(func() {
 		if !back {
-			_ = os.Rename(away, b.gwTokens)
+			_ = os.Rename(away, tokens)
 		}
 	})
 	// The watcher probes every few seconds: wait for it, with a deadline.
-	require.Eventually(t, func() bool { c, _ := b.get(t, "/readyz"); return c == http.StatusServiceUnavailable },
+	require.Eventually(t, func() bool { c, _ := get(t, metricsAddr, "/readyz"); return c == http.StatusServiceUnavailable },
 		time.Minute, 100*time.Millisecond, "/readyz never said 503 with the token away")
-	code, body = b.get(t, "/readyz")
+	code, body = get(t, metricsAddr, "/readyz")
 	assert.Equal(t, http.StatusServiceUnavailable, code)
 	assert.Equal(t, 1, strings.Count(strings.TrimSpace(body), "\n")+1, "one line: %q", body)
-	assert.Contains(t, body, "setpay-gateway")
+	assert.Contains(t, body, label)
 	assert.NotContains(t, body, "CKR_")
 	assert.NotContains(t, body, "pkcs11:")
 	assert.Equal(t, healthpb.HealthCheckResponse_NOT_SERVING, health())
-	code, _ = b.get(t, "/healthz")
+	code, _ = get(t, metricsAddr, "/healthz")
 	assert.Equal(t, http.StatusOK, code, "the process is alive")
 
 	res = b.buy(t)
@@ -200,19 +237,19 @@ func TestGatewayRecoversItsTokenDirectoryMovedAwayAndBack(t *testing.T) {
 	assert.NotContains(t, out, "pkcs11:")
 	assert.NotContains(t, out, "APPROVED")
 
-	require.NoError(t, os.Rename(away, b.gwTokens))
+	require.NoError(t, os.Rename(away, tokens))
 	back = true
-	require.Eventually(t, func() bool { c, _ := b.get(t, "/readyz"); return c == http.StatusOK },
+	require.Eventually(t, func() bool { c, _ := get(t, metricsAddr, "/readyz"); return c == http.StatusOK },
 		time.Minute, 100*time.Millisecond, "/readyz never came back to 200 with the token back")
 	assert.Equal(t, healthpb.HealthCheckResponse_SERVING, health())
 	res = b.buy(t)
-	require.Zero(t, res.code, "%s\ngateway:\n%s", res, b.gwErr)
+	require.Zero(t, res.code, "%s\n%s:\n%s", res, party, log)
 	assert.Contains(t, res.stdout, "APPROVED")
 
-	_, metrics := b.get(t, "/metrics")
-	assert.Regexp(t, regexp.MustCompile(`setpay_token_recoveries_total\{token="setpay-gateway"\} [1-9]`), metrics)
-	assert.Regexp(t, regexp.MustCompile(`setpay_token_reattaches_total\{token="setpay-gateway"\} [1-9]`), metrics)
-	assert.Contains(t, metrics, `setpay_token_usable{token="setpay-gateway"} 1`)
-	// The CKR codes are in the gateway's log, for the operator.
-	assert.Contains(t, b.gwErr.String(), "CKR_")
+	_, metrics := get(t, metricsAddr, "/metrics")
+	assert.Regexp(t, regexp.MustCompile(`setpay_token_recoveries_total\{token="`+label+`"\} [1-9]`), metrics)
+	assert.Regexp(t, regexp.MustCompile(`setpay_token_reattaches_total\{token="`+label+`"\} [1-9]`), metrics)
+	assert.Contains(t, metrics, `setpay_token_usable{token="`+label+`"} 1`)
+	// The CKR codes are in the service's log, for the operator.
+	assert.Contains(t, log.String(), "CKR_")
 }
