@@ -27,9 +27,10 @@ type pinger func(ctx context.Context) error
 // a one-line reason. It probes every healthInterval and wakes at once when a token
 // operation finds the token unusable (hsm.Token.HealthChanged).
 type healthWatcher struct {
-	tokens []*hsm.Token
-	ping   pinger // nil: no store
-	logger *slog.Logger
+	tokens   []*hsm.Token
+	ping     pinger // nil: no store
+	logger   *slog.Logger
+	interval time.Duration
 
 	mu     sync.Mutex
 	reason string         // "" while ready
@@ -38,7 +39,7 @@ type healthWatcher struct {
 }
 
 func newHealthWatcher(logger *slog.Logger, ping pinger, tokens ...*hsm.Token) *healthWatcher {
-	return &healthWatcher{tokens: tokens, ping: ping, logger: logger, reason: "starting", probed: make(chan struct{})}
+	return &healthWatcher{tokens: tokens, ping: ping, logger: logger, interval: healthInterval, reason: "starting", probed: make(chan struct{})}
 }
 
 // ready is /readyz's answer: nil when serving, else why not (one line, no key URI, no
@@ -70,7 +71,7 @@ func servingStatus(reason string) healthpb.HealthCheckResponse_ServingStatus {
 
 // run probes until ctx ends.
 func (w *healthWatcher) run(ctx context.Context) {
-	t := time.NewTicker(healthInterval)
+	t := time.NewTicker(w.interval)
 	defer t.Stop()
 	first := true
 	for {
@@ -121,7 +122,7 @@ func (w *healthWatcher) probe(ctx context.Context) string {
 		}
 	}
 	if w.ping != nil {
-		pctx, cancel := context.WithTimeout(ctx, healthInterval)
+		pctx, cancel := context.WithTimeout(ctx, w.interval)
 		defer cancel()
 		if err := w.ping(pctx); err != nil {
 			if ctx.Err() != nil {
