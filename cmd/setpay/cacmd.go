@@ -651,7 +651,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	opts := wallet.RegisterOptions{Dir: *out, Passphrase: pass}
 	// With token flags the wallet key lives in a PKCS#11 token.
-	if tf.token != "" || tf.softhsmDir != "" {
+	if tf.selected() || tf.softhsmDir != "" {
 		mod, tok, err := tf.open(ctx, env)
 		if err != nil {
 			return err

@@ -70,7 +70,9 @@ func TestServeConfigTokenKeys(t *testing.T) {
 			require.NoError(t, err)
 			tc.SoftHSMDir, tc.Token = rel, "setpay-gateway"
 		}},
-		{"token_serial", func(_ string, tc *tokenConfig) { tc.SoftHSMDir, tc.TokenSerial, tc.MaxSessions = softhsmDir, gw.Serial, 4 }},
+		{"token_serial", func(_ string, tc *tokenConfig) {
+			tc.SoftHSMDir, tc.TokenSerial, tc.MaxSessions = softhsmDir, gw.Serial, 4
+		}},
 		{"token_slot", func(_ string, tc *tokenConfig) { tc.SoftHSMDir, tc.TokenSlot = softhsmDir, &slot }},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
