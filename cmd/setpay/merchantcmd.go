@@ -242,7 +242,6 @@ func runLifecycle(ctx context.Context, env *cliEnv, args []string, op lifecycleO
 		return fmt.Errorf("%s %s: %w", op.name, in.XID, err)
 	}
 	out := lifecycleOutput(op.name, rid, res)
-	env.logger.Info("merchant "+op.name, "xid", in.XID, "rrpid", in.RRPID, "amount", out.Amount, "status", out.Transaction.statusOrEmpty())
 	return printOp(env.stdout, of.json, out)
 }
 
@@ -423,13 +422,6 @@ type txnJSON struct {
 	AuthCode         string     `json:"auth_code,omitempty"`
 	Expires          string     `json:"expires,omitempty"`
 	Items            []itemJSON `json:"items"`
-}
-
-func (t *txnJSON) statusOrEmpty() string {
-	if t == nil {
-		return ""
-	}
-	return t.Status
 }
 
 type itemJSON struct {
