@@ -63,6 +63,10 @@ func merchantOperatorCommands() map[string]*command {
 	}
 }
 
+// gatewayTimeout bounds an operator command's request to the gateway. Running the
+// command again is safe: the same request is answered from the gateway's record.
+const gatewayTimeout = time.Minute
+
 // amountRule says what a command does without --amount.
 type amountRule int
 
@@ -234,9 +238,12 @@ func runLifecycle(ctx context.Context, env *cliEnv, args []string, op lifecycleO
 	}
 	rid := *requestID
 	if rid == "" {
+		// ';' and '=' are refused in --request-id, so a derived ID is never one given.
 		rid = fmt.Sprintf("amount=%d;batch=%s;target=%s", in.Amount, in.BatchID, in.TargetID)
 	}
 	in.RRPID = merchant.OperatorRRPID(p.m.ID(), op.kind, in.XID, rid)
+	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
+	defer cancel()
 	res, err := op.send(p.m, ctx, in)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op.name, in.XID, err)
@@ -275,6 +282,8 @@ func runMerchantInquiry(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer p.close()
 	// A query changes nothing: a fresh pair ID each time, so it reads the state now.
+	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
+	defer cancel()
 	res, err := p.m.GatewayInquiry(ctx, "", *xid)
 	if err != nil {
 		return fmt.Errorf("inquiry %s: %w", *xid, err)
@@ -321,6 +330,8 @@ func runMerchantBatch(ctx context.Context, env *cliEnv, args []string, action se
 	if action != setpb.BatchAction_BATCH_QUERY {
 		rrpid = merchant.OperatorRRPID(p.m.ID(), setpb.ContentKind_BATCH_ADMIN_REQUEST, *id, verb)
 	}
+	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
+	defer cancel()
 	res, err := p.m.Batch(ctx, rrpid, *id, action)
 	if err != nil {
 		return fmt.Errorf("batch %s %s: %w", verb, *id, err)
