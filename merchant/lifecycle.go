@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -38,6 +39,9 @@ type LifecycleResult struct {
 	// Envelope is the answer as received: the gateway stores these bytes and
 	// sends them again on a retry.
 	Envelope []byte
+	// Answered is when the gateway signed the answer: on a retry answered from the
+	// gateway's record, the time of the first answer.
+	Answered time.Time
 }
 
 // operatorRRPIDContext separates operator pair IDs from every other hash.
@@ -252,7 +256,7 @@ func (m *Merchant) callLifecycle(ctx context.Context, kind setpb.ContentKind, re
 	if err := echoes(kind, req, r); err != nil {
 		return nil, gatewayFault(err)
 	}
-	return &LifecycleResult{Response: r, Envelope: out.GetCms()}, nil
+	return &LifecycleResult{Response: r, Envelope: out.GetCms(), Answered: v.SigningTime}, nil
 }
 
 // echoes checks that an answer is for this request.

@@ -63,6 +63,10 @@ func merchantOperatorCommands() map[string]*command {
 	}
 }
 
+// gatewayTimeout bounds an operator command's request to the gateway. Running the
+// command again is safe: the same request is answered from the gateway's record.
+const gatewayTimeout = time.Minute
+
 // amountRule says what a command does without --amount.
 type amountRule int
 
@@ -234,15 +238,17 @@ func runLifecycle(ctx context.Context, env *cliEnv, args []string, op lifecycleO
 	}
 	rid := *requestID
 	if rid == "" {
+		// ';' and '=' are refused in --request-id, so a derived ID is never one given.
 		rid = fmt.Sprintf("amount=%d;batch=%s;target=%s", in.Amount, in.BatchID, in.TargetID)
 	}
 	in.RRPID = merchant.OperatorRRPID(p.m.ID(), op.kind, in.XID, rid)
+	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
+	defer cancel()
 	res, err := op.send(p.m, ctx, in)
 	if err != nil {
 		return fmt.Errorf("%s %s: %w", op.name, in.XID, err)
 	}
-	out := lifecycleOutput(op.name, rid, res.Response)
-	env.logger.Info("merchant "+op.name, "xid", in.XID, "rrpid", in.RRPID, "amount", out.Amount, "status", out.Transaction.statusOrEmpty())
+	out := lifecycleOutput(op.name, rid, res)
 	return printOp(env.stdout, of.json, out)
 }
 
@@ -276,11 +282,13 @@ func runMerchantInquiry(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	defer p.close()
 	// A query changes nothing: a fresh pair ID each time, so it reads the state now.
+	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
+	defer cancel()
 	res, err := p.m.GatewayInquiry(ctx, "", *xid)
 	if err != nil {
 		return fmt.Errorf("inquiry %s: %w", *xid, err)
 	}
-	return printOp(env.stdout, of.json, lifecycleOutput("inquiry", "", res.Response))
+	return printOp(env.stdout, of.json, lifecycleOutput("inquiry", "", res))
 }
 
 func batchCmd(action setpb.BatchAction) func(ctx context.Context, env *cliEnv, args []string) error {
@@ -322,11 +330,13 @@ func runMerchantBatch(ctx context.Context, env *cliEnv, args []string, action se
 	if action != setpb.BatchAction_BATCH_QUERY {
 		rrpid = merchant.OperatorRRPID(p.m.ID(), setpb.ContentKind_BATCH_ADMIN_REQUEST, *id, verb)
 	}
+	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
+	defer cancel()
 	res, err := p.m.Batch(ctx, rrpid, *id, action)
 	if err != nil {
 		return fmt.Errorf("batch %s %s: %w", verb, *id, err)
 	}
-	return printOp(env.stdout, of.json, lifecycleOutput("batch "+verb, "", res.Response))
+	return printOp(env.stdout, of.json, lifecycleOutput("batch "+verb, "", res))
 }
 
 // ordersLimit bounds `merchant orders` by default.
@@ -398,13 +408,16 @@ type orderJSON struct {
 // opJSON is the outcome of a lifecycle command: what the gateway's signed answer
 // (verified, opened with the merchant's key-exchange key) says.
 type opJSON struct {
-	Operation   string     `json:"operation"`
-	RequestID   string     `json:"request_id,omitempty"`
-	RRPID       string     `json:"rrpid"`
-	XID         string     `json:"xid,omitempty"`
-	ItemID      string     `json:"item_id,omitempty"` // the capture, credit or reversal recorded (= rrpid)
-	Amount      int64      `json:"amount"`            // what the request moved, minor units
-	Currency    string     `json:"currency,omitempty"`
+	Operation string `json:"operation"`
+	RequestID string `json:"request_id,omitempty"`
+	RRPID     string `json:"rrpid"`
+	XID       string `json:"xid,omitempty"`
+	ItemID    string `json:"item_id,omitempty"` // the capture, credit or reversal recorded (= rrpid)
+	Amount    int64  `json:"amount"`            // what the request moved, minor units
+	Currency  string `json:"currency,omitempty"`
+	// Answered is when the gateway signed the answer; a retry answered from the
+	// gateway's record shows the first answer's time (and the state then).
+	Answered    string     `json:"answered"`
 	Transaction *txnJSON   `json:"transaction,omitempty"`
 	Batch       *batchJSON `json:"batch,omitempty"`
 }
@@ -420,13 +433,6 @@ type txnJSON struct {
 	AuthCode         string     `json:"auth_code,omitempty"`
 	Expires          string     `json:"expires,omitempty"`
 	Items            []itemJSON `json:"items"`
-}
-
-func (t *txnJSON) statusOrEmpty() string {
-	if t == nil {
-		return ""
-	}
-	return t.Status
 }
 
 type itemJSON struct {
@@ -473,9 +479,10 @@ func itemsJSON(items []*setpb.Item) []itemJSON {
 	return out
 }
 
-func lifecycleOutput(op, requestID string, r *setpb.LifecycleResponse) opJSON {
+func lifecycleOutput(op, requestID string, res *merchant.LifecycleResult) opJSON {
+	r := res.Response
 	out := opJSON{Operation: op, RequestID: requestID, RRPID: r.GetRrpid(), XID: r.GetXid(), ItemID: r.GetItemId(),
-		Amount: r.GetAmount(), Currency: r.GetCurrency()}
+		Amount: r.GetAmount(), Currency: r.GetCurrency(), Answered: res.Answered.UTC().Format(time.RFC3339)}
 	if t := r.GetTransaction(); t != nil {
 		out.Transaction = &txnJSON{XID: t.GetXid(), Status: t.GetStatus(), Amount: t.GetAmount(), AuthorizedAmount: t.GetAuthorizedAmount(),
 			CapturedTotal: t.GetCapturedTotal(), CreditedTotal: t.GetCreditedTotal(), Currency: t.GetCurrency(), AuthCode: t.GetAuthCode(),
@@ -509,17 +516,23 @@ func printOp(w io.Writer, asJSON bool, o opJSON) error {
 	if o.XID != "" {
 		b.WriteString(" " + o.XID)
 	}
+	if bt := o.Batch; bt != nil {
+		fmt.Fprintf(&b, " %s: %s, %d item(s)", bt.BatchID, bt.Status, bt.ItemCount)
+	}
 	if o.ItemID != "" || o.Amount != 0 {
 		fmt.Fprintf(&b, ": %s %s", money(o.Amount), o.Currency)
+		if o.ItemID != "" {
+			fmt.Fprintf(&b, " as item %s", o.ItemID)
+		}
 	}
 	if t := o.Transaction; t != nil {
-		fmt.Fprintf(&b, "; %s, authorized %s, captured %s, credited %s %s, %d item(s)", t.Status, money(t.AuthorizedAmount),
-			money(t.CapturedTotal), money(t.CreditedTotal), t.Currency, len(t.Items))
+		fmt.Fprintf(&b, "; %s, authorized %s, captured %s, credited %s %s", t.Status, money(t.AuthorizedAmount),
+			money(t.CapturedTotal), money(t.CreditedTotal), t.Currency)
+		if len(t.Items) > 0 {
+			fmt.Fprintf(&b, ", %d item(s)", len(t.Items))
+		}
 	}
-	if bt := o.Batch; bt != nil {
-		fmt.Fprintf(&b, " batch %s: %s, %d item(s)", bt.BatchID, bt.Status, bt.ItemCount)
-	}
-	fmt.Fprintf(&b, " (rrpid %s)\n", o.RRPID)
+	fmt.Fprintf(&b, " (rrpid %s, answered %s)\n", o.RRPID, o.Answered)
 	if o.Batch != nil {
 		for _, t := range o.Batch.Totals {
 			fmt.Fprintf(&b, "  total %-16s %s %3d item(s) %12s\n", t.Type, t.Currency, t.Count, money(t.Amount))

@@ -2,12 +2,15 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/wallet"
 )
 
 // TestMerchantRestartMidPurchase (issue 11, item 9): a purchase initiated before the
@@ -164,13 +167,18 @@ func TestMerchantOperatorCommands(t *testing.T) {
 		assert.Contains(t, r.stdout, "inquiry "+xid+"; partially_captured")
 		assert.Contains(t, r.stdout, "captured 20.00, credited 5.00 EUR")
 		assert.Contains(t, r.stdout, "capture_reversal")
+		r = b.setpay("merchant", "capture", "--config", cfg, "--xid", xid, "--amount", "3000", "--batch", "settle-1", "--request-id", "cap-1")
+		require.Zero(t, r.code, "%s", r)
+		assert.Contains(t, r.stdout, "capture "+xid+": 30.00 EUR as item "+capture.ItemID+"; partially_captured, authorized 49.90, captured 30.00",
+			"a retry prints the first answer, with its time")
+		assert.Contains(t, r.stdout, "answered "+capture.Answered)
 		r = b.setpay("merchant", "orders", "--config", cfg)
 		require.Zero(t, r.code, "%s", r)
 		assert.Contains(t, r.stdout, xid)
 		assert.Contains(t, r.stdout, "49.90 EUR")
 		r = b.setpay("merchant", "batch", "list", "--config", cfg, "--batch", "settle-1")
 		require.Zero(t, r.code, "%s", r)
-		assert.Contains(t, r.stdout, "batch settle-1: closed, 2 item(s)")
+		assert.Contains(t, r.stdout, "batch list settle-1: closed, 2 item(s)")
 		assert.Regexp(t, `total capture +EUR +1 item\(s\) +30\.00`, r.stdout)
 	})
 
@@ -268,4 +276,46 @@ func TestMerchantServeRequiresChallengeKey(t *testing.T) {
 			}
 		})
 	}
+}
+
+// TestMerchantOperatorCommandsWhilePurchasing: operator commands write the store a
+// running `merchant serve` writes, at the same time as purchases (another process:
+// SQLite's write lock is waited for, not failed on). Every purchase and every command
+// succeeds, and the capture taken meanwhile is recorded once.
+func TestMerchantOperatorCommandsWhilePurchasing(t *testing.T) {
+	b := newMerchantBed(t)
+	xid := b.buy("book")
+	const buyers = 4
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	wallets := make([]*wallet.Wallet, buyers)
+	for i := range wallets {
+		wallets[i] = b.wallet()
+	}
+	errs := make(chan error, buyers)
+	for _, w := range wallets {
+		go func() {
+			r, err := w.Buy(ctx, "book")
+			if err == nil && !r.Approved() {
+				err = fmt.Errorf("purchase %s: %s", r.XID, r.Result)
+			}
+			errs <- err
+		}()
+	}
+	var capture opJSON
+	b.op(&capture, "capture", "--xid", xid)
+	var orders []orderJSON
+	b.op(&orders, "orders")
+	var inq opJSON
+	b.op(&inq, "inquiry", "--xid", xid)
+	for range buyers {
+		assert.NoError(t, <-errs)
+	}
+	require.NotNil(t, capture.Transaction)
+	assert.Equal(t, "captured", capture.Transaction.Status)
+	assert.Equal(t, int64(49_90), capture.Transaction.CapturedTotal)
+	assert.Len(t, itemsOf(inq.Transaction.Items, "capture"), 1)
+	b.op(&orders, "orders")
+	assert.Len(t, orders, buyers+1)
+	assert.Equal(t, "captured", findOrder(t, orders, xid).State)
 }
