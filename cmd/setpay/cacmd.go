@@ -646,7 +646,7 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 	}
 	rc := regConfig{Role: role.String(), ID: *id, Date: now.UTC().Format(time.RFC3339),
 		Module: tf.module, Token: tok.Label(), PIN: regPINSource(*out, tf.pinSource),
-		SignKey: sig.URI(), KXKey: kx.URI(), Store: "sqlite:" + role.String() + ".db",
+		SignKey: sig.URI(), KXKey: kx.URI(), Store: "sqlite:" + role.String() + ".db", CAAddress: rf.addr, CAServerName: rf.serverName,
 		TLSLabel: role.String() + "-" + *id + "-tls", ClientTLSLbl: role.String() + "-" + *id + "-client-tls",
 		Brand: strings.TrimSuffix(caOfRole(cas, pki.RoleBrand).Subject.CommonName, " Brand CA")}
 	rc.TLSKey, rc.ClientTLSKey = tlsKeyURI(rc.Token, rc.TLSLabel), tlsKeyURI(rc.Token, rc.ClientTLSLbl)

@@ -113,6 +113,7 @@ type regConfig struct {
 	TLSKey, ClientTLSKey    string // suggested URIs of the TLS keys `tls request` makes
 	TLSLabel, ClientTLSLbl  string
 	Store                   string
+	CAAddress, CAServerName string // the CA service registered with
 	Brand                   string
 	SoftHSMFlag, TokenFlags string // the flags to repeat in the commands the comments suggest
 }
@@ -159,6 +160,15 @@ ca_chain:
 crls:
   - {{q "crls.pem"}}
 crl_refresh: "5m"
+# The CA service asked for every CA's current CRL at start, every crl_refresh and on
+# SIGHUP, so a revocation reaches the running service (crls above covers the start
+# while the CA cannot be reached).
+crl_ca:
+  address: {{q .CAAddress}}
+  tls_ca: {{q "tls-ca.pem"}}
+{{- if .CAServerName}}
+  server_name: {{q .CAServerName}}
+{{- end}}
 
 # The {{.Role}}'s database; create it once with
 #   setpay store init --store {{.Store}}   (run next to this file)

@@ -157,6 +157,8 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	assert.Equal(t, []string{"crls.pem"}, gc.CRLs)
 	assert.Equal(t, "sqlite:gateway.db", gc.Store)
 	assert.Equal(t, "tls-ca.pem", gc.TLS.ClientCA)
+	assert.Equal(t, w.caAddr, gc.CRLCA.Address, "CRLs are fetched from the CA registered with")
+	assert.Equal(t, "tls-ca.pem", gc.CRLCA.TLSCA)
 	assert.Empty(t, gc.Listen)
 	var before gatewayConfig
 	err := loadConfig(w.path("var/gateway/gateway.yaml"), &before)
@@ -254,9 +256,8 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 
 	t.Run("revoked certificate", func(t *testing.T) {
 		w.run("ca", "revoke", "--softhsm-dir", w.softhsm, "--serial", sig[0].SerialNumber.Text(16), "--reason", "keyCompromise")
-		// The CA's new PCA CRL reaches the gateway as a file next to the one from registration.
-		cfg := w.gatewayVariant(t, "revoked", "crls:\n  - crls.pem\n", "crls:\n  - crls.pem\n  - ../ca/pca.crl\n")
-		r := runSetpay(t, w.dir, w.softhsmEnv(), "gateway", "serve", "--config", cfg)
+		// The configuration register wrote asks the CA service (crl_ca) for its CRLs at start.
+		r := runSetpay(t, w.dir, w.softhsmEnv(), "gateway", "serve", "--config", w.path("var/gateway/gateway.yaml"))
 		assert.Equal(t, 1, r.code, "%s", r)
 		assert.NotContains(t, r.stderr, "panic:")
 		assert.Contains(t, r.stderr, "sign_cert: revoked")
