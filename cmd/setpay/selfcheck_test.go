@@ -249,6 +249,26 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 		})
 	}
 
+	t.Run("gateway certificate in the merchant's configuration", func(t *testing.T) {
+		cfg := mustReadFile(t, w.path("var/merchant/merchant.yaml"))
+		for _, e := range [][2]string{
+			{"\nlisten: \"\"\n", "\nlisten: \"127.0.0.1:0\"\n"},
+			{"\n  address: \"\"\n", "\n  address: \"127.0.0.1:7501\"\n"},
+			{"\n  kx_cert: \"\"\n", "\n  kx_cert: ../gateway/keyexchange.pem\n"},
+			{"\nsign_cert: signature.pem\n", "\nsign_cert: ../gateway/signature.pem\n"},
+		} {
+			require.Contains(t, cfg, e[0])
+			cfg = strings.Replace(cfg, e[0], e[1], 1)
+		}
+		p := w.path("var/merchant/wrong-role.yaml")
+		require.NoError(t, os.WriteFile(p, []byte(cfg), 0o600))
+		r := runSetpay(t, w.dir, w.softhsmEnv(), "merchant", "serve", "--config", p)
+		assert.Equal(t, 1, r.code, "%s", r)
+		assert.NotContains(t, r.stderr, "panic:")
+		assert.Contains(t, r.stderr, "sign_cert: wrong role")
+		assert.Contains(t, r.stderr, "this service is the merchant")
+	})
+
 	t.Run("certificate ending soon warns and serves", func(t *testing.T) {
 		cfg := w.gatewayVariant(t, "soon", `sign_cert: signature.pem`, `sign_cert: "soon-sign.pem"`)
 		assert.Contains(t, w.serveGateway(t, cfg), "certificate expires soon")
