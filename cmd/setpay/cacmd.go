@@ -33,9 +33,11 @@ import (
 type caFileConfig struct {
 	Store     string `yaml:"store"`
 	RootToken string `yaml:"root_token"`
-	Token     string `yaml:"token"`
-	Brand     string `yaml:"brand"`
-	TLSName   string `yaml:"tls_name"`
+	// The CA token: module or softhsm_dir; token, token_serial or token_slot; pin_source; max_sessions.
+	tokenConfig `yaml:",inline"`
+
+	Brand   string `yaml:"brand"`
+	TLSName string `yaml:"tls_name"`
 	// CRLValidity is nextUpdate - thisUpdate of each CA's CRLs (Go durations, keys
 	// root, brand, cca, mca, pca; a CA left out gets ca.DefaultCRLValidityFor).
 	CRLValidity map[string]string `yaml:"crl_validity,omitempty"`
@@ -92,9 +94,7 @@ func (c *caFlags) defaults() (caFileConfig, error) {
 	if c.storeDSN == "" {
 		c.storeDSN = fc.Store
 	}
-	if c.tf.token == "" {
-		c.tf.token = fc.Token
-	}
+	c.tf.defaultFrom(fc.tokenConfig)
 	return fc, nil
 }
 
@@ -196,7 +196,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if c.rootToken == "" {
 		c.rootToken = "setpay-root"
 	}
-	if c.tf.token == "" {
+	if !c.tf.selected() {
 		c.tf.token = "setpay-ca"
 	}
 	if c.storeDSN == "" {
@@ -233,7 +233,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	fc.Store, fc.RootToken, fc.Token, fc.Brand, fc.TLSName = recorded, c.rootToken, c.tf.token, *brand, *tlsName
+	fc.Store, fc.RootToken, fc.tokenConfig, fc.Brand, fc.TLSName = recorded, c.rootToken, c.tf.recorded(c.out), *brand, *tlsName
 	b, err := yaml.Marshal(fc)
 	if err != nil {
 		return err
@@ -241,7 +241,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err := os.WriteFile(filepath.Join(c.out, caConfigFile), b, 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "CA hierarchy created in tokens %q (root) and %q; certificates and CRLs in %s\n", c.rootToken, c.tf.token, c.out)
+	fmt.Fprintf(env.stdout, "CA hierarchy created in tokens %q (root) and %q; certificates and CRLs in %s\n", c.rootToken, tok.Label(), c.out)
 	for _, a := range h.Authorities() {
 		fmt.Fprintf(env.stdout, "  %-6s %s serial %s\n", a.Role(), a.Certificate().Subject.CommonName, a.Certificate().SerialNumber.Text(16))
 	}
@@ -318,6 +318,7 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	c := caFlagsOn(fs, "ca-dir")
 	reqID := fs.String("request", "", "request id to decide (without it: list the requests)")
 	reject := fs.Bool("reject", false, "reject instead of approving")
+	asJSON := fs.Bool("json", false, "print JSON (machine-readable): the list as an array, a decision as one object")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -334,6 +335,13 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			out := make([]pendingJSON, 0, len(list))
+			for _, r := range list {
+				out = append(out, newPendingJSON(r))
+			}
+			return writeListJSON(env.stdout, out)
+		}
 		for _, r := range list {
 			fmt.Fprintf(env.stdout, "%s  %-8s %-8s %s  %s\n", r.ID, r.State, r.Accepted.Role, r.Accepted.ID, r.CreatedAt.Format(time.RFC3339))
 		}
@@ -348,8 +356,30 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *asJSON {
+		return writeListJSON(env.stdout, newPendingJSON(r))
+	}
 	fmt.Fprintf(env.stdout, "request %s (%s %s): %s\n", r.ID, r.Accepted.Role, r.Accepted.ID, r.State)
 	return nil
+}
+
+// pendingJSON is one request of `ca approve --json`.
+type pendingJSON struct {
+	ID        string     `json:"id"`
+	State     string     `json:"state"`
+	Role      string     `json:"role"`
+	EntityID  string     `json:"entity_id"`
+	CreatedAt time.Time  `json:"created_at"`
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+}
+
+func newPendingJSON(r ca.PendingRequest) pendingJSON {
+	p := pendingJSON{ID: r.ID, State: r.State, Role: r.Accepted.Role.String(), EntityID: r.Accepted.ID, CreatedAt: r.CreatedAt}
+	if !r.DecidedAt.IsZero() {
+		d := r.DecidedAt
+		p.DecidedAt = &d
+	}
+	return p
 }
 
 func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
@@ -645,17 +675,11 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		regFileKeys:    []byte(fmt.Sprintf("token: %s\nsignature_key: %s\nkey_exchange_key: %s\n", tok.Label(), sigLabel, kxLabel)),
 	}
 	rc := regConfig{Role: role.String(), ID: *id, Date: now.UTC().Format(time.RFC3339),
-		Module: tf.module, Token: tok.Label(), PIN: regPINSource(*out, tf.pinSource),
+		Token: tok.Label(), TokenYAML: tokenYAML(tf.recorded(*out), tf), TokenFlags: tokenFlagsText(tf),
 		SignKey: sig.URI(), KXKey: kx.URI(), Store: "sqlite:" + role.String() + ".db", CAAddress: rf.addr, CAServerName: rf.serverName,
 		TLSLabel: role.String() + "-" + *id + "-tls", ClientTLSLbl: role.String() + "-" + *id + "-client-tls",
 		Brand: strings.TrimSuffix(caOfRole(cas, pki.RoleBrand).Subject.CommonName, " Brand CA")}
 	rc.TLSKey, rc.ClientTLSKey = tlsKeyURI(rc.Token, rc.TLSLabel), tlsKeyURI(rc.Token, rc.ClientTLSLbl)
-	rc.TokenFlags = "--token " + rc.Token
-	if tf.softhsmDir != "" {
-		rc.SoftHSMDir = mustAbs(tf.softhsmDir)
-		rc.SoftHSMFlag = " --softhsm-dir " + rc.SoftHSMDir
-		rc.TokenFlags = "--softhsm-dir " + rc.SoftHSMDir + " " + rc.TokenFlags
-	}
 	cfg, err := renderRegConfig(rc)
 	if err != nil {
 		return err
@@ -714,7 +738,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	opts := wallet.RegisterOptions{Dir: *out, Passphrase: pass}
 	// With token flags the wallet key lives in a PKCS#11 token.
-	if tf.token != "" || tf.softhsmDir != "" {
+	if tf.selected() || tf.softhsmDir != "" {
 		mod, tok, err := tf.open(ctx, env)
 		if err != nil {
 			return err

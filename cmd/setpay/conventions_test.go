@@ -107,10 +107,19 @@ func TestPINSourceMustNameEnvOrFile(t *testing.T) {
 // value is a usage error naming its flag or variable.
 func TestLogLevelAndFormat(t *testing.T) {
 	dir := t.TempDir()
-	t.Run("default is warn: no debug line", func(t *testing.T) {
+	t.Run("default is info: no debug line", func(t *testing.T) {
 		r := runSetpay(t, dir, []string{"SETPAY_LOG_LEVEL", "SETPAY_LOG_FORMAT"}, "version")
 		require.Zero(t, r.code, "%s", r)
 		assert.Empty(t, r.stderr)
+	})
+	t.Run("default is info: an info line", func(t *testing.T) {
+		unset := []string{"SETPAY_LOG_LEVEL", "SETPAY_LOG_FORMAT", "SOFTHSM2_CONF"}
+		r := runSetpay(t, dir, unset, "hsm", "init-softhsm", "--softhsm-dir", "./softhsm", "--tokens", "logs")
+		require.Zero(t, r.code, "%s", r)
+		r = runSetpay(t, dir, unset, "hsm", "keygen", "--softhsm-dir", "./softhsm", "--token", "logs", "--label", "k")
+		require.Zero(t, r.code, "%s", r)
+		assert.Regexp(t, `(?m)^time=\S+ level=INFO msg="generated key" token=logs `, r.stderr)
+		assert.Regexp(t, `^pkcs11:token=logs;object=k;`, r.stdout, "logs stay on stderr")
 	})
 	t.Run("json debug from the environment", func(t *testing.T) {
 		r := runSetpay(t, dir, []string{"SETPAY_LOG_LEVEL=debug", "SETPAY_LOG_FORMAT=json"}, "version")
@@ -243,6 +252,10 @@ var flagMeanings = map[string]struct {
 	"listen":          {keyword: "address to listen on"},
 	"log-level":       {keyword: "log level"},
 	"log-format":      {keyword: "log format"},
+	"xid":             {keyword: "transaction ID (XID)"},
+	"amount":          {keyword: "minor units"},
+	"batch":           {keyword: "batch"},
+	"request-id":      {keyword: "retries"},
 	"usage":           {keyword: "may do"},
 	"ca-chain":        {keyword: "CA certificates"},
 	"force":           {keyword: "replace", isBool: true},

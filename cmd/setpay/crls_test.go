@@ -97,7 +97,7 @@ func TestServeReadsCRLsAgainOnSIGHUP(t *testing.T) {
 // known CA; anything else is refused, naming the field.
 func TestCAFileConfigCRLValidity(t *testing.T) {
 	valid := func() caFileConfig {
-		return caFileConfig{Store: "sqlite:setpay.db", RootToken: "setpay-root", Token: "setpay-ca",
+		return caFileConfig{Store: "sqlite:setpay.db", RootToken: "setpay-root", tokenConfig: tokenConfig{Token: "setpay-ca"},
 			CRLValidity: map[string]string{"root": "720h", "brand": "168h", "cca": "24h", "mca": "24h", "pca": "12h"}}
 	}
 	runConfigCases(t, valid, (*caFileConfig).validate, []configCase[caFileConfig]{

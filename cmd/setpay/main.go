@@ -60,10 +60,10 @@ func commands() map[string]*command {
 			"approve":   {summary: "list, approve or reject merchant/gateway requests held for approval", run: runCAApprove},
 			"tls-issue": {summary: "certify a TLS key (from `setpay tls request`) as a server or a client", run: runCATLSIssue},
 		}},
-		"merchant": {summary: "the merchant", sub: map[string]*command{
+		"merchant": {summary: "the merchant", sub: withMerchantOperatorCommands(map[string]*command{
 			"register": {summary: "register with the CA and get certificates", run: runMerchantRegister},
 			"serve":    {summary: "serve cardholders (purchase) and talk to the gateway", run: runMerchantServe},
-		}},
+		})},
 		"gateway": {summary: "the payment gateway", sub: map[string]*command{
 			"register": {summary: "register with the CA and get certificates", run: runGatewayRegister},
 			"serve":    {summary: "serve merchants (authorization, capture)", run: runGatewayServe},
@@ -159,11 +159,12 @@ const (
 
 // globalFlags parses the flags before the command (--log-level, --log-format) and
 // builds the logger: flags win over $SETPAY_LOG_LEVEL and $SETPAY_LOG_FORMAT; the
-// default is warn, text, on stderr.
+// default is info, text, on stderr: one line per issuance, authorization, purchase and
+// lifecycle request, with its result.
 func globalFlags(env *cliEnv, cmds map[string]*command, args []string, getenv func(string) string) ([]string, *slog.Logger, error) {
 	fs := flag.NewFlagSet("setpay", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	level := fs.String("log-level", "", "log level: debug, info, warn or error (default: $"+logLevelEnv+", else warn)")
+	level := fs.String("log-level", "", "log level: debug, info, warn or error (default: $"+logLevelEnv+", else info)")
 	format := fs.String("log-format", "", "log format: text or json (default: $"+logFormatEnv+", else text)")
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
@@ -181,7 +182,7 @@ func globalFlags(env *cliEnv, cmds map[string]*command, args []string, getenv fu
 	}
 	var opts slog.HandlerOptions
 	lv, from := pick("log-level", *level, logLevelEnv)
-	opts.Level = slog.LevelWarn
+	opts.Level = slog.LevelInfo
 	if lv != "" {
 		var l slog.Level
 		if err := l.UnmarshalText([]byte(lv)); err != nil {
@@ -258,7 +259,7 @@ func usage(w io.Writer, cmds map[string]*command, prefix string) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-14s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-16s %s\n", n, cmds[n].summary)
 	}
 }
 

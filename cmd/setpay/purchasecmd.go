@@ -34,17 +34,17 @@ import (
 // partyConfig is what gateway and merchant configurations share: the token, the keys
 // by pkcs11: URI, certificates, trust, TLS and the store.
 type partyConfig struct {
-	Module    string   `yaml:"module"`
-	Token     string   `yaml:"token"`
-	PINSource string   `yaml:"pin_source"`
-	Listen    string   `yaml:"listen"`
-	SignKey   string   `yaml:"sign_key"`  // pkcs11: URI of the signature key
-	SignCert  string   `yaml:"sign_cert"` // PEM: certificate, then issuing CA and brand
-	KXKey     string   `yaml:"kx_key"`    // pkcs11: URI of the key-exchange key
-	KXCert    string   `yaml:"kx_cert"`   // PEM
-	Root      string   `yaml:"root"`      // PEM of the SET root
-	CAChain   []string `yaml:"ca_chain"`  // PEM files of brand, CCA, MCA, PCA
-	CRLs      []string `yaml:"crls"`      // PEM files of current CRLs, read again every crl_refresh and on SIGHUP
+	// module or softhsm_dir; token, token_serial or token_slot; pin_source; max_sessions
+	tokenConfig `yaml:",inline"`
+
+	Listen   string   `yaml:"listen"`
+	SignKey  string   `yaml:"sign_key"`  // pkcs11: URI of the signature key
+	SignCert string   `yaml:"sign_cert"` // PEM: certificate, then issuing CA and brand
+	KXKey    string   `yaml:"kx_key"`    // pkcs11: URI of the key-exchange key
+	KXCert   string   `yaml:"kx_cert"`   // PEM
+	Root     string   `yaml:"root"`      // PEM of the SET root
+	CAChain  []string `yaml:"ca_chain"`  // PEM files of brand, CCA, MCA, PCA
+	CRLs     []string `yaml:"crls"`      // PEM files of current CRLs, read again every crl_refresh and on SIGHUP
 	// CRLRefresh is how often the crls files are read again (a Go duration, "5m" when
 	// empty); SIGHUP reads them at once. A newer CRL a CA signed replaces the one
 	// held; a file that fails to read keeps the last good CRLs in use.
@@ -136,7 +136,12 @@ type merchantConfig struct {
 	partyConfig `yaml:",inline"`
 	Brand       string           `yaml:"brand"`
 	Offers      []merchant.Offer `yaml:"offers"`
-	Gateway     struct {
+	// ChallengeKey is the pkcs11: URI of the key the merchant derives its purchase
+	// challenges from: a MAC key in the merchant's token (setpay hsm keygen --alg
+	// hmac-sha256 --usage mac --label merchant-challenge). A purchase initiated before
+	// a restart completes after it; replicas sharing the key accept each other's.
+	ChallengeKey string `yaml:"challenge_key"`
+	Gateway      struct {
 		Address    string `yaml:"address"`
 		ServerName string `yaml:"server_name"`
 		KXCert     string `yaml:"kx_cert"`  // PEM: gateway key-exchange certificate, then PCA and brand
@@ -192,7 +197,7 @@ func openParty(ctx context.Context, env *cliEnv, c *partyConfig) (*running, erro
 
 func (r *running) open(ctx context.Context, env *cliEnv, c *partyConfig) error {
 	var err error
-	if r.mod, r.tok, err = openToken(ctx, env, c.Module, c.Token, hsm.PINSource(c.PINSource), 0); err != nil {
+	if r.mod, r.tok, err = c.openToken(ctx, env); err != nil {
 		return err
 	}
 	sk, err := r.key(ctx, c.SignKey)
@@ -381,42 +386,17 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
-	cfg.role = pki.RoleMerchant
-	gw := cfg.Gateway
-	r, err := openParty(ctx, env, &cfg.partyConfig)
+	p, err := openMerchant(ctx, env, &cfg)
 	if err != nil {
 		return err
 	}
-	defer r.close()
-	client, err := r.tlsIdentity(ctx, "gateway.tls_cert", gw.ClientCert, "gateway.tls_key", gw.ClientKey)
-	if err != nil {
-		return err
-	}
-	gwPool, err := pool(gw.TLSCA)
-	if err != nil {
-		return fmt.Errorf("gateway.tls_ca: %w", err)
-	}
-	conn, err := grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&client, gwPool, gw.ServerName))))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	gkx, err := readPEMCerts(gw.KXCert)
-	if err != nil {
-		return fmt.Errorf("gateway.kx_cert: %w", err)
-	}
-	m, err := merchant.New(ctx, merchant.Config{Sign: r.sign, KXCert: r.kxc, KXKey: r.kx, Trust: r.trust, Store: r.db,
-		Brand: cfg.Brand, GatewayKX: gkx[0], GatewayChain: gkx[1:], Gateway: setpb.NewGatewayClient(conn),
-		Offers: cfg.Offers, Envelope: r.env, Logger: env.logger})
-	if err != nil {
-		return err
-	}
-	id, err := r.tlsIdentity(ctx, "tls.cert", cfg.TLS.Cert, "tls.key", cfg.TLS.Key)
+	defer p.close()
+	id, err := p.tlsIdentity(ctx, "tls.cert", cfg.TLS.Cert, "tls.key", cfg.TLS.Key)
 	if err != nil {
 		return err
 	}
 	// Wallets are anonymous at the TLS level: they authenticate by their SET signature.
-	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r)
+	reg, err := startMetrics(ctx, env, &cfg.partyConfig, p.running)
 	if err != nil {
 		return err
 	}
@@ -425,10 +405,73 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
-	m.Register(gs)
+	p.m.Register(gs)
 	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+m.ID())
+	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+p.m.ID())
+}
+
+// merchantParty is an opened merchant: its party (token, keys, trust, store), its
+// challenge key, its connection to the gateway and the merchant on them. `merchant
+// serve` and the merchant's operator commands open it the same way.
+type merchantParty struct {
+	*running
+	conn *grpc.ClientConn
+	m    *merchant.Merchant
+}
+
+func (p *merchantParty) close() {
+	if p.conn != nil {
+		_ = p.conn.Close()
+	}
+	p.running.close()
+}
+
+// openMerchant opens what a merchant configuration names; on any error it closes
+// what it had opened and returns the error, which names the field at fault.
+func openMerchant(ctx context.Context, env *cliEnv, cfg *merchantConfig) (*merchantParty, error) {
+	cfg.role = pki.RoleMerchant
+	r, err := openParty(ctx, env, &cfg.partyConfig)
+	if err != nil {
+		return nil, err
+	}
+	p := &merchantParty{running: r}
+	if err := p.open(ctx, env, cfg); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *merchantParty) open(ctx context.Context, env *cliEnv, cfg *merchantConfig) error {
+	u, err := hsm.ParseURI(cfg.ChallengeKey)
+	if err != nil {
+		return fmt.Errorf("challenge_key: %w", err)
+	}
+	challengeKey, err := p.tok.SecretKeyByURI(ctx, u)
+	if err != nil {
+		return fmt.Errorf("challenge_key: %w", err)
+	}
+	gw := cfg.Gateway
+	client, err := p.tlsIdentity(ctx, "gateway.tls_cert", gw.ClientCert, "gateway.tls_key", gw.ClientKey)
+	if err != nil {
+		return err
+	}
+	gwPool, err := pool(gw.TLSCA)
+	if err != nil {
+		return fmt.Errorf("gateway.tls_ca: %w", err)
+	}
+	if p.conn, err = grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&client, gwPool, gw.ServerName)))); err != nil {
+		return fmt.Errorf("gateway.address: %w", err)
+	}
+	gkx, err := readPEMCerts(gw.KXCert)
+	if err != nil {
+		return fmt.Errorf("gateway.kx_cert: %w", err)
+	}
+	p.m, err = merchant.New(ctx, merchant.Config{Sign: p.sign, KXCert: p.kxc, KXKey: p.kx, Trust: p.trust, Store: p.db,
+		Brand: cfg.Brand, GatewayKX: gkx[0], GatewayChain: gkx[1:], Gateway: setpb.NewGatewayClient(p.conn),
+		Offers: cfg.Offers, ChallengeKey: challengeKey, Envelope: p.env, Logger: env.logger})
+	return err
 }
 
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
@@ -461,7 +504,7 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var find wallet.KeyFinder
-	if tf.token != "" || tf.softhsmDir != "" {
+	if tf.selected() || tf.softhsmDir != "" {
 		mod, tok, err := tf.open(ctx, env)
 		if err != nil {
 			return err

@@ -51,9 +51,9 @@ func newRegisteredWorld(t *testing.T, beforeRegister func(w caWorld)) registered
 	return w
 }
 
-func (w registeredWorld) softhsmEnv() []string {
-	return []string{"SOFTHSM2_CONF=" + w.path("var/softhsm/softhsm2.conf")}
-}
+// softhsmEnv is the services' environment: no SOFTHSM2_CONF, as softhsm_dir in the
+// configuration register wrote names the token directory.
+func (w registeredWorld) softhsmEnv() []string { return []string{"SOFTHSM2_CONF"} }
 
 // makeGatewayServable does what the written gateway.yaml asks of the operator: the
 // TLS key and certificate, the PAN-hash key, the store, and a listen address.
@@ -146,8 +146,8 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	}
 	gc := readConfig[gatewayConfig](t, w.path("var/gateway/gateway.yaml"))
 	assert.Equal(t, "setpay-gateway", gc.Token)
-	assert.Equal(t, "file:../softhsm/user-pin", gc.PINSource, "a PIN source, relative to the configuration")
-	assert.NotEmpty(t, gc.Module)
+	assert.Equal(t, "../softhsm", gc.SoftHSMDir, "the token directory, relative to the configuration")
+	assert.Empty(t, gc.PINSource, "the PIN file of softhsm_dir")
 	assert.Contains(t, gc.SignKey, "object=gateway-gw-1-sig")
 	assert.Contains(t, gc.KXKey, "object=gateway-gw-1-kx")
 	assert.Equal(t, "signature.pem", gc.SignCert)
@@ -169,6 +169,7 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	assert.Equal(t, "# the operator's own\n", mustReadFile(t, w.path("var/merchant/merchant.yaml")))
 	mc := readConfig[merchantConfig](t, w.path("var/merchant/merchant.yaml.new"))
 	assert.Equal(t, "SETPay", mc.Brand)
+	assert.Equal(t, "pkcs11:token=setpay-merchant;object=merchant-challenge;type=secret-key", mc.ChallengeKey)
 	assert.Equal(t, "tls-ca.pem", mc.Gateway.TLSCA)
 	assert.Contains(t, mc.Gateway.ClientKey, "object=merchant-shop-1-client-tls")
 	assert.Contains(t, mustReadFile(t, w.path("var/merchant/merchant.yaml.new")), "kx_cert: \"\"")
