@@ -15,6 +15,7 @@ import (
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/softhsm"
 )
 
 // registeredWorld is a caWorld with its CA serving and a gateway (gw-1) and a
@@ -177,6 +178,28 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	w.makeGatewayServable(t)
 	stderr := w.serveGateway(t, w.path("var/gateway/gateway.yaml"))
 	assert.NotContains(t, stderr, "expires soon")
+
+	t.Run("real HSM flags: module, token and pin_source as given", func(t *testing.T) {
+		pin := strings.TrimSpace(mustReadFile(t, w.path("var/softhsm/user-pin")))
+		env := []string{"SOFTHSM2_CONF=" + w.path("var/softhsm/softhsm2.conf"), "SETPAY_TEST_GW_PIN=" + pin}
+		w.run("ca", "enroll", "--softhsm-dir", w.softhsm, "--role", "gateway", "--id", "gw-2", "--out", "gw-2.secret")
+		r := runSetpay(t, w.dir, env, "gateway", "register", "--ca", w.caAddr, "--id", "gw-2", "--secret-file", "gw-2.secret",
+			"--module", softhsmModule(t), "--token", "setpay-gateway", "--pin-source", "env:SETPAY_TEST_GW_PIN", "--dir", "./var/gateway-2")
+		require.Zero(t, r.code, "%s", r)
+		c := readConfig[gatewayConfig](t, w.path("var/gateway-2/gateway.yaml"))
+		assert.Equal(t, softhsmModule(t), c.Module)
+		assert.Equal(t, "setpay-gateway", c.Token)
+		assert.Equal(t, "env:SETPAY_TEST_GW_PIN", c.PINSource, "the source as given, never the PIN")
+		assert.Empty(t, c.SoftHSMDir)
+		assert.NotContains(t, mustReadFile(t, w.path("var/gateway-2/gateway.yaml")), pin)
+	})
+}
+
+func softhsmModule(t *testing.T) string {
+	t.Helper()
+	p, err := softhsm.FindModule()
+	require.NoError(t, err)
+	return p
 }
 
 // TestServeRefusesABadOwnIdentity (issue 11 item 4): `gateway serve` checks its own
