@@ -688,17 +688,11 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		regFileKeys:    []byte(fmt.Sprintf("token: %s\nsignature_key: %s\nkey_exchange_key: %s\n", tok.Label(), sigLabel, kxLabel)),
 	}
 	rc := regConfig{Role: role.String(), ID: *id, Date: now.UTC().Format(time.RFC3339),
-		Module: tf.module, Token: tok.Label(), PIN: regPINSource(*out, tf.pinSource),
-		SignKey: sig.URI(), KXKey: kx.URI(), Store: "sqlite:" + role.String() + ".db",
+		Token: tok.Label(), TokenYAML: tokenYAML(tf.recorded(*out), tf), TokenFlags: tokenFlagsText(tf),
+		SignKey: sig.URI(), KXKey: kx.URI(), Store: "sqlite:" + role.String() + ".db", CAAddress: rf.addr, CAServerName: rf.serverName,
 		TLSLabel: role.String() + "-" + *id + "-tls", ClientTLSLbl: role.String() + "-" + *id + "-client-tls",
 		Brand: strings.TrimSuffix(caOfRole(cas, pki.RoleBrand).Subject.CommonName, " Brand CA")}
 	rc.TLSKey, rc.ClientTLSKey = tlsKeyURI(rc.Token, rc.TLSLabel), tlsKeyURI(rc.Token, rc.ClientTLSLbl)
-	rc.TokenFlags = "--token " + rc.Token
-	if tf.softhsmDir != "" {
-		rc.SoftHSMDir = mustAbs(tf.softhsmDir)
-		rc.SoftHSMFlag = " --softhsm-dir " + rc.SoftHSMDir
-		rc.TokenFlags = "--softhsm-dir " + rc.SoftHSMDir + " " + rc.TokenFlags
-	}
 	cfg, err := renderRegConfig(rc)
 	if err != nil {
 		return err

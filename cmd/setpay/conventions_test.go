@@ -252,13 +252,13 @@ var flagMeanings = map[string]struct {
 	"listen":          {keyword: "address to listen on"},
 	"log-level":       {keyword: "log level"},
 	"log-format":      {keyword: "log format"},
-	"usage":           {keyword: "may do"},
-	"ca-chain":        {keyword: "CA certificates"},
-	"force":           {keyword: "replace", isBool: true},
 	"xid":             {keyword: "transaction ID (XID)"},
 	"amount":          {keyword: "minor units"},
 	"batch":           {keyword: "batch"},
 	"request-id":      {keyword: "retries"},
+	"usage":           {keyword: "may do"},
+	"ca-chain":        {keyword: "CA certificates"},
+	"force":           {keyword: "replace", isBool: true},
 }
 
 // dirFlags are the flags that name a directory; no other flag may take one.

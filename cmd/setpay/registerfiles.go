@@ -107,14 +107,15 @@ func fetchCRLs(ctx context.Context, client *ca.Client, root *x509.Certificate, c
 // regConfig is what the written configuration says; paths relative to --dir.
 type regConfig struct {
 	Role, ID, Date          string
-	Module, Token, PIN      string
-	SoftHSMDir              string // set when registering against a SoftHSM directory
+	Token                   string // label, for the suggested key URIs
+	TokenYAML               string // the token keys as given to register
 	SignKey, KXKey          string
 	TLSKey, ClientTLSKey    string // suggested URIs of the TLS keys `tls request` makes
 	TLSLabel, ClientTLSLbl  string
 	Store                   string
+	CAAddress, CAServerName string // the CA service registered with
 	Brand                   string
-	SoftHSMFlag, TokenFlags string // the flags to repeat in the commands the comments suggest
+	TokenFlags              string // the token flags to repeat in the commands the comments suggest
 }
 
 // q quotes s as a YAML scalar.
@@ -133,14 +134,7 @@ var regConfigTemplate = template.Must(template.New("cfg").Funcs(template.FuncMap
 # role {{.Role}}, validity, revocation on crls, keys in the token) and refuses clearly.
 
 # The token holding the {{.Role}}'s keys.
-module: {{q .Module}}
-token: {{q .Token}}
-# Where the PIN comes from (env:NAME or file:PATH), never the PIN itself.
-pin_source: {{q .PIN}}
-{{- if .SoftHSMDir}}
-# SoftHSM dev token: run the service with SOFTHSM2_CONF={{.SoftHSMDir}}/softhsm2.conf
-{{- end}}
-
+{{.TokenYAML}}
 # TODO: the address to serve on (host:port){{if eq .Role "gateway"}}, where merchants reach the gateway{{else}}, where wallets reach the merchant{{end}}.
 listen: ""
 
@@ -159,6 +153,15 @@ ca_chain:
 crls:
   - {{q "crls.pem"}}
 crl_refresh: "5m"
+# The CA service asked for every CA's current CRL at start, every crl_refresh and on
+# SIGHUP, so a revocation reaches the running service (crls above covers the start
+# while the CA cannot be reached).
+crl_ca:
+  address: {{q .CAAddress}}
+  tls_ca: {{q "tls-ca.pem"}}
+{{- if .CAServerName}}
+  server_name: {{q .CAServerName}}
+{{- end}}
 
 # The {{.Role}}'s database; create it once with
 #   setpay store init --store {{.Store}}   (run next to this file)
@@ -166,8 +169,9 @@ store: {{q .Store}}
 
 # TLS: the key stays in the token. Make it and its certificate with
 #   setpay tls request {{.TokenFlags}} --label {{.TLSLabel}} --name HOST --out {{.TLSLabel}}.csr
-#   setpay ca tls-issue --ca-dir CA_DIR{{.SoftHSMFlag}} --csr {{.TLSLabel}}.csr --usage server --out tls.pem
-# (HOST: the DNS name or IP address {{if eq .Role "gateway"}}merchants dial{{else}}wallets dial{{end}}; the CA operator runs tls-issue.)
+#   setpay ca tls-issue --ca-dir CA_DIR --csr {{.TLSLabel}}.csr --usage server --out tls.pem
+# (HOST: the DNS name or IP address {{if eq .Role "gateway"}}merchants dial{{else}}wallets dial{{end}}; the CA operator runs tls-issue with the
+# CA's token flags.)
 tls:
   cert: {{q "tls.pem"}}
   key: {{q .TLSKey}}
@@ -182,6 +186,11 @@ pan_hash_key: {{q (print "pkcs11:token=" .Token ";object=pan-hash;type=secret-ke
 # The issuer stand-in's cards (test data only; a real gateway has an issuer link):
 # ledger_file: cards.yaml
 {{- else}}
+
+# The key the merchant derives its purchase challenges from, a MAC key in the token
+# (the same for every replica, so purchases in flight survive a restart); make it once with
+#   setpay hsm keygen {{.TokenFlags}} --alg hmac-sha256 --usage mac --label merchant-challenge
+challenge_key: {{q (print "pkcs11:token=" .Token ";object=merchant-challenge;type=secret-key")}}
 
 # The card brand this merchant accepts.
 brand: {{q .Brand}}
@@ -201,7 +210,7 @@ gateway:
   # This merchant's client certificate at the gateway (the gateway knows the merchant by
   # its name, {{.Role}}:{{.ID}}), key in the token:
   #   setpay tls request {{.TokenFlags}} --label {{.ClientTLSLbl}} --name {{.Role}}:{{.ID}} --out {{.ClientTLSLbl}}.csr
-  #   setpay ca tls-issue --ca-dir CA_DIR{{.SoftHSMFlag}} --csr {{.ClientTLSLbl}}.csr --usage client --out client-tls.pem
+  #   setpay ca tls-issue --ca-dir CA_DIR --csr {{.ClientTLSLbl}}.csr --usage client --out client-tls.pem
   tls_cert: {{q "client-tls.pem"}}
   tls_key: {{q .ClientTLSKey}}
 {{- end}}
@@ -219,26 +228,60 @@ func renderRegConfig(c regConfig) ([]byte, error) {
 	return b.Bytes(), nil
 }
 
-// regPath records p (relative to the working directory or absolute) relative to dir,
-// as configuration paths are read.
-func regPath(dir, p string) string {
-	absDir, err1 := filepath.Abs(dir)
-	absP, err2 := filepath.Abs(p)
-	if err1 != nil || err2 != nil {
-		return p
+// tokenYAML is the token keys of a configuration in dir as register was given them:
+// softhsm_dir (which brings the module and the PIN file) or module and pin_source,
+// and the token by label, serial or slot. resolved are the flags after their defaults.
+func tokenYAML(rec tokenConfig, resolved *tokenFlags) string {
+	var b strings.Builder
+	line := func(k, v string) { fmt.Fprintf(&b, "%s: %s\n", k, q(v)) }
+	if rec.SoftHSMDir != "" {
+		b.WriteString("# SoftHSM dev token directory: it names the module, SOFTHSM2_CONF and the PIN file.\n")
+		line("softhsm_dir", rec.SoftHSMDir)
+		if rec.Module != "" {
+			line("module", rec.Module)
+		}
+	} else {
+		line("module", resolved.module)
 	}
-	if rel, err := filepath.Rel(absDir, absP); err == nil {
-		return rel
+	switch {
+	case rec.TokenSerial != "":
+		line("token_serial", rec.TokenSerial)
+	case rec.TokenSlot != nil:
+		fmt.Fprintf(&b, "token_slot: %d\n", *rec.TokenSlot)
+	default:
+		line("token", rec.Token)
 	}
-	return absP
+	if rec.PINSource != "" || rec.SoftHSMDir == "" {
+		src := rec.PINSource
+		if src == "" {
+			src = resolved.pinSource // the default, env:SETPAY_PIN
+		}
+		b.WriteString("# Where the PIN comes from (env:NAME or file:PATH), never the PIN itself.\n")
+		line("pin_source", src)
+	}
+	return strings.TrimSuffix(b.String(), "\n")
 }
 
-// regPINSource records a file: source relative to dir; env: sources as given.
-func regPINSource(dir, src string) string {
-	if path, ok := strings.CutPrefix(src, "file:"); ok {
-		return "file:" + regPath(dir, path)
+// tokenFlagsText is the token flags for the commands the comments suggest.
+func tokenFlagsText(tf *tokenFlags) string {
+	var parts []string
+	if tf.given.SoftHSMDir != "" {
+		parts = append(parts, "--softhsm-dir "+mustAbs(tf.given.SoftHSMDir))
+	} else if tf.given.Module != "" {
+		parts = append(parts, "--module "+tf.given.Module)
 	}
-	return src
+	switch {
+	case tf.given.TokenSerial != "":
+		parts = append(parts, "--token-serial "+tf.given.TokenSerial)
+	case tf.given.TokenSlot != nil:
+		parts = append(parts, fmt.Sprintf("--token-slot %d", *tf.given.TokenSlot))
+	default:
+		parts = append(parts, "--token "+tf.given.Token)
+	}
+	if tf.given.PINSource != "" {
+		parts = append(parts, "--pin-source "+tf.given.PINSource)
+	}
+	return strings.Join(parts, " ")
 }
 
 // tlsKeyURI is the URI of the key `tls request --label label` makes in token.

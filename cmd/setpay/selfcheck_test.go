@@ -15,6 +15,7 @@ import (
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/pki"
+	"github.com/setpay/setpay/softhsm"
 )
 
 // registeredWorld is a caWorld with its CA serving and a gateway (gw-1) and a
@@ -51,9 +52,9 @@ func newRegisteredWorld(t *testing.T, beforeRegister func(w caWorld)) registered
 	return w
 }
 
-func (w registeredWorld) softhsmEnv() []string {
-	return []string{"SOFTHSM2_CONF=" + w.path("var/softhsm/softhsm2.conf")}
-}
+// softhsmEnv is the services' environment: no SOFTHSM2_CONF, as softhsm_dir in the
+// configuration register wrote names the token directory.
+func (w registeredWorld) softhsmEnv() []string { return []string{"SOFTHSM2_CONF"} }
 
 // makeGatewayServable does what the written gateway.yaml asks of the operator: the
 // TLS key and certificate, the PAN-hash key, the store, and a listen address.
@@ -146,8 +147,8 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	}
 	gc := readConfig[gatewayConfig](t, w.path("var/gateway/gateway.yaml"))
 	assert.Equal(t, "setpay-gateway", gc.Token)
-	assert.Equal(t, "file:../softhsm/user-pin", gc.PINSource, "a PIN source, relative to the configuration")
-	assert.NotEmpty(t, gc.Module)
+	assert.Equal(t, "../softhsm", gc.SoftHSMDir, "the token directory, relative to the configuration")
+	assert.Empty(t, gc.PINSource, "the PIN file of softhsm_dir")
 	assert.Contains(t, gc.SignKey, "object=gateway-gw-1-sig")
 	assert.Contains(t, gc.KXKey, "object=gateway-gw-1-kx")
 	assert.Equal(t, "signature.pem", gc.SignCert)
@@ -157,6 +158,8 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	assert.Equal(t, []string{"crls.pem"}, gc.CRLs)
 	assert.Equal(t, "sqlite:gateway.db", gc.Store)
 	assert.Equal(t, "tls-ca.pem", gc.TLS.ClientCA)
+	assert.Equal(t, w.caAddr, gc.CRLCA.Address, "CRLs are fetched from the CA registered with")
+	assert.Equal(t, "tls-ca.pem", gc.CRLCA.TLSCA)
 	assert.Empty(t, gc.Listen)
 	var before gatewayConfig
 	err := loadConfig(w.path("var/gateway/gateway.yaml"), &before)
@@ -167,6 +170,7 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	assert.Equal(t, "# the operator's own\n", mustReadFile(t, w.path("var/merchant/merchant.yaml")))
 	mc := readConfig[merchantConfig](t, w.path("var/merchant/merchant.yaml.new"))
 	assert.Equal(t, "SETPay", mc.Brand)
+	assert.Equal(t, "pkcs11:token=setpay-merchant;object=merchant-challenge;type=secret-key", mc.ChallengeKey)
 	assert.Equal(t, "tls-ca.pem", mc.Gateway.TLSCA)
 	assert.Contains(t, mc.Gateway.ClientKey, "object=merchant-shop-1-client-tls")
 	assert.Contains(t, mustReadFile(t, w.path("var/merchant/merchant.yaml.new")), "kx_cert: \"\"")
@@ -174,6 +178,28 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	w.makeGatewayServable(t)
 	stderr := w.serveGateway(t, w.path("var/gateway/gateway.yaml"))
 	assert.NotContains(t, stderr, "expires soon")
+
+	t.Run("real HSM flags: module, token and pin_source as given", func(t *testing.T) {
+		pin := strings.TrimSpace(mustReadFile(t, w.path("var/softhsm/user-pin")))
+		env := []string{"SOFTHSM2_CONF=" + w.path("var/softhsm/softhsm2.conf"), "SETPAY_TEST_GW_PIN=" + pin}
+		w.run("ca", "enroll", "--softhsm-dir", w.softhsm, "--role", "gateway", "--id", "gw-2", "--out", "gw-2.secret")
+		r := runSetpay(t, w.dir, env, "gateway", "register", "--ca", w.caAddr, "--id", "gw-2", "--secret-file", "gw-2.secret",
+			"--module", softhsmModule(t), "--token", "setpay-gateway", "--pin-source", "env:SETPAY_TEST_GW_PIN", "--dir", "./var/gateway-2")
+		require.Zero(t, r.code, "%s", r)
+		c := readConfig[gatewayConfig](t, w.path("var/gateway-2/gateway.yaml"))
+		assert.Equal(t, softhsmModule(t), c.Module)
+		assert.Equal(t, "setpay-gateway", c.Token)
+		assert.Equal(t, "env:SETPAY_TEST_GW_PIN", c.PINSource, "the source as given, never the PIN")
+		assert.Empty(t, c.SoftHSMDir)
+		assert.NotContains(t, mustReadFile(t, w.path("var/gateway-2/gateway.yaml")), pin)
+	})
+}
+
+func softhsmModule(t *testing.T) string {
+	t.Helper()
+	p, err := softhsm.FindModule()
+	require.NoError(t, err)
+	return p
 }
 
 // TestServeRefusesABadOwnIdentity (issue 11 item 4): `gateway serve` checks its own
@@ -247,6 +273,26 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 		})
 	}
 
+	t.Run("gateway certificate in the merchant's configuration", func(t *testing.T) {
+		cfg := mustReadFile(t, w.path("var/merchant/merchant.yaml"))
+		for _, e := range [][2]string{
+			{"\nlisten: \"\"\n", "\nlisten: \"127.0.0.1:0\"\n"},
+			{"\n  address: \"\"\n", "\n  address: \"127.0.0.1:7501\"\n"},
+			{"\n  kx_cert: \"\"\n", "\n  kx_cert: ../gateway/keyexchange.pem\n"},
+			{"\nsign_cert: signature.pem\n", "\nsign_cert: ../gateway/signature.pem\n"},
+		} {
+			require.Contains(t, cfg, e[0])
+			cfg = strings.Replace(cfg, e[0], e[1], 1)
+		}
+		p := w.path("var/merchant/wrong-role.yaml")
+		require.NoError(t, os.WriteFile(p, []byte(cfg), 0o600))
+		r := runSetpay(t, w.dir, w.softhsmEnv(), "merchant", "serve", "--config", p)
+		assert.Equal(t, 1, r.code, "%s", r)
+		assert.NotContains(t, r.stderr, "panic:")
+		assert.Contains(t, r.stderr, "sign_cert: wrong role")
+		assert.Contains(t, r.stderr, "this service is the merchant")
+	})
+
 	t.Run("certificate ending soon warns and serves", func(t *testing.T) {
 		cfg := w.gatewayVariant(t, "soon", `sign_cert: signature.pem`, `sign_cert: "soon-sign.pem"`)
 		assert.Contains(t, w.serveGateway(t, cfg), "certificate expires soon")
@@ -254,9 +300,8 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 
 	t.Run("revoked certificate", func(t *testing.T) {
 		w.run("ca", "revoke", "--softhsm-dir", w.softhsm, "--serial", sig[0].SerialNumber.Text(16), "--reason", "keyCompromise")
-		// The CA's new PCA CRL reaches the gateway as a file next to the one from registration.
-		cfg := w.gatewayVariant(t, "revoked", "crls:\n  - crls.pem\n", "crls:\n  - crls.pem\n  - ../ca/pca.crl\n")
-		r := runSetpay(t, w.dir, w.softhsmEnv(), "gateway", "serve", "--config", cfg)
+		// The configuration register wrote asks the CA service (crl_ca) for its CRLs at start.
+		r := runSetpay(t, w.dir, w.softhsmEnv(), "gateway", "serve", "--config", w.path("var/gateway/gateway.yaml"))
 		assert.Equal(t, 1, r.code, "%s", r)
 		assert.NotContains(t, r.stderr, "panic:")
 		assert.Contains(t, r.stderr, "sign_cert: revoked")
