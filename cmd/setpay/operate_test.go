@@ -23,6 +23,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/internal/testenv"
 )
 
 // The operator's guide (docs/operate.md) is a test: TestOperatorGuide extracts its
@@ -452,6 +454,10 @@ func TestParseGuideConventions(t *testing.T) {
 func TestOperatorGuide(t *testing.T) {
 	if testing.Short() {
 		t.Skip("runs a whole SET system as separate processes; skipped with -short")
+	}
+	// What the guide's commands use besides setpay (scripts/install-deps.sh installs them).
+	for _, tool := range []string{"bash", "curl", "openssl", "sed", "grep"} {
+		testenv.Tool(t, tool)
 	}
 	text, err := os.ReadFile(guidePath)
 	require.NoError(t, err)
