@@ -48,7 +48,7 @@ fuzz: deps
 	GO=$(GO) bash scripts/fuzz.sh
 
 bench-sign: deps
-	$(GO) run ./cmd/setpay bench sign --softhsm --mech ecdsa-p256,rsa2048-pkcs1,rsa2048-pss,rsa2048-oaep-decrypt,ecdh-p256 --concurrency 1,2,4,8,16 --duration 5s --json bench-sign.json
+	$(GO) run ./cmd/setpay bench sign --softhsm --mech ecdsa-p256,rsa2048-pkcs1,rsa2048-pss,rsa2048-oaep-decrypt,ecdh-p256 --concurrency 1,2,4,8,16 --duration 5s --out bench-sign.json
 
 clean:
 	rm -rf $(VAR) bench-sign.json bin cover

@@ -255,7 +255,7 @@ func (a *Authority) sign(ctx context.Context, p profile) (*x509.Certificate, err
 	} else if err != nil {
 		return nil, fmt.Errorf("ca: record issued certificate: %w", err)
 	}
-	a.log.InfoContext(ctx, "certificate issued", "serial", serial.Text(16), "role", p.role.String(),
+	a.log.InfoContext(ctx, "certificate issued", "result", "ISSUED", "serial", serial.Text(16), "role", p.role.String(),
 		"purpose", p.purpose.String(), "subject", cert.Subject.String(), "not_after", notAfter.UTC())
 	return cert, nil
 }

@@ -75,6 +75,7 @@ var caReasons = map[Reason]struct {
 // logged and answered as Internal without detail.
 func (s *Server) caStatus(ctx context.Context, op string, err error) error {
 	if m, ok := caReasons[ReasonOf(err)]; ok {
+		s.log.InfoContext(ctx, "CA request refused", "op", op, "result", m.name, "err", err)
 		return refuse(m.code, m.name, "%v", err)
 	}
 	return s.internal(ctx, op, err)

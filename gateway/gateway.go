@@ -97,7 +97,7 @@ func (g *Gateway) Register(s grpc.ServiceRegistrar) { setpb.RegisterGatewayServe
 func (g *Gateway) Authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.Enveloped, error) {
 	out, err := g.authorize(ctx, in)
 	if err != nil {
-		g.cfg.Logger.Warn("authorization refused", "reason", setproto.ReasonOf(err).String(), "err", err)
+		g.cfg.Logger.Warn("authorization refused", "result", "REFUSED", "reason", setproto.ReasonOf(err).String(), "err", err)
 		return nil, setproto.Status(err)
 	}
 	return out, nil

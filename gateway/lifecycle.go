@@ -62,7 +62,7 @@ func (g *Gateway) Inquiry(ctx context.Context, in *setpb.Enveloped) (*setpb.Enve
 func (g *Gateway) serveLifecycle(ctx context.Context, kind setpb.ContentKind, in *setpb.Enveloped) (*setpb.Enveloped, error) {
 	out, err := g.lifecycle(ctx, kind, in)
 	if err != nil {
-		g.cfg.Logger.Warn(kind.String()+" refused", "reason", setproto.ReasonOf(err).String(), "err", err)
+		g.cfg.Logger.Warn("lifecycle refused", "kind", kind.String(), "result", "REFUSED", "reason", setproto.ReasonOf(err).String(), "err", err)
 		return nil, setproto.Status(err)
 	}
 	return out, nil
@@ -116,7 +116,7 @@ func (g *Gateway) lifecycle(ctx context.Context, kind setpb.ContentKind, in *set
 	if sa.GetError() != nil {
 		return nil, setproto.FromDetail(sa.GetError())
 	}
-	g.cfg.Logger.Info(kind.String(), "merchant", c.merchantID, "rrpid", c.req.GetRrpid(), "xid", xid, "replayed", replayed)
+	g.cfg.Logger.Info("lifecycle", "kind", kind.String(), "merchant", c.merchantID, "rrpid", c.req.GetRrpid(), "xid", xid, "result", "OK", "replayed", replayed)
 	return &setpb.Enveloped{Cms: sa.GetEnvelope()}, nil
 }
 

@@ -124,6 +124,21 @@ func (m *Merchant) order(ctx context.Context, xid string) (*store.Order, error) 
 // follows the transaction's new state, in the transaction that audits the key
 // operations.
 func (m *Merchant) SendLifecycle(ctx context.Context, req setproto.LifecycleRequest) (*LifecycleResult, error) {
+	res, err := m.sendLifecycle(ctx, req)
+	kind, xid := setproto.KindOf(req).String(), ""
+	if x, ok := req.(interface{ GetXid() string }); ok {
+		xid = x.GetXid()
+	}
+	if err != nil {
+		m.cfg.Logger.Warn("lifecycle refused", "kind", kind, "xid", xid, "rrpid", req.GetRrpid(), "result", "REFUSED",
+			"reason", setproto.ReasonOf(err).String(), "err", err)
+		return nil, err
+	}
+	m.cfg.Logger.Info("lifecycle", "kind", kind, "xid", xid, "rrpid", req.GetRrpid(), "result", "OK")
+	return res, nil
+}
+
+func (m *Merchant) sendLifecycle(ctx context.Context, req setproto.LifecycleRequest) (*LifecycleResult, error) {
 	kind := setproto.KindOf(req)
 	if err := m.fill(req); err != nil {
 		return nil, err

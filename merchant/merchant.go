@@ -154,7 +154,7 @@ func (m *Merchant) derive(label, xid string) []byte {
 }
 
 func (m *Merchant) fail(op string, err error) error {
-	m.cfg.Logger.Warn(op+" refused", "reason", setproto.ReasonOf(err).String(), "err", err)
+	m.cfg.Logger.Warn(op+" refused", "result", "REFUSED", "reason", setproto.ReasonOf(err).String(), "err", err)
 	return setproto.Status(err)
 }
 
@@ -362,7 +362,11 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	if sa.GetError() != nil {
 		return nil, setproto.FromDetail(sa.GetError())
 	}
-	m.cfg.Logger.Info("purchase", "xid", oi.GetXid(), "cardholder", dual.EntityID)
+	result := string(order.State) // a retry: the order's state as decided before
+	if out != nil {
+		result = out.Response.GetResult().String()
+	}
+	m.cfg.Logger.Info("purchase", "xid", oi.GetXid(), "cardholder", dual.EntityID, "result", result, "replayed", out == nil)
 	return &setpb.Signed{Cms: sa.GetPurchaseResponse(), CertRefs: m.cfg.Sign.Thumbprints()}, nil
 }
 

@@ -34,7 +34,7 @@ run() { # store round
     dsn="$SETPAY_TEST_PG_DSN&search_path=bench_$2"
   fi
   echo "bench-stores: round $2, $1" >&2
-  "$bin" bench purchase --store "$dsn" --concurrency "$conc" --duration "$duration" --json "$out/$1-$2.json" >/dev/null
+  "$bin" bench purchase --store "$dsn" --concurrency "$conc" --duration "$duration" --out "$out/$1-$2.json" >/dev/null
 }
 for r in $(seq 1 "$rounds"); do
   if [ $((r % 2)) -eq 1 ]; then run sqlite "$r"; run postgres "$r"; else run postgres "$r"; run sqlite "$r"; fi

@@ -29,7 +29,7 @@ func runBenchSign(ctx context.Context, env *cliEnv, args []string) error {
 	rounds := fs.Int("rounds", 5, "split the duration into this many interleaved rounds; the median round is reported")
 	var paths listFlag
 	fs.Var(&paths, "paths", "paths to run (default raw,crypto11,signer,grpc,software)")
-	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	jsonOut := fs.String("out", "", "also write the results to this file (JSON)")
 	chartOut := fs.String("chart", "", "also draw ops/s against concurrency per path to this file (.svg)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -102,7 +102,7 @@ func runBenchPurchase(ctx context.Context, env *cliEnv, args []string) error {
 	fs.Var(&conc, "concurrency", "concurrent wallets, e.g. 1,4,16,64 (default 1,4,16)")
 	duration := fs.Duration("duration", 5*time.Second, "measuring time per concurrency")
 	storeDSN := fs.String("store", "", "store of the gateway and merchant: empty for SQLite files, or a postgres:// DSN")
-	jsonOut := fs.String("json", "", "also write the results as JSON to this file")
+	jsonOut := fs.String("out", "", "also write the results to this file (JSON)")
 	chartOut := fs.String("chart", "", "also draw purchases/s and p99 against concurrency to this file (.svg)")
 	cpuProfile := fs.String("cpuprofile", "", "write a CPU profile of the run to this file")
 	memProfile := fs.String("memprofile", "", "write a heap profile at the end of the run to this file")

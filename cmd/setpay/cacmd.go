@@ -28,14 +28,16 @@ import (
 	"github.com/setpay/setpay/wallet"
 )
 
-// caFileConfig is what `ca init` records in <out>/ca.yaml so the other ca
+// caFileConfig is what `ca init` records in <ca-dir>/ca.yaml so the other ca
 // commands need only the directory and the token flags.
 type caFileConfig struct {
 	Store     string `yaml:"store"`
 	RootToken string `yaml:"root_token"`
-	Token     string `yaml:"token"`
-	Brand     string `yaml:"brand"`
-	TLSName   string `yaml:"tls_name"`
+	// The CA token: module or softhsm_dir; token, token_serial or token_slot; pin_source; max_sessions.
+	tokenConfig `yaml:",inline"`
+
+	Brand   string `yaml:"brand"`
+	TLSName string `yaml:"tls_name"`
 }
 
 const caConfigFile = "ca.yaml"
@@ -49,12 +51,12 @@ type caFlags struct {
 }
 
 // caFlagsOn registers the token flags and the CA flags on fs; dirFlag names the CA
-// directory flag ("out" for init, whose product it is, "ca-dir" elsewhere).
+// directory flag, "ca-dir" for every ca command (init included: --out is a file).
 func caFlagsOn(fs *flagSet, dirFlag string) *caFlags {
 	c := &caFlags{tf: tokenFlagsOn(fs)}
 	fs.StringVar(&c.out, dirFlag, "./var/ca", "CA directory (certificates, CRLs, ca.yaml)")
-	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <out>/ca.yaml)")
-	fs.StringVar(&c.rootToken, "root-token", "", "token holding the root key (default: from <out>/ca.yaml for init/crl; serve keeps the root offline unless given)")
+	fs.StringVar(&c.storeDSN, "store", "", "store DSN, sqlite:PATH or postgres://... (default: from <ca-dir>/ca.yaml)")
+	fs.StringVar(&c.rootToken, "root-token", "", "token holding the root key (default: from <ca-dir>/ca.yaml for init/crl; serve keeps the root offline unless given)")
 	return c
 }
 
@@ -67,9 +69,7 @@ func (c *caFlags) defaults() (caFileConfig, error) {
 	if c.storeDSN == "" {
 		c.storeDSN = fc.Store
 	}
-	if c.tf.token == "" {
-		c.tf.token = fc.Token
-	}
+	c.tf.defaultFrom(fc.tokenConfig)
 	return fc, nil
 }
 
@@ -160,7 +160,7 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 
 func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca init", env)
-	c := caFlagsOn(fs, "out")
+	c := caFlagsOn(fs, "ca-dir")
 	brand := fs.String("brand", "SETPay", "brand name in CA common names")
 	org := fs.String("org", "SETPay", "subject O of every certificate")
 	tlsName := fs.String("tls-name", "127.0.0.1", "DNS name or IP address of the CA service's TLS certificate")
@@ -170,7 +170,7 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if c.rootToken == "" {
 		c.rootToken = "setpay-root"
 	}
-	if c.tf.token == "" {
+	if !c.tf.selected() {
 		c.tf.token = "setpay-ca"
 	}
 	if c.storeDSN == "" {
@@ -206,14 +206,14 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := yaml.Marshal(caFileConfig{Store: recorded, RootToken: c.rootToken, Token: c.tf.token, Brand: *brand, TLSName: *tlsName})
+	b, err := yaml.Marshal(caFileConfig{Store: recorded, RootToken: c.rootToken, tokenConfig: c.tf.recorded(c.out), Brand: *brand, TLSName: *tlsName})
 	if err != nil {
 		return err
 	}
 	if err := os.WriteFile(filepath.Join(c.out, caConfigFile), b, 0o600); err != nil {
 		return err
 	}
-	fmt.Fprintf(env.stdout, "CA hierarchy created in tokens %q (root) and %q; certificates and CRLs in %s\n", c.rootToken, c.tf.token, c.out)
+	fmt.Fprintf(env.stdout, "CA hierarchy created in tokens %q (root) and %q; certificates and CRLs in %s\n", c.rootToken, tok.Label(), c.out)
 	for _, a := range h.Authorities() {
 		fmt.Fprintf(env.stdout, "  %-6s %s serial %s\n", a.Role(), a.Certificate().Subject.CommonName, a.Certificate().SerialNumber.Text(16))
 	}
@@ -234,7 +234,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	c := caFlagsOn(fs, "ca-dir")
 	listen := fs.String("listen", "127.0.0.1:7440", "address to listen on")
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
-	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until `setpay ca approve`")
+	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until 'setpay ca approve'")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -276,6 +276,7 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	c := caFlagsOn(fs, "ca-dir")
 	reqID := fs.String("request", "", "request id to decide (without it: list the requests)")
 	reject := fs.Bool("reject", false, "reject instead of approving")
+	asJSON := fs.Bool("json", false, "print JSON (machine-readable): the list as an array, a decision as one object")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -292,6 +293,13 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 		if err != nil {
 			return err
 		}
+		if *asJSON {
+			out := make([]pendingJSON, 0, len(list))
+			for _, r := range list {
+				out = append(out, newPendingJSON(r))
+			}
+			return writeListJSON(env.stdout, out)
+		}
 		for _, r := range list {
 			fmt.Fprintf(env.stdout, "%s  %-8s %-8s %s  %s\n", r.ID, r.State, r.Accepted.Role, r.Accepted.ID, r.CreatedAt.Format(time.RFC3339))
 		}
@@ -306,8 +314,30 @@ func runCAApprove(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	if *asJSON {
+		return writeListJSON(env.stdout, newPendingJSON(r))
+	}
 	fmt.Fprintf(env.stdout, "request %s (%s %s): %s\n", r.ID, r.Accepted.Role, r.Accepted.ID, r.State)
 	return nil
+}
+
+// pendingJSON is one request of `ca approve --json`.
+type pendingJSON struct {
+	ID        string     `json:"id"`
+	State     string     `json:"state"`
+	Role      string     `json:"role"`
+	EntityID  string     `json:"entity_id"`
+	CreatedAt time.Time  `json:"created_at"`
+	DecidedAt *time.Time `json:"decided_at,omitempty"`
+}
+
+func newPendingJSON(r ca.PendingRequest) pendingJSON {
+	p := pendingJSON{ID: r.ID, State: r.State, Role: r.Accepted.Role.String(), EntityID: r.Accepted.ID, CreatedAt: r.CreatedAt}
+	if !r.DecidedAt.IsZero() {
+		d := r.DecidedAt
+		p.DecidedAt = &d
+	}
+	return p
 }
 
 func runCAEnroll(ctx context.Context, env *cliEnv, args []string) error {
@@ -397,14 +427,14 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca crl", env)
 	c := caFlagsOn(fs, "ca-dir")
-	which := fs.String("ca", "pca", "root, brand, cca, mca or pca")
+	which := fs.String("issuer", "pca", "the issuing CA whose CRL to write: root, brand, cca, mca or pca")
 	outFile := fs.String("out", "", "file to write the PEM CRL to (default stdout)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	role, err := pki.ParseRole(*which)
 	if err != nil || !role.IsCA() {
-		return usageErrorf("--ca must be root, brand, cca, mca or pca")
+		return usageErrorf("--issuer must be root, brand, cca, mca or pca")
 	}
 	l, cleanup, err := c.openCA(ctx, env, role == pki.RoleRoot)
 	if err != nil {
@@ -503,7 +533,7 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 	id := fs.String("id", "", role.String()+" id, as enrolled")
 	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
 	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
-	out := fs.String("out", "./var/"+role.String(), "directory for the certificates")
+	out := fs.String("dir", "./var/"+role.String(), "directory to write the "+role.String()+"'s certificates into")
 	reqID := fs.String("request", "", "ask about a request the CA held for approval (same keys, no secret needed)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -603,7 +633,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	tf := tokenFlagsOn(fs)
 	rf := regFlagsOn(fs)
 	cardFile := fs.String("card-file", "", "YAML file with pan, expiry (YYYYMM), postal_code, cardholder_name")
-	out := fs.String("out", "./var/wallet", "wallet directory")
+	out := fs.String("wallet", "./var/wallet", "wallet directory to create")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -621,7 +651,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	opts := wallet.RegisterOptions{Dir: *out, Passphrase: pass}
 	// With token flags the wallet key lives in a PKCS#11 token.
-	if tf.token != "" || tf.softhsmDir != "" {
+	if tf.selected() || tf.softhsmDir != "" {
 		mod, tok, err := tf.open(ctx, env)
 		if err != nil {
 			return err

@@ -94,8 +94,8 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 	dir := t.TempDir()
 	c := cli{t: t, dir: dir}
 
-	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant,setpay-wallet")
-	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--root-token", "setpay-root", "--token", "setpay-ca", "--out", "./var/ca", "--store", "sqlite:./var/setpay.db")
+	c.run("hsm", "init-softhsm", "--softhsm-dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-gateway,setpay-merchant,setpay-wallet")
+	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--root-token", "setpay-root", "--token", "setpay-ca", "--ca-dir", "./var/ca", "--store", "sqlite:./var/setpay.db")
 
 	ctx, cancel := context.WithCancel(context.Background())
 	serve := setpayCmd(ctx, t, dir, nil, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0")
@@ -115,16 +115,16 @@ func TestRegistrationSequenceFromTheDocs(t *testing.T) {
 		require.NotEmpty(t, strings.TrimSpace(secret))
 		require.NoError(t, os.WriteFile(filepath.Join(dir, p.id+".secret"), []byte(secret), 0o600))
 		c.run(p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
-			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role)
+			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--dir", "./var/"+p.role)
 		// A spent secret is spent.
 		again := runSetpay(t, dir, nil, p.role, "register", "--ca", addr, "--id", p.id, "--secret-file", p.id+".secret",
-			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--out", "./var/"+p.role+"-again")
+			"--softhsm-dir", "./var/softhsm", "--token", p.token, "--dir", "./var/"+p.role+"-again")
 		assert.Equal(t, 1, again.code, "re-used enrollment secret accepted:\n%s", again)
 	}
 
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "card.yaml"), []byte("pan: \"4111111111111111\"\nexpiry: \"203012\"\npostal_code: \"75001\"\ncardholder_name: \"Alice Example\"\n"), 0o600))
 	require.NoError(t, os.WriteFile(filepath.Join(dir, "wallet.pass"), []byte("correct horse battery staple\n"), 0o600))
-	c.run("wallet", "register", "--ca", addr, "--card-file", "card.yaml", "--passphrase-file", "wallet.pass", "--out", "./var/wallet")
+	c.run("wallet", "register", "--ca", addr, "--card-file", "card.yaml", "--passphrase-file", "wallet.pass", "--wallet", "./var/wallet")
 
 	// What a user checks next: OpenSSL accepts the issued certificates against the
 	// exported chain and CRLs, and the parties' keys sit in their tokens, sensitive.

@@ -1,14 +1,17 @@
 package main
 
 import (
+	"context"
 	"errors"
 	"fmt"
 	"net"
+	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/softhsm"
 )
 
 // fieldError says what is wrong with one configuration field. It never holds the
@@ -126,11 +129,78 @@ func (c *checks) nonNegative(field string, v float64) {
 	}
 }
 
-// token checks the fields that name a module, a token and its PIN.
-func (c *checks) token(module, token, pinSource string) {
-	c.required("module", module)
-	c.required("token", token)
-	c.secretSource("pin_source", pinSource)
+// tokenConfig is how every service configuration (gateway, merchant, signer and the
+// CA's ca.yaml) names its module, its token and the token's PIN:
+//
+//	module: /usr/lib/vendor/libpkcs11.so   # or softhsm_dir: for a SoftHSM dev directory
+//	token: gw                              # or token_serial: / token_slot:, exactly one
+//	pin_source: env:GATEWAY_PIN
+//	max_sessions: 8
+//
+// softhsm_dir is a directory made by `setpay hsm init-softhsm`: it points SoftHSM at
+// the directory (SOFTHSM2_CONF, before the module loads) and defaults module to
+// SoftHSM2 and pin_source to the directory's PIN file, like --softhsm-dir.
+type tokenConfig struct {
+	Module      string `yaml:"module,omitempty"`
+	SoftHSMDir  string `yaml:"softhsm_dir,omitempty"`
+	Token       string `yaml:"token,omitempty"` // label
+	TokenSerial string `yaml:"token_serial,omitempty"`
+	TokenSlot   *int   `yaml:"token_slot,omitempty"`
+	PINSource   string `yaml:"pin_source,omitempty"`
+	MaxSessions int    `yaml:"max_sessions,omitempty"` // 0: the token's own limit
+}
+
+// check checks the token keys; needModule: module (or softhsm_dir) must be given here,
+// not by a flag.
+func (t *tokenConfig) check(c *checks, needModule bool) {
+	if t.SoftHSMDir != "" {
+		if _, err := os.Stat(softhsm.Dir{Root: t.SoftHSMDir}.ConfPath()); err != nil {
+			c.fail("softhsm_dir", "not a SoftHSM2 dev token directory (make one with setpay hsm init-softhsm)", err)
+		}
+	} else if needModule {
+		c.required("module", t.Module)
+	}
+	var set []string
+	for _, f := range []struct {
+		name string
+		set  bool
+	}{{"token", t.Token != ""}, {"token_serial", t.TokenSerial != ""}, {"token_slot", t.TokenSlot != nil}} {
+		if f.set {
+			set = append(set, f.name)
+		}
+	}
+	switch {
+	case len(set) == 0:
+		c.fail("token", "required: name the token by its label (token), token_serial or token_slot", nil)
+	case len(set) > 1:
+		for _, f := range set[1:] {
+			c.fail(f, fmt.Sprintf("select the token by exactly one of token, token_serial and token_slot (%s is set too)", set[0]), nil)
+		}
+	}
+	if t.TokenSlot != nil {
+		c.nonNegative("token_slot", float64(*t.TokenSlot))
+	}
+	if t.PINSource != "" || (needModule && t.SoftHSMDir == "") {
+		c.secretSource("pin_source", t.PINSource)
+	}
+	c.nonNegative("max_sessions", float64(t.MaxSessions))
+}
+
+func (t *tokenConfig) resolvePaths(dir string) {
+	t.Module, t.PINSource, t.SoftHSMDir = moduleInDir(dir, t.Module), sourceInDir(dir, t.PINSource), inDir(dir, t.SoftHSMDir)
+}
+
+// flags are the token flags these keys stand for.
+func (t *tokenConfig) flags() *tokenFlags {
+	f := &tokenFlags{}
+	f.defaultFrom(*t)
+	return f
+}
+
+// openToken opens the module and the token the keys name (pointing SoftHSM at
+// softhsm_dir first), with the same errors as the token flags.
+func (t *tokenConfig) openToken(ctx context.Context, env *cliEnv) (*hsm.Module, *hsm.Token, error) {
+	return t.flags().open(ctx, env)
 }
 
 // validate checks what the gateway and the merchant share.
@@ -141,7 +211,7 @@ func (p *partyConfig) validate() error {
 }
 
 func (p *partyConfig) check(c *checks) {
-	c.token(p.Module, p.Token, p.PINSource)
+	p.tokenConfig.check(c, true)
 	c.hostPort("listen", p.Listen)
 	c.keyURI("sign_key", p.SignKey)
 	c.required("sign_cert", p.SignCert)
@@ -198,7 +268,7 @@ func (m *merchantConfig) validate() error {
 
 func (s *signerConfig) validate() error {
 	var c checks
-	c.token(s.Module, s.Token, s.PINSource)
+	s.tokenConfig.check(&c, true)
 	c.hostPort("listen", s.Listen)
 	c.required("tls.cert", s.TLS.Cert)
 	c.keyURI("tls.key", s.TLS.Key)
@@ -208,7 +278,6 @@ func (s *signerConfig) validate() error {
 		c.keyURI(fmt.Sprintf("keys[%d].key", i), k.Key)
 	}
 	c.optionalHostPort("metrics_listen", s.MetricsListen)
-	c.nonNegative("max_sessions", float64(s.MaxSessions))
 	c.nonNegative("max_message_bytes", float64(s.MaxMsgBytes))
 	c.nonNegative("max_batch", float64(s.MaxBatchSize))
 	return c.err()
@@ -217,7 +286,7 @@ func (s *signerConfig) validate() error {
 func (f *caFileConfig) validate() error {
 	var c checks
 	c.storeDSN("store", f.Store)
-	c.required("token", f.Token)
+	f.tokenConfig.check(&c, false)
 	c.required("root_token", f.RootToken)
 	return c.err()
 }
@@ -268,7 +337,7 @@ func allInDir(dir string, ps []string) {
 }
 
 func (p *partyConfig) resolvePaths(dir string) {
-	p.Module, p.PINSource = moduleInDir(dir, p.Module), sourceInDir(dir, p.PINSource)
+	p.tokenConfig.resolvePaths(dir)
 	p.SignCert, p.KXCert, p.Root = inDir(dir, p.SignCert), inDir(dir, p.KXCert), inDir(dir, p.Root)
 	allInDir(dir, p.CAChain)
 	allInDir(dir, p.CRLs)
@@ -287,11 +356,14 @@ func (m *merchantConfig) resolvePaths(dir string) {
 }
 
 func (s *signerConfig) resolvePaths(dir string) {
-	s.Module, s.PINSource = moduleInDir(dir, s.Module), sourceInDir(dir, s.PINSource)
+	s.tokenConfig.resolvePaths(dir)
 	s.TLS.Cert, s.TLS.ClientCA = inDir(dir, s.TLS.Cert), inDir(dir, s.TLS.ClientCA)
 	for i := range s.Keys {
 		s.Keys[i].Cert = inDir(dir, s.Keys[i].Cert)
 	}
 }
 
-func (f *caFileConfig) resolvePaths(dir string) { f.Store = dsnInDir(dir, f.Store) }
+func (f *caFileConfig) resolvePaths(dir string) {
+	f.Store = dsnInDir(dir, f.Store)
+	f.tokenConfig.resolvePaths(dir)
+}

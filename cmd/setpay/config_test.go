@@ -74,7 +74,7 @@ func runConfigCases[T any](t *testing.T, valid func() T, validate func(*T) error
 
 func partyCases[T any](party func(*T) *partyConfig) []configCase[T] {
 	p := func(f func(*partyConfig)) func(*T) { return func(c *T) { f(party(c)) } }
-	return []configCase[T]{
+	return append(tokenCases(func(c *T) *tokenConfig { return &party(c).tokenConfig }), []configCase[T]{
 		{"no module", p(func(c *partyConfig) { c.Module = "" }), []string{"module"}},
 		{"no token", p(func(c *partyConfig) { c.Token = "" }), []string{"token"}},
 		{"no pin_source", p(func(c *partyConfig) { c.PINSource = "" }), []string{"pin_source"}},
@@ -103,7 +103,7 @@ func partyCases[T any](party func(*T) *partyConfig) []configCase[T] {
 			c.Limits = limitsConfig{MaxMessageBytes: -1, RatePerSecond: -2, RateBurst: -3, RateMaxClients: -4}
 		}), []string{"limits.max_message_bytes", "limits.rate_per_second", "limits.rate_burst", "limits.rate_max_clients"}},
 		{"several at once", p(func(c *partyConfig) { c.Listen, c.SignKey, c.Store = "", "", "" }), []string{"listen", "sign_key", "store"}},
-	}
+	}...)
 }
 
 func TestGatewayConfigValidate(t *testing.T) {
@@ -140,7 +140,7 @@ func TestMerchantConfigValidate(t *testing.T) {
 
 func TestSignerConfigValidate(t *testing.T) {
 	valid := func() signerConfig {
-		s := signerConfig{Module: "/m.so", Token: "t", PINSource: "file:/pin", Listen: "127.0.0.1:7600"}
+		s := signerConfig{tokenConfig: tokenConfig{Module: "/m.so", Token: "t", PINSource: "file:/pin"}, Listen: "127.0.0.1:7600"}
 		s.TLS.Cert, s.TLS.Key, s.TLS.ClientCA = "tls.pem", testKeyURI, "ca.pem"
 		s.Keys = append(s.Keys, struct {
 			Name string `yaml:"name"`
@@ -149,7 +149,7 @@ func TestSignerConfigValidate(t *testing.T) {
 		}{Name: "gateway-sign", Key: testKeyURI})
 		return s
 	}
-	runConfigCases(t, valid, (*signerConfig).validate, []configCase[signerConfig]{
+	runConfigCases(t, valid, (*signerConfig).validate, append(tokenCases(func(c *signerConfig) *tokenConfig { return &c.tokenConfig }), []configCase[signerConfig]{
 		{"no module", func(c *signerConfig) { c.Module = "" }, []string{"module"}},
 		{"no token", func(c *signerConfig) { c.Token = "" }, []string{"token"}},
 		{"PIN in place of its source", func(c *signerConfig) { c.PINSource = testSecret }, []string{"pin_source"}},
@@ -160,19 +160,20 @@ func TestSignerConfigValidate(t *testing.T) {
 		{"key without name", func(c *signerConfig) { c.Keys[0].Name = "" }, []string{"keys[0].name"}},
 		{"key without URI", func(c *signerConfig) { c.Keys[0].Key = "" }, []string{"keys[0].key"}},
 		{"negative max_sessions", func(c *signerConfig) { c.MaxSessions = -1 }, []string{"max_sessions"}},
-	})
+	}...))
 }
 
 func TestCAFileConfigValidate(t *testing.T) {
 	valid := func() caFileConfig {
-		return caFileConfig{Store: "sqlite:setpay.db", RootToken: "setpay-root", Token: "setpay-ca", Brand: "SETPay"}
+		return caFileConfig{Store: "sqlite:setpay.db", RootToken: "setpay-root", tokenConfig: tokenConfig{Token: "setpay-ca"}, Brand: "SETPay"}
 	}
-	runConfigCases(t, valid, (*caFileConfig).validate, []configCase[caFileConfig]{
+	runConfigCases(t, valid, (*caFileConfig).validate, append(tokenCases(func(c *caFileConfig) *tokenConfig { return &c.tokenConfig }), []configCase[caFileConfig]{
 		{"no store", func(c *caFileConfig) { c.Store = "" }, []string{"store"}},
 		{"store without scheme", func(c *caFileConfig) { c.Store = "setpay.db" }, []string{"store"}},
 		{"no token", func(c *caFileConfig) { c.Token = "" }, []string{"token"}},
 		{"no root_token", func(c *caFileConfig) { c.RootToken = "" }, []string{"root_token"}},
-	})
+		{"PIN in place of its source", func(c *caFileConfig) { c.PINSource = testSecret }, []string{"pin_source"}},
+	}...))
 }
 
 // TestLoadConfigNamesEveryMissingField: an empty gateway configuration lists every

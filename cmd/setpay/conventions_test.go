@@ -1,7 +1,10 @@
 package main
 
 import (
+	"context"
 	"encoding/json"
+	"io"
+	"log/slog"
 	"strings"
 	"testing"
 
@@ -83,7 +86,7 @@ func TestPINSourceMustNameEnvOrFile(t *testing.T) {
 	for _, args := range [][]string{
 		{"hsm", "list", "--token", "setpay-ca", "--pin-source", pin},
 		{"hsm", "keygen", "--token", "setpay-ca", "--label", "k", "--pin-source", pin},
-		{"hsm", "init-softhsm", "--dir", "./softhsm", "--pin-source", pin},
+		{"hsm", "init-softhsm", "--softhsm-dir", "./softhsm", "--pin-source", pin},
 		{"bench", "sign", "--token", "setpay-ca", "--pin-source", pin},
 		{"hsm", "list", "--token", "setpay-ca", "--pin-source", "env:"},
 	} {
@@ -104,10 +107,19 @@ func TestPINSourceMustNameEnvOrFile(t *testing.T) {
 // value is a usage error naming its flag or variable.
 func TestLogLevelAndFormat(t *testing.T) {
 	dir := t.TempDir()
-	t.Run("default is warn: no debug line", func(t *testing.T) {
+	t.Run("default is info: no debug line", func(t *testing.T) {
 		r := runSetpay(t, dir, []string{"SETPAY_LOG_LEVEL", "SETPAY_LOG_FORMAT"}, "version")
 		require.Zero(t, r.code, "%s", r)
 		assert.Empty(t, r.stderr)
+	})
+	t.Run("default is info: an info line", func(t *testing.T) {
+		unset := []string{"SETPAY_LOG_LEVEL", "SETPAY_LOG_FORMAT", "SOFTHSM2_CONF"}
+		r := runSetpay(t, dir, unset, "hsm", "init-softhsm", "--softhsm-dir", "./softhsm", "--tokens", "logs")
+		require.Zero(t, r.code, "%s", r)
+		r = runSetpay(t, dir, unset, "hsm", "keygen", "--softhsm-dir", "./softhsm", "--token", "logs", "--label", "k")
+		require.Zero(t, r.code, "%s", r)
+		assert.Regexp(t, `(?m)^time=\S+ level=INFO msg="generated key" token=logs `, r.stderr)
+		assert.Regexp(t, `^pkcs11:token=logs;object=k;`, r.stdout, "logs stay on stderr")
 	})
 	t.Run("json debug from the environment", func(t *testing.T) {
 		r := runSetpay(t, dir, []string{"SETPAY_LOG_LEVEL=debug", "SETPAY_LOG_FORMAT=json"}, "version")
@@ -145,5 +157,143 @@ func TestLogLevelAndFormat(t *testing.T) {
 			assert.Contains(t, r.stderr, tc.want)
 			assert.Empty(t, r.stdout)
 		})
+	}
+}
+
+// flagUse is one flag of one command as its --help shows it.
+type flagUse struct {
+	cmd, name, placeholder, usage string // placeholder: "" for a boolean flag
+}
+
+// allFlags runs every command's --help in process and collects its flags (the global
+// flags under the command name "setpay").
+func allFlags(t *testing.T) []flagUse {
+	t.Helper()
+	var uses []flagUse
+	var walk func(prefix []string, cmds map[string]*command)
+	walk = func(prefix []string, cmds map[string]*command) {
+		for name, c := range cmds {
+			path := append(append([]string{}, prefix...), name)
+			if c.sub != nil {
+				walk(path, c.sub)
+				continue
+			}
+			var stdout, stderr strings.Builder
+			env := &cliEnv{stdout: &stdout, stderr: &stderr, logger: slog.New(slog.DiscardHandler)}
+			err := dispatch(context.Background(), env, commands(), append(path, "--help"), "setpay")
+			require.ErrorIs(t, err, errHelp, "setpay %s --help", strings.Join(path, " "))
+			uses = append(uses, parseFlagHelp("setpay "+strings.Join(path, " "), stdout.String())...)
+		}
+	}
+	walk(nil, commands())
+	var stdout strings.Builder
+	require.Zero(t, run(context.Background(), []string{"--help"}, &stdout, io.Discard, func(string) string { return "" }))
+	_, global, ok := strings.Cut(stdout.String(), "global flags")
+	require.True(t, ok, "setpay --help lists the global flags")
+	uses = append(uses, parseFlagHelp("setpay", global)...)
+	require.NotEmpty(t, uses)
+	return uses
+}
+
+// parseFlagHelp reads flag.PrintDefaults output: "  -name placeholder" then the usage
+// on lines indented "    \t".
+func parseFlagHelp(cmd, help string) []flagUse {
+	var uses []flagUse
+	for _, line := range strings.Split(help, "\n") {
+		switch {
+		case strings.HasPrefix(line, "  -"):
+			name, placeholder, _ := strings.Cut(strings.TrimPrefix(line, "  -"), " ")
+			uses = append(uses, flagUse{cmd: cmd, name: name, placeholder: placeholder})
+		case strings.HasPrefix(line, "    \t") && len(uses) > 0:
+			u := &uses[len(uses)-1]
+			u.usage = strings.TrimSpace(u.usage + " " + strings.TrimPrefix(line, "    \t"))
+		}
+	}
+	return uses
+}
+
+// flagMeanings is the CLI vocabulary: every flag name that more than one command
+// defines, and every name with a fixed meaning, has one entry, and each command's usage
+// text for it must say so (a keyword, case-insensitive). A flag is boolean or not
+// everywhere alike.
+var flagMeanings = map[string]struct {
+	keyword string
+	isBool  bool
+}{
+	"softhsm-dir":     {keyword: "SoftHSM2 dev token directory"},
+	"ca-dir":          {keyword: "CA directory"},
+	"ca":              {keyword: "CA service address"},
+	"dir":             {keyword: "directory to write"},
+	"wallet":          {keyword: "wallet directory"},
+	"out":             {keyword: "file"},
+	"config":          {keyword: "configuration file"},
+	"json":            {keyword: "JSON", isBool: true},
+	"module":          {keyword: "PKCS#11 module"},
+	"token":           {keyword: "token label"},
+	"token-serial":    {keyword: "token serial number"},
+	"token-slot":      {keyword: "slot"},
+	"pin-source":      {keyword: "PIN"},
+	"root-token":      {keyword: "token holding the root key"},
+	"store":           {keyword: "store"},
+	"issuer":          {keyword: "issuing CA"},
+	"ca-root":         {keyword: "root certificate"},
+	"ca-tls":          {keyword: "CA service's TLS"},
+	"ca-name":         {keyword: "TLS name of the CA service"},
+	"id":              {keyword: "id"},
+	"secret-file":     {keyword: "file holding the enrollment secret"},
+	"passphrase-file": {keyword: "file holding the wallet passphrase"},
+	"kx-alg":          {keyword: "key-exchange key algorithm"},
+	"label":           {keyword: "key label"},
+	"request":         {keyword: "request"},
+	"brand":           {keyword: "brand"},
+	"chart":           {keyword: ".svg"},
+	"concurrency":     {keyword: "e.g. 1,"},
+	"duration":        {keyword: "time"},
+	"listen":          {keyword: "address to listen on"},
+	"log-level":       {keyword: "log level"},
+	"log-format":      {keyword: "log format"},
+}
+
+// dirFlags are the flags that name a directory; no other flag may take one.
+var dirFlags = map[string]bool{"softhsm-dir": true, "ca-dir": true, "dir": true, "wallet": true, "var": true}
+
+// TestFlagNamesHaveOneMeaning: one flag name means one thing across every command
+// (issue 11, operator conventions): --softhsm-dir the SoftHSM dev directory, --ca-dir
+// the CA directory, --ca only the CA service's address, --dir the directory a party's
+// files go into, --wallet the wallet, --out one file and never a directory, --json a
+// switch to machine-readable output.
+func TestFlagNamesHaveOneMeaning(t *testing.T) {
+	uses := allFlags(t)
+	byName := map[string][]flagUse{}
+	for _, u := range uses {
+		byName[u.name] = append(byName[u.name], u)
+	}
+	for name, us := range byName {
+		m, known := flagMeanings[name]
+		if len(us) > 1 {
+			assert.True(t, known, "--%s is defined by %d commands (%s) but has no entry in flagMeanings", name, len(us), us[0].cmd)
+		}
+		for _, u := range us {
+			assert.NotContains(t, u.placeholder, " ", "%s --%s: a backquoted word in the usage became its placeholder", u.cmd, name)
+			if !known {
+				continue
+			}
+			assert.Contains(t, strings.ToLower(u.usage), strings.ToLower(m.keyword), "%s --%s: usage %q", u.cmd, name, u.usage)
+			assert.Equal(t, m.isBool, u.placeholder == "", "%s --%s: boolean is %v everywhere", u.cmd, name, m.isBool)
+		}
+	}
+	for _, u := range uses {
+		if strings.Contains(strings.ToLower(u.usage), "director") {
+			assert.True(t, dirFlags[u.name], "%s --%s takes a directory: use one of the directory flags (--softhsm-dir, --ca-dir, --dir, --wallet)", u.cmd, u.name)
+		}
+	}
+	// The renames of issue 11: the old spellings are gone.
+	for _, old := range []struct{ cmd, name string }{
+		{"setpay hsm init-softhsm", "dir"}, {"setpay ca init", "out"}, {"setpay ca crl", "ca"},
+		{"setpay gateway register", "out"}, {"setpay merchant register", "out"}, {"setpay wallet register", "out"},
+	} {
+		for _, u := range byName[old.name] {
+			assert.NotEqual(t, old.cmd, u.cmd, "%s still defines --%s", old.cmd, old.name)
+		}
 	}
 }

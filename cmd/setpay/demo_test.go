@@ -13,7 +13,7 @@ import (
 // real token directory (the CA's root and CA keys), exits 1 and deletes nothing.
 func TestDemoRefusesADirectoryItDidNotMake(t *testing.T) {
 	dir := t.TempDir()
-	r := runSetpay(t, dir, nil, "hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca")
+	r := runSetpay(t, dir, nil, "hsm", "init-softhsm", "--softhsm-dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca")
 	require.Zero(t, r.code, "%s", r)
 	tokens := filepath.Join(dir, "var", "softhsm", "tokens")
 	before, err := os.ReadDir(tokens)

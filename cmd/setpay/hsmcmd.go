@@ -2,9 +2,12 @@ package main
 
 import (
 	"context"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"flag"
 	"fmt"
+	"io"
 	"sort"
 	"strings"
 	"text/tabwriter"
@@ -17,10 +20,10 @@ import (
 // is random and kept in the directory's PIN file unless --pin-source names one.
 func runInitSoftHSM(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm init-softhsm", env)
-	dir := fs.String("dir", "./var/softhsm", "token directory to create")
+	dir := fs.String("softhsm-dir", "./var/softhsm", "SoftHSM2 dev token directory to create (or add tokens to)")
 	var labels listFlag
 	fs.Var(&labels, "tokens", "token labels to create (comma-separated or repeated)")
-	pinSource := fs.String("pin-source", "", "user PIN source (default: a random PIN in <dir>/user-pin)")
+	pinSource := fs.String("pin-source", "", "user PIN source (default: a random PIN in <softhsm-dir>/user-pin)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -114,10 +117,11 @@ func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 func runList(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay hsm list", env)
 	tf := tokenFlagsOn(fs)
+	asJSON := fs.Bool("json", false, "print a JSON array (machine-readable) instead of a table")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	if tf.token == "" {
+	if !tf.selected() {
 		// No token: list the module's tokens.
 		if err := tf.resolve(); err != nil {
 			return err
@@ -130,6 +134,13 @@ func runList(ctx context.Context, env *cliEnv, args []string) error {
 		ts, err := mod.Tokens()
 		if err != nil {
 			return err
+		}
+		if *asJSON {
+			out := make([]tokenJSON, 0, len(ts))
+			for _, t := range ts {
+				out = append(out, tokenJSON{Slot: t.Slot, Label: t.Label, Serial: t.Serial, Manufacturer: t.Manufacturer, Model: t.Model, Initialized: t.Initialized})
+			}
+			return writeListJSON(env.stdout, out)
 		}
 		tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
 		fmt.Fprintln(tw, "SLOT\tLABEL\tSERIAL\tMANUFACTURER\tMODEL\tINITIALISED")
@@ -148,19 +159,57 @@ func runList(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "CLASS\tTYPE\tLABEL\tFLAGS\tURI")
-	for _, o := range objs {
-		var on []string
+	flagsOn := func(o hsm.ObjectInfo) []string {
+		on := []string{}
 		for name, v := range o.Flags {
 			if v {
 				on = append(on, strings.ToLower(strings.TrimPrefix(name, "CKA_")))
 			}
 		}
 		sort.Strings(on)
+		return on
+	}
+	if *asJSON {
+		out := make([]objectJSON, 0, len(objs))
+		for _, o := range objs {
+			out = append(out, objectJSON{Class: o.Class, Type: o.KeyType, Label: o.Label, ID: hex.EncodeToString(o.ID), Flags: flagsOn(o), URI: o.URI})
+		}
+		return writeListJSON(env.stdout, out)
+	}
+	tw := tabwriter.NewWriter(env.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "CLASS\tTYPE\tLABEL\tFLAGS\tURI")
+	for _, o := range objs {
+		on := flagsOn(o)
 		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", o.Class, o.KeyType, o.Label, strings.Join(on, ","), o.URI)
 	}
 	return tw.Flush()
+}
+
+// tokenJSON is one token of `hsm list --json` (without --token).
+type tokenJSON struct {
+	Slot         uint   `json:"slot"`
+	Label        string `json:"label"`
+	Serial       string `json:"serial"`
+	Manufacturer string `json:"manufacturer"`
+	Model        string `json:"model"`
+	Initialized  bool   `json:"initialized"`
+}
+
+// objectJSON is one object of `hsm list --token T --json`.
+type objectJSON struct {
+	Class string   `json:"class"`
+	Type  string   `json:"type"`
+	Label string   `json:"label"`
+	ID    string   `json:"id"` // CKA_ID, hex
+	Flags []string `json:"flags"`
+	URI   string   `json:"uri"`
+}
+
+// writeListJSON prints v as indented JSON: the --json output of the list commands.
+func writeListJSON(w io.Writer, v any) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(v)
 }
 
 func runDelete(ctx context.Context, env *cliEnv, args []string) error {

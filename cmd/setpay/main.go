@@ -155,11 +155,12 @@ const (
 
 // globalFlags parses the flags before the command (--log-level, --log-format) and
 // builds the logger: flags win over $SETPAY_LOG_LEVEL and $SETPAY_LOG_FORMAT; the
-// default is warn, text, on stderr.
+// default is info, text, on stderr: one line per issuance, authorization, purchase and
+// lifecycle request, with its result.
 func globalFlags(env *cliEnv, cmds map[string]*command, args []string, getenv func(string) string) ([]string, *slog.Logger, error) {
 	fs := flag.NewFlagSet("setpay", flag.ContinueOnError)
 	fs.SetOutput(io.Discard)
-	level := fs.String("log-level", "", "log level: debug, info, warn or error (default: $"+logLevelEnv+", else warn)")
+	level := fs.String("log-level", "", "log level: debug, info, warn or error (default: $"+logLevelEnv+", else info)")
 	format := fs.String("log-format", "", "log format: text or json (default: $"+logFormatEnv+", else text)")
 	fs.Usage = func() {}
 	if err := fs.Parse(args); err != nil {
@@ -177,7 +178,7 @@ func globalFlags(env *cliEnv, cmds map[string]*command, args []string, getenv fu
 	}
 	var opts slog.HandlerOptions
 	lv, from := pick("log-level", *level, logLevelEnv)
-	opts.Level = slog.LevelWarn
+	opts.Level = slog.LevelInfo
 	if lv != "" {
 		var l slog.Level
 		if err := l.UnmarshalText([]byte(lv)); err != nil {

@@ -22,15 +22,15 @@ func TestCACommandsFromAnotherDirectoryUseTheCAsStore(t *testing.T) {
 	}
 	home := t.TempDir()
 	c := cli{t: t, dir: home}
-	c.run("hsm", "init-softhsm", "--dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca")
-	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--out", "./var/ca", "--store", "sqlite:./var/setpay.db")
+	c.run("hsm", "init-softhsm", "--softhsm-dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca")
+	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--ca-dir", "./var/ca", "--store", "sqlite:./var/setpay.db")
 	caYAML, err := os.ReadFile(filepath.Join(home, "var", "ca", "ca.yaml"))
 	require.NoError(t, err)
 	assert.Contains(t, string(caYAML), "store: sqlite:../setpay.db", "recorded relative to ca.yaml")
 
 	elsewhere := t.TempDir()
 	hsmDir, caDir := filepath.Join(home, "var", "softhsm"), filepath.Join(home, "var", "ca")
-	first := runSetpay(t, elsewhere, nil, "ca", "crl", "--softhsm-dir", hsmDir, "--ca-dir", caDir, "--ca", "pca")
+	first := runSetpay(t, elsewhere, nil, "ca", "crl", "--softhsm-dir", hsmDir, "--ca-dir", caDir, "--issuer", "pca")
 	require.Zero(t, first.code, "%s", first)
 	assert.Contains(t, first.stdout, "BEGIN X509 CRL")
 	secret := runSetpay(t, elsewhere, nil, "ca", "enroll", "--softhsm-dir", hsmDir, "--ca-dir", caDir, "--role", "merchant", "--id", "shop-9")

@@ -33,17 +33,17 @@ import (
 // partyConfig is what gateway and merchant configurations share: the token, the keys
 // by pkcs11: URI, certificates, trust, TLS and the store.
 type partyConfig struct {
-	Module    string   `yaml:"module"`
-	Token     string   `yaml:"token"`
-	PINSource string   `yaml:"pin_source"`
-	Listen    string   `yaml:"listen"`
-	SignKey   string   `yaml:"sign_key"`  // pkcs11: URI of the signature key
-	SignCert  string   `yaml:"sign_cert"` // PEM: certificate, then issuing CA and brand
-	KXKey     string   `yaml:"kx_key"`    // pkcs11: URI of the key-exchange key
-	KXCert    string   `yaml:"kx_cert"`   // PEM
-	Root      string   `yaml:"root"`      // PEM of the SET root
-	CAChain   []string `yaml:"ca_chain"`  // PEM files of brand, CCA, MCA, PCA
-	CRLs      []string `yaml:"crls"`      // PEM files of current CRLs, read again every crl_refresh and on SIGHUP
+	// module or softhsm_dir; token, token_serial or token_slot; pin_source; max_sessions
+	tokenConfig `yaml:",inline"`
+
+	Listen   string   `yaml:"listen"`
+	SignKey  string   `yaml:"sign_key"`  // pkcs11: URI of the signature key
+	SignCert string   `yaml:"sign_cert"` // PEM: certificate, then issuing CA and brand
+	KXKey    string   `yaml:"kx_key"`    // pkcs11: URI of the key-exchange key
+	KXCert   string   `yaml:"kx_cert"`   // PEM
+	Root     string   `yaml:"root"`      // PEM of the SET root
+	CAChain  []string `yaml:"ca_chain"`  // PEM files of brand, CCA, MCA, PCA
+	CRLs     []string `yaml:"crls"`      // PEM files of current CRLs, read again every crl_refresh and on SIGHUP
 	// CRLRefresh is how often the crls files are read again (a Go duration, "5m" when
 	// empty); SIGHUP reads them at once. A newer CRL a CA signed replaces the one
 	// held; a file that fails to read keeps the last good CRLs in use.
@@ -185,7 +185,7 @@ func openParty(ctx context.Context, env *cliEnv, c *partyConfig) (*running, erro
 
 func (r *running) open(ctx context.Context, env *cliEnv, c *partyConfig) error {
 	var err error
-	if r.mod, r.tok, err = openToken(ctx, env, c.Module, c.Token, hsm.PINSource(c.PINSource), 0); err != nil {
+	if r.mod, r.tok, err = c.openToken(ctx, env); err != nil {
 		return err
 	}
 	sk, err := r.key(ctx, c.SignKey)
@@ -418,7 +418,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay wallet buy", env)
 	tf := tokenFlagsOn(fs)
-	dir := fs.String("wallet", "./var/wallet", "wallet directory made by `setpay wallet register`")
+	dir := fs.String("wallet", "./var/wallet", "wallet directory made by 'setpay wallet register'")
 	passFile := fs.String("passphrase-file", "", "file holding the wallet passphrase (default: $SETPAY_WALLET_PASSPHRASE)")
 	addr := fs.String("merchant", "", "merchant address host:port")
 	merchantCA := fs.String("merchant-ca", "", "PEM of the CA of the merchant's TLS certificate")
@@ -445,7 +445,7 @@ func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	var find wallet.KeyFinder
-	if tf.token != "" || tf.softhsmDir != "" {
+	if tf.selected() || tf.softhsmDir != "" {
 		mod, tok, err := tf.open(ctx, env)
 		if err != nil {
 			return err

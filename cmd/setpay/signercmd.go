@@ -20,11 +20,11 @@ import (
 // signerConfig is the signer service's YAML configuration. A real HSM differs only in
 // module, token and pin_source.
 type signerConfig struct {
-	Module    string `yaml:"module"`
-	Token     string `yaml:"token"`
-	PINSource string `yaml:"pin_source"`
-	Listen    string `yaml:"listen"`
-	TLS       struct {
+	// module or softhsm_dir; token, token_serial or token_slot; pin_source; max_sessions
+	tokenConfig `yaml:",inline"`
+
+	Listen string `yaml:"listen"`
+	TLS    struct {
 		Cert     string `yaml:"cert"`      // PEM chain, leaf first
 		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
 		ClientCA string `yaml:"client_ca"` // PEM of the CA that issues client certificates
@@ -35,7 +35,6 @@ type signerConfig struct {
 		Cert string `yaml:"cert"` // optional PEM certificate
 	} `yaml:"keys"`
 	Grants       map[string][]string `yaml:"grants"`
-	MaxSessions  int                 `yaml:"max_sessions"`
 	MaxMsgBytes  int                 `yaml:"max_message_bytes"`
 	MaxBatchSize int                 `yaml:"max_batch"`
 	// MetricsListen serves Prometheus /metrics on its own port ("" for none).
@@ -119,7 +118,7 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
-	mod, tok, err := openToken(ctx, env, cfg.Module, cfg.Token, hsm.PINSource(cfg.PINSource), cfg.MaxSessions)
+	mod, tok, err := cfg.openToken(ctx, env)
 	if err != nil {
 		return err
 	}
