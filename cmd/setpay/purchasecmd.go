@@ -48,8 +48,11 @@ type partyConfig struct {
 	// empty); SIGHUP reads them at once. A newer CRL a CA signed replaces the one
 	// held; a file that fails to read keeps the last good CRLs in use.
 	CRLRefresh string `yaml:"crl_refresh"`
-	Store      string `yaml:"store"` // sqlite:... or postgres://...
-	OAEPSHA256 bool   `yaml:"oaep_sha256"`
+	// CRLCA, when its address is set, is the CA service asked for every CA's CRL
+	// (GetCRL) every crl_refresh and on SIGHUP, besides any crls files.
+	CRLCA      crlCAConfig `yaml:"crl_ca,omitempty"`
+	Store      string      `yaml:"store"` // sqlite:... or postgres://...
+	OAEPSHA256 bool        `yaml:"oaep_sha256"`
 	TLS        struct {
 		Cert     string `yaml:"cert"`      // PEM chain, leaf first
 		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
