@@ -260,6 +260,7 @@ func (g *gatewayConfig) validate() error {
 func (m *merchantConfig) validate() error {
 	var c checks
 	m.check(&c)
+	c.keyURI("challenge_key", m.ChallengeKey)
 	c.hostPort("gateway.address", m.Gateway.Address)
 	c.required("gateway.kx_cert", m.Gateway.KXCert)
 	c.required("gateway.tls_ca", m.Gateway.TLSCA)
