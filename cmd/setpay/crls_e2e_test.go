@@ -292,8 +292,8 @@ func TestRunningGatewayRefusesRevokedMerchant(t *testing.T) {
 			assert.Contains(t, last.stderr, "CERT_REVOKED", "the merchant relays the gateway's SET reason\n%s", last)
 			assert.Regexp(t, `msg="CRL updated" issuer="CN=SETPay Merchant CA[^"]*" number=\d+ entries=1 `, gwLog.String(),
 				"the running gateway installed the MCA's new CRL")
-			assert.Regexp(t, `msg="authorization refused" reason=CERT_REVOKED .*`+sig[0].SerialNumber.Text(16), gwLog.String())
-			assert.Contains(t, mLog.String(), `msg="purchase refused" reason=CERT_REVOKED`, "the merchant relayed the gateway's reason")
+			assert.Regexp(t, `msg="authorization refused" .*reason=CERT_REVOKED .*`+sig[0].SerialNumber.Text(16), gwLog.String())
+			assert.Regexp(t, `msg="purchase refused" .*reason=CERT_REVOKED`, mLog.String(), "the merchant relayed the gateway's reason")
 
 			if tc.name == "crl_ca" {
 				// The offline root's CRL, re-signed with the root token while the CA
