@@ -22,8 +22,15 @@ import (
 
 // Defaults.
 const (
-	DefaultCRLValidity   = 24 * time.Hour
-	DefaultEnrollmentTTL = 7 * 24 * time.Hour
+	// DefaultCRLValidity is the CRL validity of the issuing CAs (CCA, MCA, PCA),
+	// whose keys stay online in `ca serve` and re-sign long before it ends.
+	DefaultCRLValidity = 24 * time.Hour
+	// DefaultRootCRLValidity and DefaultBrandCRLValidity are long: the root's key is
+	// offline (its CRL is signed by hand, `setpay ca crl --issuer root`) and the
+	// brand's CRL changes only when an issuing CA is revoked.
+	DefaultRootCRLValidity  = 30 * 24 * time.Hour
+	DefaultBrandCRLValidity = 7 * 24 * time.Hour
+	DefaultEnrollmentTTL    = 7 * 24 * time.Hour
 	// Backdating of NotBefore, so peers with slightly slow clocks accept a fresh certificate.
 	clockSkew = 5 * time.Minute
 	// MaxCSRSize bounds a PKCS#10 request from an untrusted client.
@@ -38,7 +45,7 @@ type Config struct {
 	Store       Store               // nil: a fresh MemStore
 	Clock       func() time.Time    // nil: time.Now
 	Logger      *slog.Logger        // nil: slog.Default()
-	CRLValidity time.Duration       // nextUpdate - thisUpdate; 0: DefaultCRLValidity
+	CRLValidity time.Duration       // nextUpdate - thisUpdate; 0: DefaultCRLValidityFor(role)
 	// EnrollmentTTL is how long an enrollment secret stays redeemable; 0: DefaultEnrollmentTTL.
 	EnrollmentTTL time.Duration
 	// Organization is put in the subject O of issued certificates (optional).
@@ -114,13 +121,27 @@ func NewAuthority(cfg Config) (*Authority, error) {
 	}
 	a.log = a.log.With("ca", role.String())
 	if a.crlTTL <= 0 {
-		a.crlTTL = DefaultCRLValidity
+		a.crlTTL = DefaultCRLValidityFor(role)
 	}
 	if a.enrTTL <= 0 {
 		a.enrTTL = DefaultEnrollmentTTL
 	}
 	return a, nil
 }
+
+// DefaultCRLValidityFor is the CRL validity of a CA role when none is configured.
+func DefaultCRLValidityFor(r pki.Role) time.Duration {
+	switch r {
+	case pki.RoleRoot:
+		return DefaultRootCRLValidity
+	case pki.RoleBrand:
+		return DefaultBrandCRLValidity
+	}
+	return DefaultCRLValidity
+}
+
+// CRLValidity is nextUpdate - thisUpdate of the CRLs this CA signs.
+func (a *Authority) CRLValidity() time.Duration { return a.crlTTL }
 
 // Role returns the CA's role.
 func (a *Authority) Role() pki.Role { return a.role }

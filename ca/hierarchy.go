@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"errors"
 	"fmt"
 	"log/slog"
 	"math/big"
@@ -33,11 +34,38 @@ type HierarchyConfig struct {
 	// Validity per level; 0 selects 20, 10 and 5 years.
 	RootValidity, BrandValidity, IssuingValidity time.Duration
 	// NewStore returns the store of each CA; nil gives each a MemStore.
-	NewStore      func(role pki.Role) Store
-	Clock         func() time.Time
-	Logger        *slog.Logger
-	CRLValidity   time.Duration
-	EnrollmentTTL time.Duration
+	NewStore func(role pki.Role) Store
+	Clock    func() time.Time
+	Logger   *slog.Logger
+	// CRLValidity is every CA's CRL validity; CRLValidityFor overrides it per CA.
+	// Neither set: DefaultCRLValidityFor.
+	CRLValidity    time.Duration
+	CRLValidityFor CRLValidities
+	EnrollmentTTL  time.Duration
+}
+
+// CRLValidities is the CRL validity per CA role (a missing role: the default).
+type CRLValidities map[pki.Role]time.Duration
+
+// of returns the validity configured for r, else def.
+func (v CRLValidities) of(r pki.Role, def time.Duration) time.Duration {
+	if d, ok := v[r]; ok && d > 0 {
+		return d
+	}
+	return def
+}
+
+// Check refuses a validity that is not positive or names a role that is not a CA.
+func (v CRLValidities) Check() error {
+	var errs []error
+	for r, d := range v {
+		if !r.IsCA() {
+			errs = append(errs, fmt.Errorf("ca: CRL validity for %s, which is not a CA", r))
+		} else if d <= 0 {
+			errs = append(errs, fmt.Errorf("ca: %s CRL validity %s is not positive", r, d))
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Hierarchy is the full SET CA tree.
@@ -100,14 +128,18 @@ func BuildHierarchy(ctx context.Context, cfg HierarchyConfig) (*Hierarchy, error
 	if err != nil {
 		return nil, fmt.Errorf("ca: generate root key: %w", err)
 	}
+	if err := cfg.CRLValidityFor.Check(); err != nil {
+		return nil, err
+	}
 	rootCfg := base
+	rootCfg.CRLValidity = cfg.CRLValidityFor.of(pki.RoleRoot, cfg.CRLValidity)
 	rootCfg.Signer, rootCfg.Store = rootKey, newStore(pki.RoleRoot)
 	root, err := NewRoot(ctx, cfg.Brand+" Root CA", cfg.RootValidity, rootCfg)
 	if err != nil {
 		return nil, err
 	}
 	h := &Hierarchy{Root: root}
-	h.Brand, err = subordinate(ctx, root, cfg.Keys, pki.RoleBrand, cfg.LabelPrefix+"brand-ca", cfg.Brand+" Brand CA", cfg.BrandValidity, cfg.Algorithm, base, newStore)
+	h.Brand, err = subordinate(ctx, root, cfg.Keys, pki.RoleBrand, cfg.LabelPrefix+"brand-ca", cfg.Brand+" Brand CA", cfg.BrandValidity, cfg.Algorithm, base, cfg.CRLValidityFor, newStore)
 	if err != nil {
 		return nil, err
 	}
@@ -121,7 +153,7 @@ func BuildHierarchy(ctx context.Context, cfg HierarchyConfig) (*Hierarchy, error
 		{pki.RoleMCA, "mca", " Merchant CA", &h.MCA},
 		{pki.RolePCA, "pca", " Payment Gateway CA", &h.PCA},
 	} {
-		*s.dst, err = subordinate(ctx, h.Brand, cfg.Keys, s.role, cfg.LabelPrefix+s.label, cfg.Brand+s.cn, cfg.IssuingValidity, cfg.Algorithm, base, newStore)
+		*s.dst, err = subordinate(ctx, h.Brand, cfg.Keys, s.role, cfg.LabelPrefix+s.label, cfg.Brand+s.cn, cfg.IssuingValidity, cfg.Algorithm, base, cfg.CRLValidityFor, newStore)
 		if err != nil {
 			return nil, err
 		}
@@ -129,7 +161,7 @@ func BuildHierarchy(ctx context.Context, cfg HierarchyConfig) (*Hierarchy, error
 	return h, nil
 }
 
-func subordinate(ctx context.Context, parent *Authority, keys KeyGenerator, role pki.Role, label, cn string, validity time.Duration, alg string, base Config, newStore func(pki.Role) Store) (*Authority, error) {
+func subordinate(ctx context.Context, parent *Authority, keys KeyGenerator, role pki.Role, label, cn string, validity time.Duration, alg string, base Config, crlFor CRLValidities, newStore func(pki.Role) Store) (*Authority, error) {
 	key, err := keys.GenerateKey(ctx, label, alg)
 	if err != nil {
 		return nil, fmt.Errorf("ca: generate %s key: %w", role, err)
@@ -143,6 +175,7 @@ func subordinate(ctx context.Context, parent *Authority, keys KeyGenerator, role
 		return nil, fmt.Errorf("ca: issue %s certificate: %w", role, err)
 	}
 	c := base
+	c.CRLValidity = crlFor.of(role, base.CRLValidity)
 	c.Signer, c.Certificate, c.Chain, c.Store = key, cert, parent.Chain(), newStore(role)
 	a, err := NewAuthority(c)
 	if err != nil {

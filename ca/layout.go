@@ -78,6 +78,7 @@ type InitConfig struct {
 	NewStore         func(role pki.Role) Store
 	Brand, Org       string
 	TLSName          string // DNS name or IP of the service's TLS certificate
+	CRLValidity      CRLValidities
 	Logger           *slog.Logger
 }
 
@@ -104,7 +105,7 @@ func InitDir(ctx context.Context, cfg InitConfig) (*Hierarchy, error) {
 		return nil, fmt.Errorf("ca: %w", err)
 	}
 	h, err := BuildHierarchy(ctx, HierarchyConfig{RootKeys: TokenKeyGenerator{cfg.RootToken}, Keys: TokenKeyGenerator{cfg.Token},
-		Brand: cfg.Brand, Org: cfg.Org, NewStore: cfg.NewStore, Logger: cfg.Logger})
+		Brand: cfg.Brand, Org: cfg.Org, NewStore: cfg.NewStore, CRLValidityFor: cfg.CRLValidity, Logger: cfg.Logger})
 	if err != nil {
 		return nil, err
 	}
@@ -153,29 +154,23 @@ func InitDir(ctx context.Context, cfg InitConfig) (*Hierarchy, error) {
 	return h, nil
 }
 
-// WriteCRLs signs a fresh CRL on every CA present in h and writes
-// <role>.crl and crls.pem (root's CRL is kept from an earlier run when h.Root is nil).
+// WriteCRLs signs a fresh CRL on every CA present in h and publishes them in dir
+// (PublishCRLs): <role>.crl and the bundle crls.pem. The root's CRL is kept from an
+// earlier run when h.Root is nil (the root key offline).
 func WriteCRLs(ctx context.Context, dir string, h *Hierarchy) error {
-	var all []*x509.RevocationList
-	for _, a := range []*Authority{h.Root, h.Brand, h.CCA, h.MCA, h.PCA} {
+	crls := map[pki.Role]*x509.RevocationList{}
+	for _, a := range h.Authorities() {
 		if a == nil {
-			crl, err := ReadCRL(filepath.Join(dir, "root.crl"))
-			if err != nil {
-				return err
-			}
-			all = append(all, crl)
 			continue
 		}
 		crl, err := a.CRL(ctx)
 		if err != nil {
 			return err
 		}
-		if err := writeFiles(dir, map[string][]byte{a.Role().String() + ".crl": pki.EncodeCRLPEM(crl)}); err != nil {
-			return err
-		}
-		all = append(all, crl)
+		crls[a.Role()] = crl
 	}
-	return writeFiles(dir, map[string][]byte{FileCRLs: pki.EncodeCRLPEM(all...)})
+	_, err := PublishCRLs(dir, crls)
+	return err
 }
 
 // ReadCRL reads one PEM or DER CRL file.
@@ -196,14 +191,38 @@ func ReadCRL(path string) (*x509.RevocationList, error) {
 
 func writeFiles(dir string, files map[string][]byte) error {
 	for name, b := range files {
-		p := filepath.Join(dir, name)
-		tmp := p + ".tmp"
-		if err := os.WriteFile(tmp, b, 0o644); err != nil {
-			return fmt.Errorf("ca: write %s: %w", p, err)
+		if err := writeFileAtomic(filepath.Join(dir, name), b); err != nil {
+			return err
 		}
-		if err := os.Rename(tmp, p); err != nil {
-			return fmt.Errorf("ca: write %s: %w", p, err)
-		}
+	}
+	return nil
+}
+
+// writeFileAtomic replaces p with b so that a reader sees the old file or the new
+// one, never a part: a temporary file of its own in the same directory, synced, then
+// renamed over p. Two writers never share a temporary file.
+func writeFileAtomic(p string, b []byte) error {
+	f, err := os.CreateTemp(filepath.Dir(p), "."+filepath.Base(p)+".*.tmp")
+	if err != nil {
+		return fmt.Errorf("ca: write %s: %w", p, err)
+	}
+	tmp := f.Name()
+	_, err = f.Write(b)
+	if err == nil {
+		err = f.Chmod(0o644)
+	}
+	if err == nil {
+		err = f.Sync()
+	}
+	if cerr := f.Close(); err == nil {
+		err = cerr
+	}
+	if err == nil {
+		err = os.Rename(tmp, p)
+	}
+	if err != nil {
+		_ = os.Remove(tmp)
+		return fmt.Errorf("ca: write %s: %w", p, err)
 	}
 	return nil
 }
@@ -238,6 +257,8 @@ type LoadConfig struct {
 	NewStore  func(role pki.Role) Store
 	Logger    *slog.Logger
 	Clock     func() time.Time
+	// CRLValidity per CA (ca.yaml's crl_validity); a missing CA: DefaultCRLValidityFor.
+	CRLValidity CRLValidities
 }
 
 // Loaded is a CA directory brought back to life with its token keys.
@@ -260,6 +281,9 @@ func LoadDir(ctx context.Context, cfg LoadConfig) (*Loaded, error) {
 	if newStore == nil {
 		newStore = NewMemStores()
 	}
+	if err := cfg.CRLValidity.Check(); err != nil {
+		return nil, err
+	}
 	base := Config{Logger: cfg.Logger, Clock: cfg.Clock}
 	l := &Loaded{Hierarchy: &Hierarchy{}}
 	root, err := readOne(cfg.Dir, FileRoot)
@@ -276,6 +300,7 @@ func LoadDir(ctx context.Context, cfg LoadConfig) (*Loaded, error) {
 			return nil, nil, fmt.Errorf("ca: %s key %q: %w", role, label, err)
 		}
 		c := base
+		c.CRLValidity = cfg.CRLValidity.of(role, 0)
 		c.Signer, c.Certificate, c.Chain, c.Store = key, cert, chain, newStore(role)
 		a, err := NewAuthority(c)
 		if err != nil {

@@ -63,6 +63,10 @@ type ServerConfig struct {
 	Hierarchy *Hierarchy // Root may be nil (offline root): its CRL then comes from RootCRL
 	// RootCRL is served when Hierarchy.Root is nil (published by `ca init`).
 	RootCRL *x509.RevocationList
+	// RootCRLFile, when set with an offline root, is read again on every request for
+	// the root's CRL: a newer one written there (`setpay ca crl --issuer root`) is
+	// served from then on without a restart.
+	RootCRLFile string
 	// CCASigner is the CCA's token key (the same as its Authority's) for
 	// signing answers to cardholders.
 	CCASigner crypto.Signer
@@ -125,6 +129,7 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 	}
 	s := &Server{cfg: cfg, log: cfg.Logger, nonces: map[string]pendingNonce{}}
 	s.crls = newCRLCache(h, cfg.RootCRL, cfg.Clock)
+	s.crls.rootFile = cfg.RootCRLFile
 	root := h.CCA.Chain()[len(h.CCA.Chain())-1]
 	v, err := pki.NewVerifier(root, s.crls)
 	if err != nil {
@@ -136,6 +141,13 @@ func NewServer(cfg ServerConfig) (*Server, error) {
 
 // Register adds the service to a gRPC server (e.g. tlsrpc.NewGRPCServer).
 func (s *Server) Register(g grpc.ServiceRegistrar) { capb.RegisterCAServer(g, s) }
+
+// CurrentCRL is the CRL the service serves for a CA: the one cached, re-signed once
+// half its validity has passed or when the CA's revocations changed (for an offline
+// root: the newest of RootCRL and RootCRLFile).
+func (s *Server) CurrentCRL(ctx context.Context, r pki.Role) (*x509.RevocationList, error) {
+	return s.crls.byRole(ctx, r)
+}
 
 // CRLs is the service's CRL source (fresh CRLs of every CA).
 func (s *Server) CRLs() pki.CRLSource { return s.crls }
@@ -568,11 +580,13 @@ func withDecryptContext(ctx context.Context, d crypto.Decrypter) crypto.Decrypte
 // crlCache signs a CRL per CA when the cached one is half-way to nextUpdate
 // or the CA's revocations changed (also by another process sharing the store).
 type crlCache struct {
-	h       *Hierarchy
-	rootCRL *x509.RevocationList
-	clock   func() time.Time
-	mu      sync.Mutex
-	cached  map[pki.Role]cachedCRL
+	h        *Hierarchy
+	rootFile string
+	rootMu   sync.Mutex
+	rootCRL  *x509.RevocationList
+	clock    func() time.Time
+	mu       sync.Mutex
+	cached   map[pki.Role]cachedCRL
 }
 
 type cachedCRL struct {
@@ -582,6 +596,26 @@ type cachedCRL struct {
 
 func newCRLCache(h *Hierarchy, rootCRL *x509.RevocationList, clock func() time.Time) *crlCache {
 	return &crlCache{h: h, rootCRL: rootCRL, clock: clock, cached: map[pki.Role]cachedCRL{}}
+}
+
+// offlineRoot returns the newest root CRL known: the one given at start or a newer
+// one (signed by the same root, with a higher number) found in rootFile.
+func (c *crlCache) offlineRoot() (*x509.RevocationList, error) {
+	c.rootMu.Lock()
+	defer c.rootMu.Unlock()
+	if c.rootFile != "" {
+		if crl, err := ReadCRL(c.rootFile); err == nil && crl.Number != nil && c.h.Brand != nil &&
+			(c.rootCRL == nil || crl.Number.Cmp(c.rootCRL.Number) > 0) {
+			root := c.h.Brand.Chain()[len(c.h.Brand.Chain())-1]
+			if crl.CheckSignatureFrom(root) == nil {
+				c.rootCRL = crl
+			}
+		}
+	}
+	if c.rootCRL == nil {
+		return nil, pki.ErrNoCRL
+	}
+	return c.rootCRL, nil
 }
 
 func (c *crlCache) authority(r pki.Role) *Authority {
@@ -612,8 +646,8 @@ func (c *crlCache) CRL(ctx context.Context, issuer *x509.Certificate) (*x509.Rev
 func (c *crlCache) byRole(ctx context.Context, r pki.Role) (*x509.RevocationList, error) {
 	a := c.authority(r)
 	if a == nil {
-		if r == pki.RoleRoot && c.rootCRL != nil {
-			return c.rootCRL, nil
+		if r == pki.RoleRoot {
+			return c.offlineRoot()
 		}
 		return nil, pki.ErrNoCRL
 	}

@@ -3,8 +3,10 @@ package merchant
 import (
 	"context"
 	"crypto/x509"
+	"encoding/base64"
 	"errors"
 	"fmt"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/protobuf/reflect/protoreflect"
@@ -37,6 +39,25 @@ type LifecycleResult struct {
 	// Envelope is the answer as received: the gateway stores these bytes and
 	// sends them again on a retry.
 	Envelope []byte
+	// Answered is when the gateway signed the answer: on a retry answered from the
+	// gateway's record, the time of the first answer.
+	Answered time.Time
+}
+
+// operatorRRPIDContext separates operator pair IDs from every other hash.
+const operatorRRPIDContext = "setpay merchant operator rrpid v1\x00"
+
+// OperatorRRPID is the pair ID of an operator's lifecycle request: base64url of 16
+// bytes of SHA-256 over the merchant, the request kind, its XID (or batch) and the
+// operator's request ID. The same request run again, from another process, after a
+// restart or on another replica, is then the same pair at the gateway, which answers
+// with its first answer and changes nothing; the same request ID for a different
+// request (another amount, say) is refused as a REPLAY. It depends on no key, so a
+// retry is recognised across a key rotation too; the gateway scopes pair IDs by
+// merchant, so their being predictable lets nobody else use them.
+func OperatorRRPID(merchantID string, kind setpb.ContentKind, subject, requestID string) string {
+	h := setproto.Hash([]byte(operatorRRPIDContext + merchantID + "\x00" + kind.String() + "\x00" + subject + "\x00" + requestID))
+	return base64.RawURLEncoding.EncodeToString(h[:16])
 }
 
 // Capture captures in.Amount of an authorized purchase with the capture token the
@@ -235,7 +256,7 @@ func (m *Merchant) callLifecycle(ctx context.Context, kind setpb.ContentKind, re
 	if err := echoes(kind, req, r); err != nil {
 		return nil, gatewayFault(err)
 	}
-	return &LifecycleResult{Response: r, Envelope: out.GetCms()}, nil
+	return &LifecycleResult{Response: r, Envelope: out.GetCms(), Answered: v.SigningTime}, nil
 }
 
 // echoes checks that an answer is for this request.

@@ -7,8 +7,6 @@ package merchant
 import (
 	"context"
 	"crypto"
-	"crypto/hmac"
-	"crypto/sha256"
 	"crypto/subtle"
 	"crypto/x509"
 	"encoding/base64"
@@ -61,15 +59,25 @@ type Config struct {
 	GatewayChain []*x509.Certificate
 	Gateway      setpb.GatewayClient
 	Offers       []Offer
-	// ChallengeKey derives the merchant's challenges from the XID, so they need no
-	// storage; 32 random bytes when nil.
-	ChallengeKey []byte
+	// ChallengeKey derives the merchant's challenges and its authorization pair IDs
+	// from the XID, so they need no storage: a MAC key in the merchant's token
+	// (*hsm.SecretKey). It is required, and it must outlive the process: a purchase
+	// initiated before a restart is completed after it, and replicas that share the
+	// key (the same token key) accept each other's initiations.
+	ChallengeKey MACKey
 	// InitValidity is how long after the initiation a purchase request for its XID
 	// is accepted; 0: DefaultInitValidity.
 	InitValidity time.Duration
 	Envelope     setproto.EnvelopeOptions
 	Clock        func() time.Time
 	Logger       *slog.Logger
+}
+
+// MACKey computes HMAC-SHA256 under a key it never reveals; *hsm.SecretKey (a
+// CKK_GENERIC_SECRET key made by `setpay hsm keygen --alg hmac-sha256 --usage mac`)
+// is one.
+type MACKey interface {
+	MAC(ctx context.Context, data []byte) ([]byte, error)
 }
 
 // Merchant serves setpb.MerchantServer.
@@ -93,6 +101,8 @@ func New(ctx context.Context, cfg Config) (*Merchant, error) {
 		return nil, errors.New("merchant: trust, store, gateway client and gateway certificate are required")
 	case cfg.Brand == "":
 		return nil, errors.New("merchant: brand is required")
+	case cfg.ChallengeKey == nil:
+		return nil, errors.New("merchant: a challenge key is required (a MAC key in the merchant's token)")
 	}
 	r, id, err := pki.EntityID(cfg.Sign.Cert)
 	if err != nil || r != pki.RoleMerchant {
@@ -109,11 +119,6 @@ func New(ctx context.Context, cfg Config) (*Merchant, error) {
 	}
 	if cfg.InitValidity == 0 {
 		cfg.InitValidity = DefaultInitValidity
-	}
-	if cfg.ChallengeKey == nil {
-		if cfg.ChallengeKey, err = setproto.Random(32); err != nil {
-			return nil, err
-		}
 	}
 	// The merchant checks the gateway certificate it hands out the way wallets will.
 	gkx, gid, err := cfg.Trust.VerifyKeyExchange(ctx, thumb(cfg.GatewayKX), append([]*x509.Certificate{cfg.GatewayKX}, cfg.GatewayChain...), pki.RoleGateway)
@@ -145,12 +150,23 @@ func thumb(c *x509.Certificate) []byte {
 	return tp[:]
 }
 
-// derive is HMAC(ChallengeKey, label || xid): the merchant's challenges and pair IDs
-// toward the gateway are recomputed, not stored, and are the same on a retry.
-func (m *Merchant) derive(label, xid string) []byte {
-	h := hmac.New(sha256.New, m.cfg.ChallengeKey)
-	h.Write([]byte(label + "\x00" + xid))
-	return h.Sum(nil)
+// deriveContext separates the merchant's derivations from any other MAC made with the
+// same key.
+const deriveContext = "setpay merchant v1\x00"
+
+// derive is HMAC-SHA256(ChallengeKey, context || label || 0 || xid), computed in the
+// token: the merchant's challenges and pair IDs toward the gateway are recomputed,
+// not stored, and are the same on a retry, after a restart and on every replica
+// holding the same key.
+func (m *Merchant) derive(ctx context.Context, label, xid string) ([]byte, error) {
+	mac, err := m.cfg.ChallengeKey.MAC(ctx, []byte(deriveContext+label+"\x00"+xid))
+	if err != nil {
+		return nil, fmt.Errorf("merchant: challenge key: %w", err)
+	}
+	if len(mac) < 32 {
+		return nil, fmt.Errorf("merchant: challenge key: MAC of %d bytes, want 32", len(mac))
+	}
+	return mac, nil
 }
 
 func (m *Merchant) fail(op string, err error) error {
@@ -159,8 +175,12 @@ func (m *Merchant) fail(op string, err error) error {
 }
 
 // challM is the merchant challenge of an XID issued for an offer.
-func (m *Merchant) challM(xid, offerID string) []byte {
-	return m.derive("chall-m", xid+"\x00"+offerID)[:32]
+func (m *Merchant) challM(ctx context.Context, xid, offerID string) ([]byte, error) {
+	c, err := m.derive(ctx, "chall-m", xid+"\x00"+offerID)
+	if err != nil {
+		return nil, err
+	}
+	return c[:32], nil
 }
 
 // newXID is a transaction ID: the issue time (Unix seconds, 8 bytes big-endian)
@@ -215,8 +235,12 @@ func (m *Merchant) purchaseInit(ctx context.Context, in *setpb.PInitReq) (*setpb
 	if err != nil {
 		return nil, err
 	}
+	challM, err := m.challM(ctx, xid, offer.ID)
+	if err != nil {
+		return nil, err
+	}
 	res := &setpb.PInitRes{
-		Xid: xid, Rrpid: in.GetRrpid(), ChallEc: in.GetChallEc(), ChallM: m.challM(xid, offer.ID),
+		Xid: xid, Rrpid: in.GetRrpid(), ChallEc: in.GetChallEc(), ChallM: challM,
 		MerchantId: m.id, Brand: m.cfg.Brand, GatewayId: m.gatewayID, GatewayKxThumbprint: thumb(m.cfg.GatewayKX),
 		OrderDescription: offer.Description, Amount: offer.Amount, Currency: offer.Currency, Sale: offer.Sale,
 	}
@@ -284,8 +308,12 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	offer, ok := m.offers[oi.GetOfferId()]
 	issued, fromUs := xidIssued(oi.GetXid())
 	now := m.cfg.Clock()
+	challM, err := m.challM(ctx, oi.GetXid(), oi.GetOfferId())
+	if err != nil {
+		return nil, err
+	}
 	switch {
-	case subtle.ConstantTimeCompare(oi.GetChallM(), m.challM(oi.GetXid(), oi.GetOfferId())) != 1 || !fromUs:
+	case subtle.ConstantTimeCompare(oi.GetChallM(), challM) != 1 || !fromUs:
 		return nil, setproto.Errorf(setpb.Reason_CHALLENGE_MISMATCH, "the OI does not carry the challenge of %s", oi.GetXid())
 	case now.Sub(issued) > m.cfg.InitValidity || issued.Sub(now) > time.Minute:
 		return nil, setproto.Errorf(setpb.Reason_UNKNOWN_TRANSACTION, "purchase %s was initiated too long ago; start again", oi.GetXid())
@@ -448,9 +476,17 @@ type AuthOutcome struct {
 // The request content is a function of in and the XID, so a retry is recognised by the
 // gateway as the same request.
 func (m *Merchant) Authorize(ctx context.Context, in AuthInput) (*AuthOutcome, error) {
+	rrpid, err := m.derive(ctx, "rrpid", in.XID)
+	if err != nil {
+		return nil, err
+	}
+	challGW, err := m.derive(ctx, "chall-gw", in.XID)
+	if err != nil {
+		return nil, err
+	}
 	req := &setpb.AuthRequest{
-		Xid: in.XID, Rrpid: base64.RawURLEncoding.EncodeToString(m.derive("rrpid", in.XID)[:16]),
-		ChallM: m.derive("chall-gw", in.XID)[:32], MerchantId: m.id, Amount: in.Amount, Currency: in.Currency,
+		Xid: in.XID, Rrpid: base64.RawURLEncoding.EncodeToString(rrpid[:16]),
+		ChallM: challGW[:32], MerchantId: m.id, Amount: in.Amount, Currency: in.Currency,
 		OiHash: in.OIHash, Sale: in.Sale, PiEnvelope: in.PIEnvelope, DualSignature: in.DualSignature,
 		MerchantKxThumbprint: thumb(m.cfg.KXCert),
 	}

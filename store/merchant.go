@@ -72,6 +72,42 @@ func (t *txn) GetOrderByMerchantOrderID(ctx context.Context, merchantOrderID str
 	return t.getOrder(ctx, "merchant_order_id", merchantOrderID)
 }
 
+func (t *txn) ListOrders(ctx context.Context, state OrderState, limit int) ([]Order, error) {
+	if limit <= 0 {
+		return nil, fmt.Errorf("store: list orders: %w", invalidf("limit must be positive"))
+	}
+	q := `SELECT xid, merchant_order_id, description_hash, amount, currency, state,
+		created_at, updated_at, capture_token, cardholder FROM orders`
+	args := []any{}
+	if state != "" {
+		q += ` WHERE state = ?`
+		args = append(args, string(state))
+	}
+	q += ` ORDER BY created_at DESC, xid LIMIT ?`
+	args = append(args, limit)
+	rows, err := t.query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: list orders: %w", err)
+	}
+	defer rows.Close()
+	var out []Order
+	for rows.Next() {
+		var o Order
+		var st string
+		var created, updated int64
+		if err := rows.Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &st,
+			&created, &updated, &o.CaptureToken, &o.Cardholder); err != nil {
+			return nil, fmt.Errorf("store: list orders: %w", err)
+		}
+		o.State, o.CreatedAt, o.UpdatedAt = OrderState(st), fromMicros(created), fromMicros(updated)
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: list orders: %w", err)
+	}
+	return out, nil
+}
+
 func (t *txn) SetOrderState(ctx context.Context, xid string, from, to OrderState, at time.Time) error {
 	if err := checkID("order state", string(to)); err != nil {
 		return fmt.Errorf("store: set order state: %w", err)

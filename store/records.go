@@ -62,6 +62,8 @@ type Tx interface {
 	InsertOrder(ctx context.Context, o *Order) error
 	GetOrder(ctx context.Context, xid string) (*Order, error)
 	GetOrderByMerchantOrderID(ctx context.Context, merchantOrderID string) (*Order, error)
+	// ListOrders lists up to limit orders (state "" for every state), newest first.
+	ListOrders(ctx context.Context, state OrderState, limit int) ([]Order, error)
 	SetOrderState(ctx context.Context, xid string, from, to OrderState, at time.Time) error
 	// SetOrderCaptureToken keeps the capture token the gateway issued with
 	// the order's authorization.

@@ -90,7 +90,7 @@ func TestStaleInitiationRefused(t *testing.T) {
 	m, err := merchant.New(ctx, merchant.Config{Sign: ent.Sign, KXCert: ent.KXCert, KXKey: ent.KXKey, Trust: e.NewTrust(),
 		Store: e.MerchantDB, Brand: system.Brand, GatewayKX: e.GatewayEnt.KXCert,
 		GatewayChain: []*x509.Certificate{e.H.PCA.Certificate(), e.H.Brand.Certificate()},
-		Gateway:      setpb.NewGatewayClient(e.GatewayConn), Offers: systemtest.Offers(), Clock: clk.Now, InitValidity: time.Hour})
+		Gateway:      setpb.NewGatewayClient(e.GatewayConn), Offers: systemtest.Offers(), ChallengeKey: e.ChallengeKey, Clock: clk.Now, InitValidity: time.Hour})
 	require.NoError(t, err)
 	w, err := wallet.New(wallet.Config{Identity: e.Cardholders[systemtest.Alice].Identity, Trust: e.NewTrust(), Merchant: inProcessMerchant{m}, Brand: system.Brand})
 	require.NoError(t, err)

@@ -119,7 +119,7 @@ func TestRefusals(t *testing.T) {
 		m, err := merchant.New(ctx, merchant.Config{Sign: e.MerchantEnt.Sign, KXCert: e.MerchantEnt.KXCert, KXKey: e.MerchantEnt.KXKey,
 			Trust: trust, Store: e.MerchantDB, Brand: system.Brand, GatewayKX: e.GatewayEnt.KXCert,
 			GatewayChain: []*x509.Certificate{e.H.PCA.Certificate(), e.H.Brand.Certificate()},
-			Gateway:      setpb.NewGatewayClient(e.GatewayConn), Offers: systemtest.Offers(), Clock: clk.Now})
+			Gateway:      setpb.NewGatewayClient(e.GatewayConn), Offers: systemtest.Offers(), ChallengeKey: e.ChallengeKey, Clock: clk.Now})
 		require.NoError(t, err)
 		w, err := wallet.New(wallet.Config{Identity: ch.Identity, Trust: e.NewTrust(), Merchant: localMerchant{m}, Brand: system.Brand})
 		require.NoError(t, err)
@@ -157,7 +157,7 @@ func TestRefusals(t *testing.T) {
 		ent := *e.MerchantEnt
 		_, err = merchant.New(ctx, merchant.Config{Sign: ent.Sign, KXCert: ent.KXCert, KXKey: ent.KXKey, Trust: e.NewTrust(),
 			Store: e.MerchantDB, Brand: "SETPay", GatewayKX: forged, GatewayChain: []*x509.Certificate{e.H.MCA.Certificate()},
-			Gateway: setpb.NewGatewayClient(e.GatewayConn)})
+			Gateway: setpb.NewGatewayClient(e.GatewayConn), ChallengeKey: e.ChallengeKey})
 		require.Error(t, err)
 		assert.Equal(t, setpb.Reason_CERT_WRONG_ROLE, setproto.ReasonOf(err))
 	})

@@ -80,6 +80,9 @@ type Cardholder struct {
 // PANKeyLabel is the label of the gateway's PAN hash key in its token.
 const PANKeyLabel = "pan-hash"
 
+// ChallengeKeyLabel is the label of the merchant's challenge key in its token.
+const ChallengeKeyLabel = "merchant-challenge"
+
 type Bed struct {
 	cfg         Config
 	H           *ca.Hierarchy
@@ -103,10 +106,14 @@ type Bed struct {
 	GatewayTLS, MerchantTLS, MerchantClientTLS tlsrpc.Identity
 	// PANKey is the gateway's PAN hash key, a MAC key in its token (label PANKeyLabel);
 	// PANHasher the gateway's store.PANHasher over it.
-	PANKey      *hsm.SecretKey
-	PANHasher   store.PANHasher
-	LedgerCards []gateway.Card
-	closers     []func()
+	PANKey    *hsm.SecretKey
+	PANHasher store.PANHasher
+	// ChallengeKey is the merchant's challenge key, a MAC key in its token (label
+	// ChallengeKeyLabel); every merchant NewMerchant makes shares it, as replicas of
+	// one merchant do.
+	ChallengeKey *hsm.SecretKey
+	LedgerCards  []gateway.Card
+	closers      []func()
 }
 
 // Build sets up the CA hierarchy, registers the gateway, the merchant and the
@@ -168,6 +175,14 @@ func Build(ctx context.Context, cfg Config, gwOpts, merOpts []grpc.ServerOption)
 		return nil, err
 	}
 	b.PANHasher = store.NewPANHasher(b.PANKey)
+	// The merchant's challenge key: made in its token, or the one a bed built earlier
+	// on the same token made (a merchant restarted on its token keeps its key).
+	if b.ChallengeKey, err = cfg.Merchant.FindSecretKey(ctx, ChallengeKeyLabel); errors.Is(err, hsm.ErrKeyNotFound) {
+		b.ChallengeKey, err = cfg.Merchant.GenerateSecretKey(ctx, hsm.KeySpec{Label: ChallengeKeyLabel, Algorithm: hsm.HMACSHA256, Usage: hsm.UsageMAC})
+	}
+	if err != nil {
+		return nil, err
+	}
 	// Transport: a TLS CA in the TLS token, each service's TLS key in its own token.
 	keyIn := func(tok *hsm.Token) func(string) (crypto.Signer, error) {
 		return func(label string) (crypto.Signer, error) {
@@ -378,7 +393,7 @@ func (b *Bed) IssueCardholderFor(ctx context.Context, tok *hsm.Token, c CardSpec
 func (b *Bed) NewMerchant(ctx context.Context, ent *Entity, db store.DB, gw setpb.GatewayClient) (*merchant.Merchant, error) {
 	return merchant.New(ctx, merchant.Config{Sign: ent.Sign, KXCert: ent.KXCert, KXKey: ent.KXKey, Trust: b.NewTrust(),
 		Store: db, Brand: Brand, GatewayKX: b.GatewayEnt.KXCert, GatewayChain: []*x509.Certificate{b.H.PCA.Certificate(), b.H.Brand.Certificate()},
-		Gateway: gw, Offers: b.cfg.Offers, Logger: b.cfg.Logger})
+		Gateway: gw, Offers: b.cfg.Offers, ChallengeKey: b.ChallengeKey, Logger: b.cfg.Logger})
 }
 
 // Wallet returns a wallet for the i-th cardholder talking to the bed's merchant.

@@ -23,6 +23,7 @@ import (
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/secretfile"
 	"github.com/setpay/setpay/internal/tlsrpc"
+	"github.com/setpay/setpay/metrics"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/wallet"
@@ -38,6 +39,31 @@ type caFileConfig struct {
 
 	Brand   string `yaml:"brand"`
 	TLSName string `yaml:"tls_name"`
+	// CRLValidity is nextUpdate - thisUpdate of each CA's CRLs (Go durations, keys
+	// root, brand, cca, mca, pca; a CA left out gets ca.DefaultCRLValidityFor).
+	CRLValidity map[string]string `yaml:"crl_validity,omitempty"`
+}
+
+// crlValidities parses crl_validity (validate has checked it).
+func (f *caFileConfig) crlValidities() ca.CRLValidities {
+	out := ca.CRLValidities{}
+	for name, v := range f.CRLValidity {
+		r, err := pki.ParseRole(name)
+		d, derr := time.ParseDuration(v)
+		if err == nil && derr == nil {
+			out[r] = d
+		}
+	}
+	return out
+}
+
+// defaultCRLValidity is what `ca init` writes in ca.yaml, ready to edit.
+func defaultCRLValidity() map[string]string {
+	out := map[string]string{}
+	for _, r := range []pki.Role{pki.RoleRoot, pki.RoleBrand, pki.RoleCCA, pki.RoleMCA, pki.RolePCA} {
+		out[r.String()] = ca.DefaultCRLValidityFor(r).String()
+	}
+	return out
 }
 
 const caConfigFile = "ca.yaml"
@@ -150,7 +176,8 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 		cleanup()
 		return nil, nil, err
 	}
-	l, err := ca.LoadDir(ctx, ca.LoadConfig{Dir: c.out, RootToken: rootTok, Token: tok, NewStore: stores, Logger: env.logger})
+	l, err := ca.LoadDir(ctx, ca.LoadConfig{Dir: c.out, RootToken: rootTok, Token: tok, NewStore: stores, Logger: env.logger,
+		CRLValidity: fc.crlValidities()})
 	if err != nil {
 		cleanup()
 		return nil, nil, err
@@ -196,8 +223,9 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	fc := caFileConfig{CRLValidity: defaultCRLValidity()}
 	h, err := ca.InitDir(ctx, ca.InitConfig{RootToken: rootTok, Token: tok, Dir: c.out, NewStore: stores,
-		Brand: *brand, Org: *org, TLSName: *tlsName, Logger: env.logger})
+		Brand: *brand, Org: *org, TLSName: *tlsName, CRLValidity: fc.crlValidities(), Logger: env.logger})
 	if err != nil {
 		return err
 	}
@@ -206,7 +234,8 @@ func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
-	b, err := yaml.Marshal(caFileConfig{Store: recorded, RootToken: c.rootToken, tokenConfig: c.tf.recorded(c.out), Brand: *brand, TLSName: *tlsName})
+	fc.Store, fc.RootToken, fc.tokenConfig, fc.Brand, fc.TLSName = recorded, c.rootToken, c.tf.recorded(c.out), *brand, *tlsName
+	b, err := yaml.Marshal(fc)
 	if err != nil {
 		return err
 	}
@@ -235,8 +264,13 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	listen := fs.String("listen", "127.0.0.1:7440", "address to listen on")
 	cardsFile := fs.String("cards", "", "YAML list of cards the issuer stand-in knows (pan, expiry, postal_code, blocked); default: demo cards")
 	approval := fs.Bool("require-approval", false, "hold merchant and gateway requests until 'setpay ca approve'")
+	crlCheck := fs.Duration("crl-check", time.Minute, "how often the CRLs are checked: each online CA's is re-signed once half its validity has passed, and the CRL files rewritten")
+	metricsListen := fs.String("metrics-listen", "", "address to serve Prometheus /metrics on (CRL expiry per CA); empty: none")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if *crlCheck <= 0 {
+		return usageErrorf("--crl-check must be a positive duration")
 	}
 	cards := demoCards
 	if *cardsFile != "" {
@@ -260,10 +294,31 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 			return err
 		}
 	}
-	srv, err := ca.NewServer(ca.ServerConfig{Hierarchy: l.Hierarchy, RootCRL: l.RootCRL, CCASigner: l.CCASigner,
-		CCAKeyExchange: l.CCAKX, CCADecrypter: l.CCAKXKey, Ledger: ledger, Pending: pending, Logger: env.logger})
+	srv, err := ca.NewServer(ca.ServerConfig{Hierarchy: l.Hierarchy, RootCRL: l.RootCRL, RootCRLFile: filepath.Join(c.out, ca.CRLFileName(pki.RoleRoot)),
+		CCASigner: l.CCASigner, CCAKeyExchange: l.CCAKX, CCADecrypter: l.CCAKXKey, Ledger: ledger, Pending: pending, Logger: env.logger})
 	if err != nil {
 		return err
+	}
+	// The CRL files and GetCRL never carry an expired CRL of an online CA while the
+	// CA runs; the offline root's expiry is announced in the log well before.
+	pub, err := ca.NewCRLPublisher(ca.CRLPublisherConfig{Dir: c.out, Server: srv, Logger: env.logger})
+	if err != nil {
+		return err
+	}
+	if err := pub.Publish(ctx); err != nil {
+		env.logger.Warn("CRL publication failed; files keep their CRLs", "err", err)
+	}
+	go pub.Run(ctx, *crlCheck)
+	if *metricsListen != "" {
+		reg := metrics.New()
+		if err := errors.Join(registerBuildInfo(reg.Prometheus()), reg.Prometheus().Register(caCRLCollector{pub})); err != nil {
+			return fmt.Errorf("metrics: %w", err)
+		}
+		addr, err := reg.Serve(ctx, *metricsListen, env.logger)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(env.stdout, "metrics on http://%s/metrics\n", addr)
 	}
 	gs, health := tlsrpc.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
 	srv.Register(gs)
@@ -411,14 +466,18 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 		if err := a.Revoke(ctx, serial, reason); err != nil {
 			return err
 		}
+		// The new CRL goes to <ca>.crl and the bundle crls.pem at once (each replaced
+		// atomically), so a service reading the files sees the revocation on its next
+		// refresh; the CA service's GetCRL serves it from the next request.
 		crl, err := a.CRL(ctx)
 		if err != nil {
-			return err
+			return fmt.Errorf("revoked %s, but the new CRL could not be signed: %w", serial.Text(16), err)
 		}
-		if err := os.WriteFile(filepath.Join(c.out, a.Role().String()+".crl"), pki.EncodeCRLPEM(crl), 0o644); err != nil {
-			return err
+		if _, err := ca.PublishCRLs(c.out, map[pki.Role]*x509.RevocationList{a.Role(): crl}); err != nil {
+			return fmt.Errorf("revoked %s, but the CRL files could not be written (run `setpay ca crl --issuer %s`): %w", serial.Text(16), a.Role(), err)
 		}
-		fmt.Fprintf(env.stdout, "revoked %s (issued by %s); new CRL number %s\n", serial.Text(16), a.Role(), crl.Number)
+		fmt.Fprintf(env.stdout, "revoked %s (issued by %s); new CRL number %s in %s and %s\n", serial.Text(16), a.Role(), crl.Number,
+			filepath.Join(c.out, ca.CRLFileName(a.Role())), filepath.Join(c.out, ca.FileCRLs))
 		return nil
 	}
 	return fmt.Errorf("serial %s was not issued by this CA", serial.Text(16))
@@ -427,8 +486,8 @@ func runCARevoke(ctx context.Context, env *cliEnv, args []string) error {
 func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay ca crl", env)
 	c := caFlagsOn(fs, "ca-dir")
-	which := fs.String("issuer", "pca", "the issuing CA whose CRL to write: root, brand, cca, mca or pca")
-	outFile := fs.String("out", "", "file to write the PEM CRL to (default stdout)")
+	which := fs.String("issuer", "pca", "the issuing CA whose CRL to sign and publish as <ca-dir>/<issuer>.crl and crls.pem: root, brand, cca, mca or pca (root needs the root token: --root-token, default ca.yaml's root_token)")
+	outFile := fs.String("out", "", "file to write the PEM CRL to as well (default stdout)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
@@ -449,6 +508,13 @@ func runCACRL(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return err
 	}
+	// Published in the CA directory too: <issuer>.crl and the bundle services read
+	// (a running `ca serve` serves a newer root CRL from there at once).
+	if _, err := ca.PublishCRLs(c.out, map[pki.Role]*x509.RevocationList{role: crl}); err != nil {
+		return err
+	}
+	env.logger.Info("CRL published", "ca", role.String(), "number", crl.Number.String(), "next_update", crl.NextUpdate.UTC().Format(time.RFC3339),
+		"file", filepath.Join(c.out, ca.CRLFileName(role)))
 	out := pki.EncodeCRLPEM(crl)
 	if *outFile == "" {
 		_, err = env.stdout.Write(out)
@@ -651,7 +717,7 @@ func runWalletRegister(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	opts := wallet.RegisterOptions{Dir: *out, Passphrase: pass}
 	// With token flags the wallet key lives in a PKCS#11 token.
-	if tf.token != "" || tf.softhsmDir != "" {
+	if tf.selected() || tf.softhsmDir != "" {
 		mod, tok, err := tf.open(ctx, env)
 		if err != nil {
 			return err

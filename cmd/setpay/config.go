@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/setpay/setpay/hsm"
+	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/softhsm"
 )
 
@@ -221,9 +222,10 @@ func (p *partyConfig) check(c *checks) {
 	for i, f := range p.CAChain {
 		c.required(fmt.Sprintf("ca_chain[%d]", i), f)
 	}
-	if len(p.CRLs) == 0 {
-		c.fail("crls", "required: at least one PEM file of the CAs' CRLs (revocation is always checked)", nil)
+	if len(p.CRLs) == 0 && p.CRLCA.Address == "" {
+		c.fail("crls", "required unless crl_ca is set: at least one PEM file of the CAs' CRLs (revocation is always checked)", nil)
 	}
+	p.CRLCA.check(c)
 	for i, f := range p.CRLs {
 		c.required(fmt.Sprintf("crls[%d]", i), f)
 	}
@@ -258,6 +260,7 @@ func (g *gatewayConfig) validate() error {
 func (m *merchantConfig) validate() error {
 	var c checks
 	m.check(&c)
+	c.keyURI("challenge_key", m.ChallengeKey)
 	c.hostPort("gateway.address", m.Gateway.Address)
 	c.required("gateway.kx_cert", m.Gateway.KXCert)
 	c.required("gateway.tls_ca", m.Gateway.TLSCA)
@@ -288,6 +291,16 @@ func (f *caFileConfig) validate() error {
 	c.storeDSN("store", f.Store)
 	f.tokenConfig.check(&c, false)
 	c.required("root_token", f.RootToken)
+	for name, v := range f.CRLValidity {
+		field := "crl_validity." + name
+		if r, err := pki.ParseRole(name); err != nil || !r.IsCA() {
+			c.fail(field, "unknown CA: want root, brand, cca, mca or pca", nil)
+			continue
+		}
+		if d, err := time.ParseDuration(v); err != nil || d <= 0 {
+			c.fail(field, fmt.Sprintf("want a positive duration such as 168h, got %q", v), nil)
+		}
+	}
 	return c.err()
 }
 
@@ -341,6 +354,7 @@ func (p *partyConfig) resolvePaths(dir string) {
 	p.SignCert, p.KXCert, p.Root = inDir(dir, p.SignCert), inDir(dir, p.KXCert), inDir(dir, p.Root)
 	allInDir(dir, p.CAChain)
 	allInDir(dir, p.CRLs)
+	p.CRLCA.TLSCA = inDir(dir, p.CRLCA.TLSCA)
 	p.Store = dsnInDir(dir, p.Store)
 	p.TLS.Cert, p.TLS.ClientCA = inDir(dir, p.TLS.Cert), inDir(dir, p.TLS.ClientCA)
 }

@@ -125,6 +125,7 @@ func TestMerchantConfigValidate(t *testing.T) {
 		m := merchantConfig{partyConfig: validParty(), Brand: "SETPay"}
 		m.Gateway.Address, m.Gateway.KXCert, m.Gateway.TLSCA = "127.0.0.1:7501", "gw-kx.pem", "tls-ca.pem"
 		m.Gateway.ClientCert, m.Gateway.ClientKey = "client.pem", testKeyURI
+		m.ChallengeKey = testKeyURI
 		return m
 	}
 	cases := append(partyCases(func(c *merchantConfig) *partyConfig { return &c.partyConfig }),
@@ -134,6 +135,8 @@ func TestMerchantConfigValidate(t *testing.T) {
 		configCase[merchantConfig]{"no gateway.tls_ca", func(c *merchantConfig) { c.Gateway.TLSCA = "" }, []string{"gateway.tls_ca"}},
 		configCase[merchantConfig]{"no gateway.tls_cert", func(c *merchantConfig) { c.Gateway.ClientCert = "" }, []string{"gateway.tls_cert"}},
 		configCase[merchantConfig]{"no gateway.tls_key", func(c *merchantConfig) { c.Gateway.ClientKey = "" }, []string{"gateway.tls_key"}},
+		configCase[merchantConfig]{"no challenge_key", func(c *merchantConfig) { c.ChallengeKey = "" }, []string{"challenge_key"}},
+		configCase[merchantConfig]{"challenge_key not a URI", func(c *merchantConfig) { c.ChallengeKey = testSecret }, []string{"challenge_key"}},
 	)
 	runConfigCases(t, valid, (*merchantConfig).validate, cases)
 }

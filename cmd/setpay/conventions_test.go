@@ -252,6 +252,10 @@ var flagMeanings = map[string]struct {
 	"listen":          {keyword: "address to listen on"},
 	"log-level":       {keyword: "log level"},
 	"log-format":      {keyword: "log format"},
+	"xid":             {keyword: "transaction ID (XID)"},
+	"amount":          {keyword: "minor units"},
+	"batch":           {keyword: "batch"},
+	"request-id":      {keyword: "retries"},
 }
 
 // dirFlags are the flags that name a directory; no other flag may take one.

@@ -15,6 +15,8 @@ import (
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/setpay/setpay/pki"
 )
 
 // lockedBuffer collects a child's stderr while the test reads it.
@@ -89,4 +91,47 @@ func TestServeReadsCRLsAgainOnSIGHUP(t *testing.T) {
 
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
 	assert.NoError(t, cmd.Wait(), "stderr:\n%s", stderr.String())
+}
+
+// TestCAFileConfigCRLValidity: ca.yaml's crl_validity takes a positive Go duration per
+// known CA; anything else is refused, naming the field.
+func TestCAFileConfigCRLValidity(t *testing.T) {
+	valid := func() caFileConfig {
+		return caFileConfig{Store: "sqlite:setpay.db", RootToken: "setpay-root", tokenConfig: tokenConfig{Token: "setpay-ca"},
+			CRLValidity: map[string]string{"root": "720h", "brand": "168h", "cca": "24h", "mca": "24h", "pca": "12h"}}
+	}
+	runConfigCases(t, valid, (*caFileConfig).validate, []configCase[caFileConfig]{
+		{"not a duration", func(c *caFileConfig) { c.CRLValidity["mca"] = "a day" }, []string{"crl_validity.mca"}},
+		{"zero", func(c *caFileConfig) { c.CRLValidity["root"] = "0s" }, []string{"crl_validity.root"}},
+		{"negative", func(c *caFileConfig) { c.CRLValidity["brand"] = "-1h" }, []string{"crl_validity.brand"}},
+		{"unknown CA", func(c *caFileConfig) { c.CRLValidity["shop"] = "1h" }, []string{"crl_validity.shop"}},
+		{"not a CA", func(c *caFileConfig) { c.CRLValidity["merchant"] = "1h" }, []string{"crl_validity.merchant"}},
+	})
+	v := valid()
+	got := v.crlValidities()
+	assert.Equal(t, 720*time.Hour, got[pki.RoleRoot])
+	assert.Equal(t, 12*time.Hour, got[pki.RolePCA])
+	assert.Equal(t, map[string]string{"root": "720h0m0s", "brand": "168h0m0s", "cca": "24h0m0s", "mca": "24h0m0s", "pca": "24h0m0s"},
+		defaultCRLValidity(), "what `ca init` writes: long root and brand CRLs")
+}
+
+// TestPartyConfigCRLCA: crl_ca needs an address and the CA's TLS anchor, and may
+// replace the crls files or come with them; neither is refused.
+func TestPartyConfigCRLCA(t *testing.T) {
+	valid := func() partyConfig {
+		p := validParty()
+		p.CRLCA = crlCAConfig{Address: "127.0.0.1:7440", TLSCA: "tls-ca.pem"}
+		return p
+	}
+	runConfigCases(t, valid, (*partyConfig).validate, []configCase[partyConfig]{
+		{"crl_ca without tls_ca", func(c *partyConfig) { c.CRLCA.TLSCA = "" }, []string{"crl_ca.tls_ca"}},
+		{"crl_ca without address", func(c *partyConfig) { c.CRLCA.Address = "" }, []string{"crl_ca.address"}},
+		{"crl_ca address without port", func(c *partyConfig) { c.CRLCA.Address = "ca.example" }, []string{"crl_ca.address"}},
+		{"neither crls nor crl_ca", func(c *partyConfig) { c.CRLs, c.CRLCA = nil, crlCAConfig{} }, []string{"crls"}},
+	})
+	only := valid()
+	only.CRLs = nil
+	assert.NoError(t, only.validate(), "crl_ca alone is enough")
+	only.resolvePaths("/etc/setpay")
+	assert.Equal(t, "/etc/setpay/tls-ca.pem", only.CRLCA.TLSCA, "tls_ca is relative to the config file")
 }

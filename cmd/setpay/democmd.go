@@ -245,7 +245,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 	gw.TLS.ClientCA = in("tls-ca.pem")
 	gw.Limits = gwLimits
 	mc := merchantConfig{partyConfig: common(b.MerchantEnt, "setpay-merchant", "127.0.0.1:7502", "merchant-sign.pem", "merchant-kx.pem", "merchant.db", "merchant-tls.pem", b.MerchantTLS.Key),
-		Brand: system.Brand, Offers: offers}
+		Brand: system.Brand, Offers: offers, ChallengeKey: b.ChallengeKey.URI()}
 	mc.Limits = merLimits
 	mc.Gateway.Address, mc.Gateway.ServerName, mc.Gateway.KXCert, mc.Gateway.TLSCA = "127.0.0.1:7501", "127.0.0.1", in("gateway-kx.pem"), in("tls-ca.pem")
 	mc.Gateway.ClientCert, mc.Gateway.ClientKey = in("merchant-client-tls.pem"), setproto.KeyURI(b.MerchantClientTLS.Key)
@@ -296,6 +296,7 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 		"setpay merchant serve --config " + filepath.Join(root, "merchant.yaml") + " &",
 		"setpay wallet buy --softhsm-dir " + d.Root + " --token setpay-wallet --wallet " + wdir + " --passphrase-file " + passFile +
 			" --merchant 127.0.0.1:7502 --merchant-ca " + in("tls-ca.pem") + " --crls " + in("crls.pem") + " --offer book",
+		"setpay merchant orders --config " + filepath.Join(root, "merchant.yaml") + "   # then: merchant capture --xid XID, credit, batch close ...",
 	}, nil
 }
 

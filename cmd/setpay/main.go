@@ -59,10 +59,10 @@ func commands() map[string]*command {
 			"crl":     {summary: "write an issuing CA's current CRL", run: runCACRL},
 			"approve": {summary: "list, approve or reject merchant/gateway requests held for approval", run: runCAApprove},
 		}},
-		"merchant": {summary: "the merchant", sub: map[string]*command{
+		"merchant": {summary: "the merchant", sub: withMerchantOperatorCommands(map[string]*command{
 			"register": {summary: "register with the CA and get certificates", run: runMerchantRegister},
 			"serve":    {summary: "serve cardholders (purchase) and talk to the gateway", run: runMerchantServe},
-		}},
+		})},
 		"gateway": {summary: "the payment gateway", sub: map[string]*command{
 			"register": {summary: "register with the CA and get certificates", run: runGatewayRegister},
 			"serve":    {summary: "serve merchants (authorization, capture)", run: runGatewayServe},
@@ -255,7 +255,7 @@ func usage(w io.Writer, cmds map[string]*command, prefix string) {
 	}
 	sort.Strings(names)
 	for _, n := range names {
-		fmt.Fprintf(w, "  %-14s %s\n", n, cmds[n].summary)
+		fmt.Fprintf(w, "  %-16s %s\n", n, cmds[n].summary)
 	}
 }
 

@@ -47,8 +47,11 @@ type partyConfig struct {
 	// empty); SIGHUP reads them at once. A newer CRL a CA signed replaces the one
 	// held; a file that fails to read keeps the last good CRLs in use.
 	CRLRefresh string `yaml:"crl_refresh"`
-	Store      string `yaml:"store"` // sqlite:... or postgres://...
-	OAEPSHA256 bool   `yaml:"oaep_sha256"`
+	// CRLCA, when its address is set, is the CA service asked for every CA's CRL
+	// (GetCRL) every crl_refresh and on SIGHUP, besides any crls files.
+	CRLCA      crlCAConfig `yaml:"crl_ca,omitempty"`
+	Store      string      `yaml:"store"` // sqlite:... or postgres://...
+	OAEPSHA256 bool        `yaml:"oaep_sha256"`
 	TLS        struct {
 		Cert     string `yaml:"cert"`      // PEM chain, leaf first
 		Key      string `yaml:"key"`       // pkcs11: URI of the TLS key in the token
@@ -131,7 +134,12 @@ type merchantConfig struct {
 	partyConfig `yaml:",inline"`
 	Brand       string           `yaml:"brand"`
 	Offers      []merchant.Offer `yaml:"offers"`
-	Gateway     struct {
+	// ChallengeKey is the pkcs11: URI of the key the merchant derives its purchase
+	// challenges from: a MAC key in the merchant's token (setpay hsm keygen --alg
+	// hmac-sha256 --usage mac --label merchant-challenge). A purchase initiated before
+	// a restart completes after it; replicas sharing the key accept each other's.
+	ChallengeKey string `yaml:"challenge_key"`
+	Gateway      struct {
 		Address    string `yaml:"address"`
 		ServerName string `yaml:"server_name"`
 		KXCert     string `yaml:"kx_cert"`  // PEM: gateway key-exchange certificate, then PCA and brand
@@ -370,41 +378,17 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
-	gw := cfg.Gateway
-	r, err := openParty(ctx, env, &cfg.partyConfig)
+	p, err := openMerchant(ctx, env, &cfg)
 	if err != nil {
 		return err
 	}
-	defer r.close()
-	client, err := r.tlsIdentity(ctx, "gateway.tls_cert", gw.ClientCert, "gateway.tls_key", gw.ClientKey)
-	if err != nil {
-		return err
-	}
-	gwPool, err := pool(gw.TLSCA)
-	if err != nil {
-		return fmt.Errorf("gateway.tls_ca: %w", err)
-	}
-	conn, err := grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&client, gwPool, gw.ServerName))))
-	if err != nil {
-		return err
-	}
-	defer conn.Close()
-	gkx, err := readPEMCerts(gw.KXCert)
-	if err != nil {
-		return fmt.Errorf("gateway.kx_cert: %w", err)
-	}
-	m, err := merchant.New(ctx, merchant.Config{Sign: r.sign, KXCert: r.kxc, KXKey: r.kx, Trust: r.trust, Store: r.db,
-		Brand: cfg.Brand, GatewayKX: gkx[0], GatewayChain: gkx[1:], Gateway: setpb.NewGatewayClient(conn),
-		Offers: cfg.Offers, Envelope: r.env, Logger: env.logger})
-	if err != nil {
-		return err
-	}
-	id, err := r.tlsIdentity(ctx, "tls.cert", cfg.TLS.Cert, "tls.key", cfg.TLS.Key)
+	defer p.close()
+	id, err := p.tlsIdentity(ctx, "tls.cert", cfg.TLS.Cert, "tls.key", cfg.TLS.Key)
 	if err != nil {
 		return err
 	}
 	// Wallets are anonymous at the TLS level: they authenticate by their SET signature.
-	reg, err := startMetrics(ctx, env, &cfg.partyConfig, r)
+	reg, err := startMetrics(ctx, env, &cfg.partyConfig, p.running)
 	if err != nil {
 		return err
 	}
@@ -413,10 +397,72 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err != nil {
 		return fmt.Errorf("limits: %w", err)
 	}
-	m.Register(gs)
+	p.m.Register(gs)
 	reg.InitGRPCServer(gs)
-	r.health.bind(health)
-	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+m.ID())
+	p.health.bind(health)
+	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+p.m.ID())
+}
+
+// merchantParty is an opened merchant: its party (token, keys, trust, store), its
+// challenge key, its connection to the gateway and the merchant on them. `merchant
+// serve` and the merchant's operator commands open it the same way.
+type merchantParty struct {
+	*running
+	conn *grpc.ClientConn
+	m    *merchant.Merchant
+}
+
+func (p *merchantParty) close() {
+	if p.conn != nil {
+		_ = p.conn.Close()
+	}
+	p.running.close()
+}
+
+// openMerchant opens what a merchant configuration names; on any error it closes
+// what it had opened and returns the error, which names the field at fault.
+func openMerchant(ctx context.Context, env *cliEnv, cfg *merchantConfig) (*merchantParty, error) {
+	r, err := openParty(ctx, env, &cfg.partyConfig)
+	if err != nil {
+		return nil, err
+	}
+	p := &merchantParty{running: r}
+	if err := p.open(ctx, env, cfg); err != nil {
+		p.close()
+		return nil, err
+	}
+	return p, nil
+}
+
+func (p *merchantParty) open(ctx context.Context, env *cliEnv, cfg *merchantConfig) error {
+	u, err := hsm.ParseURI(cfg.ChallengeKey)
+	if err != nil {
+		return fmt.Errorf("challenge_key: %w", err)
+	}
+	challengeKey, err := p.tok.SecretKeyByURI(ctx, u)
+	if err != nil {
+		return fmt.Errorf("challenge_key: %w", err)
+	}
+	gw := cfg.Gateway
+	client, err := p.tlsIdentity(ctx, "gateway.tls_cert", gw.ClientCert, "gateway.tls_key", gw.ClientKey)
+	if err != nil {
+		return err
+	}
+	gwPool, err := pool(gw.TLSCA)
+	if err != nil {
+		return fmt.Errorf("gateway.tls_ca: %w", err)
+	}
+	if p.conn, err = grpc.NewClient(gw.Address, grpc.WithTransportCredentials(credentials.NewTLS(tlsrpc.ClientTLS(&client, gwPool, gw.ServerName)))); err != nil {
+		return fmt.Errorf("gateway.address: %w", err)
+	}
+	gkx, err := readPEMCerts(gw.KXCert)
+	if err != nil {
+		return fmt.Errorf("gateway.kx_cert: %w", err)
+	}
+	p.m, err = merchant.New(ctx, merchant.Config{Sign: p.sign, KXCert: p.kxc, KXKey: p.kx, Trust: p.trust, Store: p.db,
+		Brand: cfg.Brand, GatewayKX: gkx[0], GatewayChain: gkx[1:], Gateway: setpb.NewGatewayClient(p.conn),
+		Offers: cfg.Offers, ChallengeKey: challengeKey, Envelope: p.env, Logger: env.logger})
+	return err
 }
 
 func runWalletBuy(ctx context.Context, env *cliEnv, args []string) error {
