@@ -534,9 +534,12 @@ func (t *Token) doAttempts(ctx context.Context, op func(pkcs11.SessionHandle, ui
 	}
 }
 
-// unavailableIfGone marks an answer meaning the token is gone as ErrTokenUnavailable.
+// unavailableIfGone marks an answer meaning the token is gone as ErrTokenUnavailable,
+// when the token really is not in its slot: a module that gave such an answer to one
+// request while the token stays (a CKR_DEVICE_ERROR for odd input, say) gets the
+// answer back as it is, so no request can make the token look unavailable.
 func (t *Token) unavailableIfGone(err error) error {
-	if tokenGone(err) && !Unavailable(err) {
+	if tokenGone(err) && !Unavailable(err) && !t.present() {
 		t.markLost(err)
 		return fmt.Errorf("hsm: token %q: %w: %w", t.info.Label, ErrTokenUnavailable, err)
 	}
@@ -639,11 +642,16 @@ func (t *Token) present() bool {
 	return info.Initialized && info.Serial == t.info.Serial
 }
 
-// attach records where the token is now and starts a new session generation.
+// attach records where the token is now and starts a new session generation. Cached
+// object handles are void when the module was re-initialised or the token moved to
+// another slot; a token found where it was, in the same epoch, keeps them (a module
+// that renumbered its objects says so, and keys find theirs again by CKA_ID).
 func (t *Token) attach(info TokenInfo, epoch uint64) {
 	moved := uint(t.slot.Load()) != info.Slot
 	again := t.attached.Load() != epoch
-	t.agen.Add(1)
+	if moved || again {
+		t.agen.Add(1)
+	}
 	t.slot.Store(uint64(info.Slot))
 	t.attached.Store(epoch)
 	t.lost.Store(false)
