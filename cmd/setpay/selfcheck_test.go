@@ -90,15 +90,22 @@ func (w registeredWorld) gatewayVariant(t *testing.T, name string, edits ...stri
 // returns its stderr.
 func (w registeredWorld) serveGateway(t *testing.T, cfg string) string {
 	t.Helper()
+	return w.serve(t, "gateway", cfg)
+}
+
+// serve starts `<role> serve` on cfg, stops it with SIGTERM (exit 0) and returns its
+// stderr.
+func (w registeredWorld) serve(t *testing.T, role, cfg string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cmd := setpayCmd(ctx, t, w.dir, w.softhsmEnv(), "gateway", "serve", "--config", cfg)
+	cmd := setpayCmd(ctx, t, w.dir, w.softhsmEnv(), role, "serve", "--config", cfg)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	addr := startServer(t, cmd, 60*time.Second)
 	assert.NotEmpty(t, addr)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	assert.NoError(t, cmd.Wait(), "gateway serve stops cleanly\n%s", stderr.String())
+	assert.NoError(t, cmd.Wait(), "%s serve stops cleanly\n%s", role, stderr.String())
 	return stderr.String()
 }
 
@@ -178,6 +185,32 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	w.makeGatewayServable(t)
 	stderr := w.serveGateway(t, w.path("var/gateway/gateway.yaml"))
 	assert.NotContains(t, stderr, "expires soon")
+
+	t.Run("merchant.yaml serves once filled in", func(t *testing.T) {
+		// What merchant.yaml's comments ask for: TLS server and client certificates,
+		// the challenge key, the store; then listen, offers and the gateway's fields.
+		tok := []string{"--softhsm-dir", w.softhsm, "--token", "setpay-merchant"}
+		w.run(append([]string{"tls", "request", "--label", "merchant-shop-1-tls", "--name", "127.0.0.1", "--out", "var/merchant/merchant-shop-1-tls.csr"}, tok...)...)
+		w.run("ca", "tls-issue", "--ca-dir", w.caDir, "--softhsm-dir", w.softhsm, "--csr", "var/merchant/merchant-shop-1-tls.csr", "--usage", "server", "--out", "var/merchant/tls.pem")
+		w.run(append([]string{"tls", "request", "--label", "merchant-shop-1-client-tls", "--name", "merchant:shop-1", "--out", "var/merchant/client.csr"}, tok...)...)
+		w.run("ca", "tls-issue", "--ca-dir", w.caDir, "--softhsm-dir", w.softhsm, "--csr", "var/merchant/client.csr", "--usage", "client", "--out", "var/merchant/client-tls.pem")
+		w.run(append([]string{"hsm", "keygen", "--alg", "hmac-sha256", "--usage", "mac", "--label", "merchant-challenge"}, tok...)...)
+		w.run("store", "init", "--store", "sqlite:var/merchant/merchant.db")
+		cfg := mustReadFile(t, w.path("var/merchant/merchant.yaml.new"))
+		for _, e := range [][2]string{
+			{"\nlisten: \"\"\n", "\nlisten: \"127.0.0.1:0\"\n"},
+			{"\noffers: []\n", "\noffers:\n  - {id: book, description: \"A book\", amount: 1999, currency: EUR}\n"},
+			{"\n  address: \"\"\n", "\n  address: \"127.0.0.1:7501\"\n"},
+			{"\n  server_name: \"\"\n", "\n  server_name: \"127.0.0.1\"\n"},
+			{"\n  kx_cert: \"\"\n", "\n  kx_cert: ../gateway/keyexchange.pem\n"},
+		} {
+			require.Contains(t, cfg, e[0])
+			cfg = strings.Replace(cfg, e[0], e[1], 1)
+		}
+		p := w.path("var/merchant/filled.yaml")
+		require.NoError(t, os.WriteFile(p, []byte(cfg), 0o600))
+		w.serve(t, "merchant", p)
+	})
 
 	t.Run("real HSM flags: module, token and pin_source as given", func(t *testing.T) {
 		pin := strings.TrimSpace(mustReadFile(t, w.path("var/softhsm/user-pin")))
