@@ -212,6 +212,22 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 		w.serve(t, "merchant", p)
 	})
 
+	t.Run("trust files are checked before the secret is spent", func(t *testing.T) {
+		w.run("ca", "enroll", "--softhsm-dir", w.softhsm, "--role", "gateway", "--id", "gw-3", "--out", "gw-3.secret")
+		args := []string{"gateway", "register", "--ca", w.caAddr, "--id", "gw-3", "--secret-file", "gw-3.secret",
+			"--softhsm-dir", w.softhsm, "--token", "setpay-gateway", "--dir", "./var/gateway-3"}
+		r := runSetpay(t, w.dir, nil, append(args, "--ca-chain", "no-such-chain.pem")...)
+		assert.Equal(t, 1, r.code, "%s", r)
+		assert.Contains(t, r.stderr, "--ca-chain")
+		assert.Contains(t, r.stderr, "no-such-chain.pem")
+		assert.NoDirExists(t, w.path("var/gateway-3"), "nothing written")
+		r = runSetpay(t, w.dir, nil, append(args, "--ca-chain", "var/ca/root.pem")...)
+		assert.Equal(t, 1, r.code, "%s", r)
+		assert.Contains(t, r.stderr, "no brand certificate")
+		w.run(args...) // the secret was not spent
+		assert.FileExists(t, w.path("var/gateway-3/gateway.yaml"))
+	})
+
 	t.Run("real HSM flags: module, token and pin_source as given", func(t *testing.T) {
 		pin := strings.TrimSpace(mustReadFile(t, w.path("var/softhsm/user-pin")))
 		env := []string{"SOFTHSM2_CONF=" + w.path("var/softhsm/softhsm2.conf"), "SETPAY_TEST_GW_PIN=" + pin}
