@@ -284,6 +284,7 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 	}
 	issueAt(time.Now().Add(-3*time.Minute), time.Minute, "expired")
 	issueAt(time.Now(), 7*24*time.Hour, "soon")
+	issueAt(time.Now().Add(time.Hour), 24*time.Hour, "future")
 
 	tlsKey := "pkcs11:token=setpay-gateway;object=gateway-gw-1-tls;type=private"
 	gwCfg := mustReadFile(t, filepath.Join(gwDir, "gateway.yaml"))
@@ -306,6 +307,8 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 			[]string{"sign_cert: key mismatch", "sign_key"}},
 		{"expired certificate", []string{`sign_cert: signature.pem`, `sign_cert: "expired-sign.pem"`},
 			[]string{"sign_cert: expired"}},
+		{"certificate not yet valid", []string{`sign_cert: signature.pem`, `sign_cert: future-sign.pem`},
+			[]string{"sign_cert: not yet valid"}},
 		{"expired key-exchange certificate", []string{`kx_cert: keyexchange.pem`, `kx_cert: "expired-kx.pem"`},
 			[]string{"kx_cert: expired"}},
 	}
