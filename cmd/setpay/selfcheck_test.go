@@ -253,9 +253,10 @@ func softhsmModule(t *testing.T) string {
 
 // TestServeRefusesABadOwnIdentity (issue 11 item 4): `gateway serve` checks its own
 // certificates at start and refuses, exit 1, naming the field and the reason: a
-// merchant's certificate, a leaf-only file, a certificate not for the token key, an
-// expired certificate, and (after `ca revoke`) a revoked one. A certificate close to
-// its end only warns.
+// merchant's certificate (and `merchant serve` a gateway's), a leaf-only or misordered
+// file, a certificate not for the token key, an expired or not yet valid certificate,
+// and (after `ca revoke`, through crl_ca) a revoked one. A certificate close to its end
+// only warns.
 func TestServeRefusesABadOwnIdentity(t *testing.T) {
 	w := newRegisteredWorld(t, nil)
 	w.makeGatewayServable(t)
