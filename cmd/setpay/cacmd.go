@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -644,6 +645,25 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		return err
 	}
 	defer closeConn()
+	// The trust files are read, checked and fetched before the CA is asked for
+	// certificates: once it has issued them (and spent the secret) only local writes
+	// are left, so a registration never ends with certificates nobody saved.
+	now := time.Now()
+	if *caChain == "" {
+		*caChain = filepath.Join(filepath.Dir(rf.root), ca.FileChain)
+	}
+	cas, err := caSet(ctx, client, *caChain, nil, now)
+	if err != nil {
+		return err
+	}
+	crls, err := fetchCRLs(ctx, client, client.Root(), cas, now)
+	if err != nil {
+		return err
+	}
+	tlsRoots, err := ca.ReadPEMFile(rf.tlsCA)
+	if err != nil {
+		return fmt.Errorf("--ca-tls: %w", err)
+	}
 	reg := ca.EntityRegistration{Role: role, ID: *id, Secret: string(secret), SignatureKey: sig, KeyExchangeKey: kx}
 	var res *ca.EntityResult
 	if *reqID != "" {
@@ -658,22 +678,10 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		fmt.Fprintf(env.stdout, "request %s is pending the CA operator's approval; afterwards run the same command with --request %s\n", res.RequestID, res.RequestID)
 		return nil
 	}
-	// Everything is fetched and checked before anything is written.
-	now := time.Now()
-	if *caChain == "" {
-		*caChain = filepath.Join(filepath.Dir(rf.root), ca.FileChain)
-	}
-	cas, err := caSet(ctx, client, *caChain, res.Chain, now)
-	if err != nil {
-		return err
-	}
-	crls, err := fetchCRLs(ctx, client, client.Root(), cas, now)
-	if err != nil {
-		return err
-	}
-	tlsRoots, err := ca.ReadPEMFile(rf.tlsCA)
-	if err != nil {
-		return fmt.Errorf("--ca-tls: %w", err)
+	for _, c := range res.Chain {
+		if !slices.ContainsFunc(cas, c.Equal) {
+			cas = append(cas, c)
+		}
 	}
 	sigChain := append([]*x509.Certificate{res.Signature}, res.Chain...)
 	kxChain := append([]*x509.Certificate{res.KeyExchange}, res.Chain...)

@@ -90,15 +90,22 @@ func (w registeredWorld) gatewayVariant(t *testing.T, name string, edits ...stri
 // returns its stderr.
 func (w registeredWorld) serveGateway(t *testing.T, cfg string) string {
 	t.Helper()
+	return w.serve(t, "gateway", cfg)
+}
+
+// serve starts `<role> serve` on cfg, stops it with SIGTERM (exit 0) and returns its
+// stderr.
+func (w registeredWorld) serve(t *testing.T, role, cfg string) string {
+	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	cmd := setpayCmd(ctx, t, w.dir, w.softhsmEnv(), "gateway", "serve", "--config", cfg)
+	cmd := setpayCmd(ctx, t, w.dir, w.softhsmEnv(), role, "serve", "--config", cfg)
 	var stderr lockedBuffer
 	cmd.Stderr = &stderr
 	addr := startServer(t, cmd, 60*time.Second)
 	assert.NotEmpty(t, addr)
 	require.NoError(t, cmd.Process.Signal(syscall.SIGTERM))
-	assert.NoError(t, cmd.Wait(), "gateway serve stops cleanly\n%s", stderr.String())
+	assert.NoError(t, cmd.Wait(), "%s serve stops cleanly\n%s", role, stderr.String())
 	return stderr.String()
 }
 
@@ -179,6 +186,48 @@ func TestRegisterWritesChainsAndAServableConfig(t *testing.T) {
 	stderr := w.serveGateway(t, w.path("var/gateway/gateway.yaml"))
 	assert.NotContains(t, stderr, "expires soon")
 
+	t.Run("merchant.yaml serves once filled in", func(t *testing.T) {
+		// What merchant.yaml's comments ask for: TLS server and client certificates,
+		// the challenge key, the store; then listen, offers and the gateway's fields.
+		tok := []string{"--softhsm-dir", w.softhsm, "--token", "setpay-merchant"}
+		w.run(append([]string{"tls", "request", "--label", "merchant-shop-1-tls", "--name", "127.0.0.1", "--out", "var/merchant/merchant-shop-1-tls.csr"}, tok...)...)
+		w.run("ca", "tls-issue", "--ca-dir", w.caDir, "--softhsm-dir", w.softhsm, "--csr", "var/merchant/merchant-shop-1-tls.csr", "--usage", "server", "--out", "var/merchant/tls.pem")
+		w.run(append([]string{"tls", "request", "--label", "merchant-shop-1-client-tls", "--name", "merchant:shop-1", "--out", "var/merchant/client.csr"}, tok...)...)
+		w.run("ca", "tls-issue", "--ca-dir", w.caDir, "--softhsm-dir", w.softhsm, "--csr", "var/merchant/client.csr", "--usage", "client", "--out", "var/merchant/client-tls.pem")
+		w.run(append([]string{"hsm", "keygen", "--alg", "hmac-sha256", "--usage", "mac", "--label", "merchant-challenge"}, tok...)...)
+		w.run("store", "init", "--store", "sqlite:var/merchant/merchant.db")
+		cfg := mustReadFile(t, w.path("var/merchant/merchant.yaml.new"))
+		for _, e := range [][2]string{
+			{"\nlisten: \"\"\n", "\nlisten: \"127.0.0.1:0\"\n"},
+			{"\noffers: []\n", "\noffers:\n  - {id: book, description: \"A book\", amount: 1999, currency: EUR}\n"},
+			{"\n  address: \"\"\n", "\n  address: \"127.0.0.1:7501\"\n"},
+			{"\n  server_name: \"\"\n", "\n  server_name: \"127.0.0.1\"\n"},
+			{"\n  kx_cert: \"\"\n", "\n  kx_cert: ../gateway/keyexchange.pem\n"},
+		} {
+			require.Contains(t, cfg, e[0])
+			cfg = strings.Replace(cfg, e[0], e[1], 1)
+		}
+		p := w.path("var/merchant/filled.yaml")
+		require.NoError(t, os.WriteFile(p, []byte(cfg), 0o600))
+		w.serve(t, "merchant", p)
+	})
+
+	t.Run("trust files are checked before the secret is spent", func(t *testing.T) {
+		w.run("ca", "enroll", "--softhsm-dir", w.softhsm, "--role", "gateway", "--id", "gw-3", "--out", "gw-3.secret")
+		args := []string{"gateway", "register", "--ca", w.caAddr, "--id", "gw-3", "--secret-file", "gw-3.secret",
+			"--softhsm-dir", w.softhsm, "--token", "setpay-gateway", "--dir", "./var/gateway-3"}
+		r := runSetpay(t, w.dir, nil, append(args, "--ca-chain", "no-such-chain.pem")...)
+		assert.Equal(t, 1, r.code, "%s", r)
+		assert.Contains(t, r.stderr, "--ca-chain")
+		assert.Contains(t, r.stderr, "no-such-chain.pem")
+		assert.NoDirExists(t, w.path("var/gateway-3"), "nothing written")
+		r = runSetpay(t, w.dir, nil, append(args, "--ca-chain", "var/ca/root.pem")...)
+		assert.Equal(t, 1, r.code, "%s", r)
+		assert.Contains(t, r.stderr, "no brand certificate")
+		w.run(args...) // the secret was not spent
+		assert.FileExists(t, w.path("var/gateway-3/gateway.yaml"))
+	})
+
 	t.Run("real HSM flags: module, token and pin_source as given", func(t *testing.T) {
 		pin := strings.TrimSpace(mustReadFile(t, w.path("var/softhsm/user-pin")))
 		env := []string{"SOFTHSM2_CONF=" + w.path("var/softhsm/softhsm2.conf"), "SETPAY_TEST_GW_PIN=" + pin}
@@ -204,9 +253,10 @@ func softhsmModule(t *testing.T) string {
 
 // TestServeRefusesABadOwnIdentity (issue 11 item 4): `gateway serve` checks its own
 // certificates at start and refuses, exit 1, naming the field and the reason: a
-// merchant's certificate, a leaf-only file, a certificate not for the token key, an
-// expired certificate, and (after `ca revoke`) a revoked one. A certificate close to
-// its end only warns.
+// merchant's certificate (and `merchant serve` a gateway's), a leaf-only or misordered
+// file, a certificate not for the token key, an expired or not yet valid certificate,
+// and (after `ca revoke`, through crl_ca) a revoked one. A certificate close to its end
+// only warns.
 func TestServeRefusesABadOwnIdentity(t *testing.T) {
 	w := newRegisteredWorld(t, nil)
 	w.makeGatewayServable(t)
@@ -235,6 +285,7 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 	}
 	issueAt(time.Now().Add(-3*time.Minute), time.Minute, "expired")
 	issueAt(time.Now(), 7*24*time.Hour, "soon")
+	issueAt(time.Now().Add(time.Hour), 24*time.Hour, "future")
 
 	tlsKey := "pkcs11:token=setpay-gateway;object=gateway-gw-1-tls;type=private"
 	gwCfg := mustReadFile(t, filepath.Join(gwDir, "gateway.yaml"))
@@ -257,6 +308,8 @@ func TestServeRefusesABadOwnIdentity(t *testing.T) {
 			[]string{"sign_cert: key mismatch", "sign_key"}},
 		{"expired certificate", []string{`sign_cert: signature.pem`, `sign_cert: "expired-sign.pem"`},
 			[]string{"sign_cert: expired"}},
+		{"certificate not yet valid", []string{`sign_cert: signature.pem`, `sign_cert: future-sign.pem`},
+			[]string{"sign_cert: not yet valid"}},
 		{"expired key-exchange certificate", []string{`kx_cert: keyexchange.pem`, `kx_cert: "expired-kx.pem"`},
 			[]string{"kx_cert: expired"}},
 	}
