@@ -25,7 +25,7 @@ type Key struct {
 	alg    Algorithm
 	usage  Usage
 	pub    crypto.PublicKey
-	handle atomic.Uint64 // cached object handle; refreshed if the token invalidates it
+	handle atomic.Pointer[objRef] // cached object handle; refreshed if the token invalidates it
 }
 
 // Public returns the public half.
@@ -50,27 +50,9 @@ func (k *Key) Usage() Usage { return k.usage }
 func (k *Key) Token() *Token { return k.tok }
 
 // withHandle runs op with the cached handle; if the token says the handle went stale
-// (a token re-inserted, say) it finds the key again by CKA_ID and retries once.
+// (a token re-inserted, the module re-initialised) it finds the key again by CKA_ID.
 func (k *Key) withHandle(ctx context.Context, op func(pkcs11.SessionHandle, pkcs11.ObjectHandle) error) error {
-	h := pkcs11.ObjectHandle(k.handle.Load())
-	for attempt := 0; ; attempt++ {
-		err := k.tok.do(ctx, func(sh pkcs11.SessionHandle) error { return op(sh, h) })
-		if err == nil || attempt > 0 || !staleHandle(err) {
-			return err
-		}
-		hs, ferr := k.tok.find(ctx, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, k.id),
-		}, 1)
-		if ferr != nil || len(hs) == 0 {
-			return err
-		}
-		// Retry with the handle just found, the freshest there is. Only replace the
-		// cached one if it is still the one that failed: a goroutine whose search began
-		// before a later re-insert must not overwrite a newer handle with its own.
-		k.handle.CompareAndSwap(uint64(h), uint64(hs[0]))
-		h = hs[0]
-	}
+	return k.tok.withObject(ctx, &k.handle, objectTemplate(pkcs11.CKO_PRIVATE_KEY, k.id, k.label), op)
 }
 
 func (k *Key) fail(op string, err error) error {

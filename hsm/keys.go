@@ -162,7 +162,7 @@ func (t *Token) GenerateKey(ctx context.Context, spec KeySpec) (*Key, error) {
 	if err != nil {
 		return nil, &Error{Op: "generate " + string(spec.Algorithm) + " key", Key: t.keyURI(spec.Label, id), Err: err}
 	}
-	k, err := t.loadKey(ctx, privH)
+	k, err := t.loadKey(ctx, privH.h, privH.epoch)
 	if err == nil && k.usage != spec.Usage {
 		// The token made a key that permits more (or other) than asked: never hand it out.
 		err = &Error{Op: "generate " + string(spec.Algorithm) + " key", Key: k.uri,
@@ -217,8 +217,8 @@ func allowedMechanisms(spec KeySpec) *pkcs11.Attribute {
 // that attribute still gets its key, restricted by the usage flags alone, with a
 // warning: the Go layer refuses other mechanisms, but other callers of the token could
 // use them.
-func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub, pubUsage, priv []*pkcs11.Attribute, allowed *pkcs11.Attribute) (pkcs11.ObjectHandle, error) {
-	gen := func(withPubUsage, withAllowed bool) (pkcs11.ObjectHandle, error) {
+func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub, pubUsage, priv []*pkcs11.Attribute, allowed *pkcs11.Attribute) (objRef, error) {
+	gen := func(withPubUsage, withAllowed bool) (objRef, error) {
 		pubTmpl, privTmpl := pub, priv
 		if withPubUsage {
 			pubTmpl = append(pub[:len(pub):len(pub)], pubUsage...)
@@ -226,10 +226,11 @@ func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub
 		if withAllowed {
 			privTmpl = append(priv[:len(priv):len(priv)], allowed)
 		}
-		var privH pkcs11.ObjectHandle
-		err := t.do(ctx, func(sh pkcs11.SessionHandle) error {
+		var privH objRef
+		err := t.doE(ctx, func(sh pkcs11.SessionHandle, epoch uint64) error {
 			var err error
-			_, privH, err = t.mod.ctx.GenerateKeyPair(sh, []*pkcs11.Mechanism{mech}, pubTmpl, privTmpl)
+			privH.epoch = epoch
+			_, privH.h, err = t.mod.ctx.GenerateKeyPair(sh, []*pkcs11.Mechanism{mech}, pubTmpl, privTmpl)
 			return err
 		})
 		return privH, err
@@ -258,7 +259,7 @@ func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub
 			if templateRefused(err2) {
 				continue
 			}
-			return 0, err2
+			return objRef{}, err2
 		}
 		if wantPub && !tr.pub {
 			t.pubUsageRefused.Store(true)
@@ -270,7 +271,7 @@ func (t *Token) generateKeyPair(ctx context.Context, mech *pkcs11.Mechanism, pub
 		}
 		return h, nil
 	}
-	return 0, err // the first answer is the one that names the real problem
+	return objRef{}, err // the first answer is the one that names the real problem
 }
 
 // templateRefused reports answers a module gives when it will not take a template as
@@ -332,16 +333,16 @@ func (t *Token) checkKeyURI(uri URI, typ, what string) error {
 }
 
 func (t *Token) findKey(ctx context.Context, label string, id []byte) (*Key, error) {
-	h, err := t.findOne(ctx, pkcs11.CKO_PRIVATE_KEY, "find key", URI{Token: t.info.Label, Object: label, ID: id, Type: "private"})
+	h, epoch, err := t.findOne(ctx, pkcs11.CKO_PRIVATE_KEY, "find key", URI{Token: t.info.Label, Object: label, ID: id, Type: "private"})
 	if err != nil {
 		return nil, err
 	}
-	return t.loadKey(ctx, h)
+	return t.loadKey(ctx, h, epoch)
 }
 
 // findOne finds the one object of class with the label and id of uri (either may be
 // empty); none and several are errors naming uri.
-func (t *Token) findOne(ctx context.Context, class uint, op string, uri URI) (pkcs11.ObjectHandle, error) {
+func (t *Token) findOne(ctx context.Context, class uint, op string, uri URI) (pkcs11.ObjectHandle, uint64, error) {
 	tmpl := []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, class)}
 	if uri.Object != "" {
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_LABEL, uri.Object))
@@ -349,45 +350,36 @@ func (t *Token) findOne(ctx context.Context, class uint, op string, uri URI) (pk
 	if len(uri.ID) > 0 {
 		tmpl = append(tmpl, pkcs11.NewAttribute(pkcs11.CKA_ID, uri.ID))
 	}
-	handles, err := t.find(ctx, tmpl, 2)
+	handles, epoch, err := t.findE(ctx, tmpl, 2)
 	switch {
 	case err != nil:
-		return 0, &Error{Op: op, Key: uri.String(), Err: err}
+		return 0, 0, &Error{Op: op, Key: uri.String(), Err: err}
 	case len(handles) == 0:
-		return 0, &Error{Op: op, Key: uri.String(), Err: ErrKeyNotFound}
+		if !t.present() {
+			// Not a missing key: the token's objects are invisible because it went away.
+			t.markLost(nil)
+			return 0, 0, &Error{Op: op, Key: uri.String(), Err: fmt.Errorf("%w: the token is not in its slot", ErrTokenUnavailable)}
+		}
+		return 0, 0, &Error{Op: op, Key: uri.String(), Err: ErrKeyNotFound}
 	case len(handles) > 1:
-		return 0, &Error{Op: op, Key: uri.String(), Err: fmt.Errorf("several keys match; name it by id: %w", ErrBadRequest)}
+		return 0, 0, &Error{Op: op, Key: uri.String(), Err: fmt.Errorf("several keys match; name it by id: %w", ErrBadRequest)}
 	}
-	return handles[0], nil
+	return handles[0], epoch, nil
 }
 
-func (t *Token) find(ctx context.Context, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, error) {
-	var out []pkcs11.ObjectHandle
-	err := t.do(ctx, func(sh pkcs11.SessionHandle) error {
-		out = out[:0]
-		if err := t.mod.ctx.FindObjectsInit(sh, tmpl); err != nil {
-			return err
-		}
-		defer func() { _ = t.mod.ctx.FindObjectsFinal(sh) }()
-		for {
-			hs, _, err := t.mod.ctx.FindObjects(sh, 64)
-			if err != nil {
-				return err
-			}
-			out = append(out, hs...)
-			if len(hs) == 0 || (max > 0 && len(out) >= max) {
-				return nil
-			}
-		}
-	})
-	return out, err
+func (t *Token) find(ctx context.Context, tmpl []*pkcs11.Attribute, max int) ([]pkcs11.ObjectHandle, uint64, error) {
+	return t.findE(ctx, tmpl, max)
 }
 
 // attrs reads attributes one call per attribute, so one the object lacks
 // (CKR_ATTRIBUTE_TYPE_INVALID) or hides (CKR_ATTRIBUTE_SENSITIVE) leaves the rest readable.
-func (t *Token) attrs(ctx context.Context, h pkcs11.ObjectHandle, types ...uint) (map[uint][]byte, error) {
+// h must be from epoch: a handle from before a re-initialisation may name another object.
+func (t *Token) attrs(ctx context.Context, h pkcs11.ObjectHandle, epoch uint64, types ...uint) (map[uint][]byte, error) {
 	out := make(map[uint][]byte, len(types))
-	err := t.do(ctx, func(sh pkcs11.SessionHandle) error {
+	err := t.doE(ctx, func(sh pkcs11.SessionHandle, now uint64) error {
+		if now != epoch {
+			return errStaleEpoch
+		}
 		for _, typ := range types {
 			a, err := t.mod.ctx.GetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(typ, nil)})
 			if err != nil {
@@ -419,15 +411,15 @@ func ulongAttr(v []byte) uint {
 }
 
 // loadKey reads a private key's identity, usage and public half, and caches its handle.
-func (t *Token) loadKey(ctx context.Context, h pkcs11.ObjectHandle) (*Key, error) {
-	a, err := t.attrs(ctx, h, pkcs11.CKA_LABEL, pkcs11.CKA_ID, pkcs11.CKA_KEY_TYPE,
+func (t *Token) loadKey(ctx context.Context, h pkcs11.ObjectHandle, epoch uint64) (*Key, error) {
+	a, err := t.attrs(ctx, h, epoch, pkcs11.CKA_LABEL, pkcs11.CKA_ID, pkcs11.CKA_KEY_TYPE,
 		pkcs11.CKA_SIGN, pkcs11.CKA_DECRYPT, pkcs11.CKA_UNWRAP, pkcs11.CKA_DERIVE,
 		pkcs11.CKA_MODULUS, pkcs11.CKA_PUBLIC_EXPONENT, pkcs11.CKA_EC_PARAMS)
 	if err != nil {
 		return nil, &Error{Op: "read key attributes", Token: t.info.Label, Err: err}
 	}
 	k := &Key{tok: t, label: string(a[pkcs11.CKA_LABEL]), id: a[pkcs11.CKA_ID]}
-	k.handle.Store(uint64(h))
+	k.handle.Store(&objRef{h: h, epoch: epoch})
 	k.uri = t.keyURI(k.label, k.id)
 	switch ulongAttr(a[pkcs11.CKA_KEY_TYPE]) {
 	case pkcs11.CKK_RSA:
@@ -442,7 +434,7 @@ func (t *Token) loadKey(ctx context.Context, h pkcs11.ObjectHandle) (*Key, error
 			k.alg = RSA3072
 		}
 	case pkcs11.CKK_EC:
-		pub, alg, err := t.ecPublic(ctx, k, a[pkcs11.CKA_EC_PARAMS])
+		pub, alg, err := t.ecPublic(ctx, k, epoch, a[pkcs11.CKA_EC_PARAMS])
 		if err != nil {
 			return nil, err
 		}
@@ -465,7 +457,7 @@ func (t *Token) loadKey(ctx context.Context, h pkcs11.ObjectHandle) (*Key, error
 
 // ecPublic reads the EC point from the matching public key object (same CKA_ID), since
 // PKCS#11 does not require a private EC key to expose its point.
-func (t *Token) ecPublic(ctx context.Context, k *Key, params []byte) (*ecdsa.PublicKey, Algorithm, error) {
+func (t *Token) ecPublic(ctx context.Context, k *Key, epoch uint64, params []byte) (*ecdsa.PublicKey, Algorithm, error) {
 	var oid asn1.ObjectIdentifier
 	if _, err := asn1.Unmarshal(params, &oid); err != nil {
 		return nil, "", &Error{Op: "read EC parameters", Key: k.uri, Err: fmt.Errorf("%w: %w", ErrUnsupported, err)}
@@ -480,14 +472,17 @@ func (t *Token) ecPublic(ctx context.Context, k *Key, params []byte) (*ecdsa.Pub
 	default:
 		return nil, "", &Error{Op: "read EC parameters", Key: k.uri, Err: fmt.Errorf("curve %v: %w", oid, ErrUnsupported)}
 	}
-	hs, err := t.find(ctx, []*pkcs11.Attribute{
+	hs, pubEpoch, err := t.find(ctx, []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_ID, k.id),
 	}, 1)
+	if err == nil && pubEpoch != epoch {
+		err = errStaleEpoch
+	}
 	if err != nil || len(hs) == 0 {
 		return nil, "", &Error{Op: "find EC public key", Key: k.uri, Err: errors.Join(ErrKeyNotFound, err)}
 	}
-	a, err := t.attrs(ctx, hs[0], pkcs11.CKA_EC_POINT)
+	a, err := t.attrs(ctx, hs[0], pubEpoch, pkcs11.CKA_EC_POINT)
 	if err != nil {
 		return nil, "", &Error{Op: "read EC point", Key: k.uri, Err: err}
 	}
@@ -541,7 +536,7 @@ var keyTypeNames = map[uint]string{pkcs11.CKK_RSA: "RSA", pkcs11.CKK_EC: "EC", p
 
 // Objects lists every object visible on the token with its access flags.
 func (t *Token) Objects(ctx context.Context) ([]ObjectInfo, error) {
-	hs, err := t.find(ctx, nil, 0)
+	hs, epoch, err := t.find(ctx, nil, 0)
 	if err != nil {
 		return nil, &Error{Op: "list objects", Token: t.info.Label, Err: err}
 	}
@@ -551,7 +546,7 @@ func (t *Token) Objects(ctx context.Context) ([]ObjectInfo, error) {
 	}
 	out := make([]ObjectInfo, 0, len(hs))
 	for _, h := range hs {
-		a, err := t.attrs(ctx, h, types...)
+		a, err := t.attrs(ctx, h, epoch, types...)
 		if err != nil {
 			return nil, &Error{Op: "read object attributes", Token: t.info.Label, Err: err}
 		}
@@ -571,7 +566,7 @@ func (t *Token) Objects(ctx context.Context) ([]ObjectInfo, error) {
 }
 
 // objectsOf returns every object sharing the key's CKA_ID (its public half, certificate).
-func (t *Token) objectsOf(ctx context.Context, k *Key) ([]pkcs11.ObjectHandle, error) {
+func (t *Token) objectsOf(ctx context.Context, k *Key) ([]pkcs11.ObjectHandle, uint64, error) {
 	return t.find(ctx, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_ID, k.id)}, 0)
 }
 
@@ -583,11 +578,14 @@ func (t *Token) RenameKey(ctx context.Context, k *Key, label string) error {
 	if _, err := t.FindKey(ctx, label); err == nil {
 		return &Error{Op: "rename key", Key: t.keyURI(label, nil), Err: ErrKeyExists}
 	}
-	hs, err := t.objectsOf(ctx, k)
+	hs, epoch, err := t.objectsOf(ctx, k)
 	if err != nil {
 		return &Error{Op: "rename key", Key: k.uri, Err: err}
 	}
-	err = t.do(ctx, func(sh pkcs11.SessionHandle) error {
+	err = t.doE(ctx, func(sh pkcs11.SessionHandle, now uint64) error {
+		if now != epoch {
+			return errStaleEpoch
+		}
 		for _, h := range hs {
 			if err := t.mod.ctx.SetAttributeValue(sh, h, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_LABEL, label)}); err != nil {
 				return err
@@ -605,11 +603,14 @@ func (t *Token) RenameKey(ctx context.Context, k *Key, label string) error {
 
 // DeleteKey destroys the key pair and any object sharing its CKA_ID.
 func (t *Token) DeleteKey(ctx context.Context, k *Key) error {
-	hs, err := t.objectsOf(ctx, k)
+	hs, epoch, err := t.objectsOf(ctx, k)
 	if err != nil {
 		return &Error{Op: "delete key", Key: k.uri, Err: err}
 	}
-	err = t.do(ctx, func(sh pkcs11.SessionHandle) error {
+	err = t.doE(ctx, func(sh pkcs11.SessionHandle, now uint64) error {
+		if now != epoch {
+			return errStaleEpoch
+		}
 		for _, h := range hs {
 			if err := t.mod.ctx.DestroyObject(sh, h); err != nil {
 				return err
@@ -626,13 +627,13 @@ func (t *Token) DeleteKey(ctx context.Context, k *Key) error {
 
 // Keys lists the private keys on the token.
 func (t *Token) Keys(ctx context.Context) ([]*Key, error) {
-	hs, err := t.find(ctx, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)}, 0)
+	hs, epoch, err := t.find(ctx, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY)}, 0)
 	if err != nil {
 		return nil, &Error{Op: "list keys", Token: t.info.Label, Err: err}
 	}
 	keys := make([]*Key, 0, len(hs))
 	for _, h := range hs {
-		k, err := t.loadKey(ctx, h)
+		k, err := t.loadKey(ctx, h, epoch)
 		if err != nil {
 			return nil, err
 		}

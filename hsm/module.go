@@ -11,6 +11,8 @@ import (
 	"log/slog"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"time"
 
 	"github.com/miekg/pkcs11"
 )
@@ -26,7 +28,34 @@ type Module struct {
 
 	mu     sync.Mutex
 	closed bool
+
+	// opMu is held shared around every PKCS#11 call the Module's tokens make and
+	// exclusively to re-initialise the library, so no call runs during C_Finalize (SoftHSM
+	// frees what a running call uses) and no session handle from before a
+	// re-initialisation is used after it, when the module may hand the same number to a
+	// new session. epoch counts re-initialisations: sessions and object handles are only
+	// valid in the epoch they were obtained in. down is set while the last C_Initialize
+	// failed, so the library is not initialised.
+	opMu  sync.RWMutex
+	epoch atomic.Uint64
+	down  atomic.Bool
+
+	// reMu serialises re-initialisations and guards their backoff.
+	reMu       sync.Mutex
+	nextTry    time.Time
+	backoff    time.Duration
+	lastReinit error
+	now        func() time.Time
+	minBackoff time.Duration
+	maxBackoff time.Duration
 }
+
+// Re-initialisation backoff: the first attempt after the module was last fine is
+// immediate; each further one waits twice as long as the one before, up to the maximum.
+const (
+	DefaultMinReinitBackoff = 500 * time.Millisecond
+	DefaultMaxReinitBackoff = 10 * time.Second
+)
 
 // TokenInfo describes a token present in a slot.
 type TokenInfo struct {
@@ -71,7 +100,8 @@ func NewModule(name string, p PKCS11, logger *slog.Logger) (*Module, error) {
 	if p == nil {
 		return nil, fmt.Errorf("hsm: no PKCS#11 implementation for %s: %w", name, ErrModule)
 	}
-	m := &Module{path: name, ctx: p, owned: true, logger: logger}
+	m := &Module{path: name, ctx: p, owned: true, logger: logger, now: time.Now,
+		minBackoff: DefaultMinReinitBackoff, maxBackoff: DefaultMaxReinitBackoff}
 	m.raw, _ = p.(*pkcs11.Ctx)
 	if err := p.Initialize(); err != nil {
 		if c, ok := CKR(err); ok && c == pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
@@ -95,8 +125,10 @@ func (m *Module) Close() error {
 		return nil
 	}
 	m.closed = true
+	m.opMu.Lock()
+	defer m.opMu.Unlock()
 	var err error
-	if m.owned {
+	if m.owned && !m.down.Load() {
 		err = m.ctx.Finalize()
 	}
 	if d, ok := m.ctx.(interface{ Destroy() }); ok {
@@ -110,6 +142,15 @@ func (m *Module) Close() error {
 
 // Tokens lists the slots with a token present.
 func (m *Module) Tokens() ([]TokenInfo, error) {
+	m.opMu.RLock()
+	defer m.opMu.RUnlock()
+	return m.tokens(false)
+}
+
+// tokens lists the tokens; with lenient, a slot whose token cannot be described (SoftHSM
+// answers CKR_GENERAL_ERROR for a token whose directory went away) is left out instead
+// of failing the list. The caller holds opMu.
+func (m *Module) tokens(lenient bool) ([]TokenInfo, error) {
 	slots, err := m.ctx.GetSlotList(true)
 	if err != nil {
 		return nil, &Error{Op: "list slots", Err: err}
@@ -118,18 +159,114 @@ func (m *Module) Tokens() ([]TokenInfo, error) {
 	for _, s := range slots {
 		ti, err := m.ctx.GetTokenInfo(s)
 		if err != nil {
+			if lenient {
+				continue
+			}
 			return nil, &Error{Op: fmt.Sprintf("token info of slot %d", s), Err: err}
 		}
-		out = append(out, TokenInfo{
-			Slot:         s,
-			Label:        strings.TrimRight(ti.Label, " \x00"),
-			Serial:       strings.TrimRight(ti.SerialNumber, " \x00"),
-			Manufacturer: strings.TrimRight(ti.ManufacturerID, " \x00"),
-			Model:        strings.TrimRight(ti.Model, " \x00"),
-			Initialized:  ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0,
-		})
+		out = append(out, tokenInfo(s, ti))
 	}
 	return out, nil
+}
+
+func tokenInfo(slot uint, ti pkcs11.TokenInfo) TokenInfo {
+	return TokenInfo{
+		Slot:         slot,
+		Label:        strings.TrimRight(ti.Label, " \x00"),
+		Serial:       strings.TrimRight(ti.SerialNumber, " \x00"),
+		Manufacturer: strings.TrimRight(ti.ManufacturerID, " \x00"),
+		Model:        strings.TrimRight(ti.Model, " \x00"),
+		Initialized:  ti.Flags&pkcs11.CKF_TOKEN_INITIALIZED != 0,
+	}
+}
+
+// reinitialize finalises and initialises the library again, for a token that is gone
+// from it: SoftHSM, for one, reads its token directory only in C_Initialize, so a
+// token whose directory was moved away and back stays invisible until then. seen is
+// the epoch the caller last saw: when another caller re-initialised since, and the
+// library is up, nothing is done. Attempts are spaced by a doubling backoff, so a
+// token that stays away costs one attempt per interval, not one per operation; within
+// the interval the last attempt's error is returned at once. Every session and object
+// handle of every Token of the Module is void afterwards; the Tokens notice by the
+// epoch and find their token and keys again.
+func (m *Module) reinitialize(seen uint64) error {
+	m.reMu.Lock()
+	defer m.reMu.Unlock()
+	if m.epoch.Load() != seen && !m.down.Load() {
+		return nil
+	}
+	if !m.owned {
+		return fmt.Errorf("hsm: module %s was initialised by another component of the process, which must re-initialise it: %w", m.path, ErrTokenUnavailable)
+	}
+	now := m.now()
+	if now.Before(m.nextTry) {
+		if m.lastReinit != nil {
+			return m.lastReinit
+		}
+		return &Error{Op: "re-initialise module " + m.path, Err: fmt.Errorf("%w: re-initialised %v ago without bringing the token back", ErrTokenUnavailable, m.backoff-m.nextTry.Sub(now))}
+	}
+	if m.backoff == 0 {
+		m.backoff = m.minBackoff
+	} else {
+		m.backoff = min(2*m.backoff, m.maxBackoff)
+	}
+	m.nextTry = now.Add(m.backoff)
+
+	m.mu.Lock()
+	closed := m.closed
+	m.mu.Unlock()
+	if closed {
+		return fmt.Errorf("hsm: module %s: %w", m.path, ErrClosed)
+	}
+	m.opMu.Lock()
+	ferr := m.ctx.Finalize()
+	if c, ok := CKR(ferr); ok && c == pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED {
+		ferr = nil
+	}
+	err := m.ctx.Initialize()
+	if c, ok := CKR(err); ok && c == pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED {
+		err = nil // the C_Finalize failed and left it initialised; sessions may remain
+	}
+	m.epoch.Add(1)
+	m.down.Store(err != nil)
+	m.opMu.Unlock()
+	if err != nil {
+		m.lastReinit = &Error{Op: "re-initialise module " + m.path, Err: fmt.Errorf("%w (next attempt in %v): %w", ErrTokenUnavailable, m.backoff, err)}
+		m.logger.Warn("PKCS#11 module re-initialisation failed", "module", m.path, "ckr", ckrName(err), "finalize_ckr", ckrName(ferr), "retry_in", m.backoff)
+		return m.lastReinit
+	}
+	m.lastReinit = nil
+	m.logger.Info("PKCS#11 module re-initialised", "module", m.path, "finalize_ckr", ckrName(ferr))
+	return nil
+}
+
+// settled resets the re-initialisation backoff once a token works again.
+func (m *Module) settled() {
+	m.reMu.Lock()
+	defer m.reMu.Unlock()
+	m.backoff, m.nextTry, m.lastReinit = 0, time.Time{}, nil
+}
+
+// findSerial finds an initialised token by serial in the current epoch, skipping slots
+// that cannot be described. The caller holds opMu shared.
+func (m *Module) findSerial(serial string) (TokenInfo, bool) {
+	tokens, err := m.tokens(true)
+	if err != nil {
+		return TokenInfo{}, false
+	}
+	for _, t := range tokens {
+		if t.Initialized && t.Serial == serial {
+			return t, true
+		}
+	}
+	return TokenInfo{}, false
+}
+
+// call runs one PKCS#11 call outside any Token, under opMu.
+func (m *Module) call(f func() error) error {
+	m.opMu.RLock()
+	defer m.opMu.RUnlock()
+	return f()
 }
 
 // Selector picks one token: by label, serial or slot (exactly one of them).
@@ -212,7 +349,7 @@ func (m *Module) InitToken(label, soPIN, userPIN string) (uint, error) {
 	if slot == nil {
 		return 0, fmt.Errorf("hsm: module %s has no uninitialised token: %w", m.path, ErrTokenNotFound)
 	}
-	if err := m.ctx.InitToken(*slot, soPIN, label); err != nil {
+	if err := m.call(func() error { return m.ctx.InitToken(*slot, soPIN, label) }); err != nil {
 		return 0, &Error{Op: "initialise token", Token: label, Err: err}
 	}
 	// SoftHSM renumbers slots after C_InitToken, so look the token up again by label.
@@ -220,6 +357,8 @@ func (m *Module) InitToken(label, soPIN, userPIN string) (uint, error) {
 	if err != nil {
 		return 0, err
 	}
+	m.opMu.RLock()
+	defer m.opMu.RUnlock()
 	sh, err := m.ctx.OpenSession(ti.Slot, pkcs11.CKF_SERIAL_SESSION|pkcs11.CKF_RW_SESSION)
 	if err != nil {
 		return 0, &Error{Op: "open session", Token: label, Err: err}

@@ -84,6 +84,21 @@ func TestRecoveryBranches(t *testing.T) {
 		{name: "token not present", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
 			f.Fail("SignInit", e(pkcs11.CKR_TOKEN_NOT_PRESENT))
 		}, recoveries: 1, signInits: 2},
+		// issue 11 item 8: the token, not the session, went: find it again first.
+		{name: "device error: the token found again in its slot", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
+			f.Fail("SignInit", e(pkcs11.CKR_DEVICE_ERROR))
+		}, recoveries: 1, signInits: 2},
+		{name: "cryptoki not initialized: the token found again", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
+			f.Fail("Sign", e(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED))
+		}, recoveries: 1, signInits: 2},
+		// A token that answers so twice but stays in its slot is not unavailable: the
+		// caller gets the answer as it is (no request can make the token look gone).
+		{name: "token gone twice but still in its slot: the answer as it is", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
+			f.Fail("SignInit", e(pkcs11.CKR_TOKEN_NOT_PRESENT), e(pkcs11.CKR_DEVICE_REMOVED))
+		}, wantErr: pkcs11.CKR_DEVICE_REMOVED, recoveries: 1, signInits: 2},
+		{name: "device error on every try, token in its slot: not unavailable", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
+			f.Fail("SignInit", e(pkcs11.CKR_DEVICE_ERROR), e(pkcs11.CKR_DEVICE_ERROR), e(pkcs11.CKR_DEVICE_ERROR))
+		}, wantErr: pkcs11.CKR_DEVICE_ERROR, recoveries: 1, signInits: 2},
 		{name: "user not logged in", event: func(t *testing.T, f *p11fake.Fake, _ *hsm.Token, _ *hsm.Key) {
 			f.Fail("Sign", e(pkcs11.CKR_USER_NOT_LOGGED_IN))
 		}, recoveries: 1, signInits: 2},
@@ -161,6 +176,8 @@ func TestRecoveryBranches(t *testing.T) {
 				require.Error(t, err)
 				assert.Equal(t, pkcs11.Error(c.wantErr), ckrOf(t, err), "%v", err)
 				assert.Contains(t, err.Error(), "object=k")
+				assert.NotErrorIs(t, err, hsm.ErrTokenUnavailable, "the token stayed in its slot")
+				assert.NoError(t, tok.Health())
 			} else {
 				require.NoError(t, err)
 				assert.True(t, ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digest[:], sig))

@@ -35,7 +35,7 @@ type SecretKey struct {
 	label  string
 	id     []byte
 	uri    string
-	handle atomic.Uint64
+	handle atomic.Pointer[objRef]
 }
 
 // Label is the key's CKA_LABEL.
@@ -107,15 +107,16 @@ func (t *Token) GenerateSecretKey(ctx context.Context, spec KeySpec) (*SecretKey
 	}
 	allowed := pkcs11.NewAttribute(pkcs11.CKA_ALLOWED_MECHANISMS,
 		binary.NativeEndian.AppendUint64(nil, uint64(pkcs11.CKM_SHA256_HMAC))) // CK_MECHANISM_TYPE is a CK_ULONG
-	gen := func(withAllowed bool) (pkcs11.ObjectHandle, error) {
+	gen := func(withAllowed bool) (objRef, error) {
 		tt := tmpl
 		if withAllowed {
 			tt = append(tmpl[:len(tmpl):len(tmpl)], allowed)
 		}
-		var h pkcs11.ObjectHandle
-		err := t.do(ctx, func(sh pkcs11.SessionHandle) error {
+		var h objRef
+		err := t.doE(ctx, func(sh pkcs11.SessionHandle, epoch uint64) error {
 			var err error
-			h, err = t.mod.ctx.GenerateKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, tt)
+			h.epoch = epoch
+			h.h, err = t.mod.ctx.GenerateKey(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_GENERIC_SECRET_KEY_GEN, nil)}, tt)
 			return err
 		})
 		return h, err
@@ -142,23 +143,28 @@ func (t *Token) GenerateSecretKey(ctx context.Context, spec KeySpec) (*SecretKey
 	return k, nil
 }
 
-func (t *Token) destroySecret(ctx context.Context, h pkcs11.ObjectHandle) {
-	_ = t.do(ctx, func(sh pkcs11.SessionHandle) error { return t.mod.ctx.DestroyObject(sh, h) })
+func (t *Token) destroySecret(ctx context.Context, h objRef) {
+	_ = t.doE(ctx, func(sh pkcs11.SessionHandle, epoch uint64) error {
+		if epoch != h.epoch {
+			return errStaleEpoch
+		}
+		return t.mod.ctx.DestroyObject(sh, h.h)
+	})
 }
 
 // loadSecretKey checks that the object is a MAC key that stays in the token and may
 // only sign, and caches its handle. A key made elsewhere that is extractable, not
 // sensitive or permitted more than signing is refused: it would not protect what it
 // keys.
-func (t *Token) loadSecretKey(ctx context.Context, h pkcs11.ObjectHandle) (*SecretKey, error) {
-	a, err := t.attrs(ctx, h, pkcs11.CKA_LABEL, pkcs11.CKA_ID, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_TOKEN,
+func (t *Token) loadSecretKey(ctx context.Context, h objRef) (*SecretKey, error) {
+	a, err := t.attrs(ctx, h.h, h.epoch, pkcs11.CKA_LABEL, pkcs11.CKA_ID, pkcs11.CKA_KEY_TYPE, pkcs11.CKA_TOKEN,
 		pkcs11.CKA_SENSITIVE, pkcs11.CKA_EXTRACTABLE, pkcs11.CKA_SIGN, pkcs11.CKA_ENCRYPT,
 		pkcs11.CKA_DECRYPT, pkcs11.CKA_WRAP, pkcs11.CKA_UNWRAP, pkcs11.CKA_DERIVE)
 	if err != nil {
 		return nil, &Error{Op: "read secret key attributes", Token: t.info.Label, Err: err}
 	}
 	k := &SecretKey{tok: t, label: string(a[pkcs11.CKA_LABEL]), id: a[pkcs11.CKA_ID]}
-	k.handle.Store(uint64(h))
+	k.handle.Store(&h)
 	k.uri = t.secretURI(k.label, k.id)
 	if kt := ulongAttr(a[pkcs11.CKA_KEY_TYPE]); kt != pkcs11.CKK_GENERIC_SECRET && kt != pkcs11.CKK_SHA256_HMAC {
 		return nil, &Error{Op: "load secret key", Key: k.uri, Err: fmt.Errorf("key type 0x%x is not an HMAC key: %w", kt, ErrUnsupported)}
@@ -200,11 +206,11 @@ func (t *Token) SecretKeyByURI(ctx context.Context, uri URI) (*SecretKey, error)
 }
 
 func (t *Token) findSecretKey(ctx context.Context, label string, id []byte) (*SecretKey, error) {
-	h, err := t.findOne(ctx, pkcs11.CKO_SECRET_KEY, "find secret key", URI{Token: t.info.Label, Object: label, ID: id, Type: "secret-key"})
+	h, epoch, err := t.findOne(ctx, pkcs11.CKO_SECRET_KEY, "find secret key", URI{Token: t.info.Label, Object: label, ID: id, Type: "secret-key"})
 	if err != nil {
 		return nil, err
 	}
-	return t.loadSecretKey(ctx, h)
+	return t.loadSecretKey(ctx, objRef{h: h, epoch: epoch})
 }
 
 // DeleteSecretKey destroys the key. Every MAC made with it can then never be
@@ -220,24 +226,10 @@ func (t *Token) DeleteSecretKey(ctx context.Context, k *SecretKey) error {
 	return nil
 }
 
-// withHandle runs op with the cached handle, finding the key again by CKA_ID once if
-// the token says the handle went stale.
+// withHandle runs op with the cached handle, finding the key again by CKA_ID if the
+// token says the handle went stale or the module was re-initialised.
 func (k *SecretKey) withHandle(ctx context.Context, op func(pkcs11.SessionHandle, pkcs11.ObjectHandle) error) error {
-	for attempt := 0; ; attempt++ {
-		h := pkcs11.ObjectHandle(k.handle.Load())
-		err := k.tok.do(ctx, func(sh pkcs11.SessionHandle) error { return op(sh, h) })
-		if err == nil || attempt > 0 || !staleHandle(err) {
-			return err
-		}
-		hs, ferr := k.tok.find(ctx, []*pkcs11.Attribute{
-			pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_SECRET_KEY),
-			pkcs11.NewAttribute(pkcs11.CKA_ID, k.id),
-		}, 1)
-		if ferr != nil || len(hs) == 0 {
-			return err
-		}
-		k.handle.Store(uint64(hs[0]))
-	}
+	return k.tok.withObject(ctx, &k.handle, objectTemplate(pkcs11.CKO_SECRET_KEY, k.id, k.label), op)
 }
 
 // MAC returns HMAC-SHA256(key, data), computed inside the token (CKM_SHA256_HMAC).

@@ -9,9 +9,11 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 
@@ -32,6 +34,9 @@ type Registry struct {
 	tokens  *tokenCollector
 	grpcSrv *grpcprom.ServerMetrics
 	authz   *prometheus.CounterVec
+
+	readyMu sync.Mutex
+	ready   func() error
 }
 
 // New makes a registry with the Go runtime and process collectors.
@@ -103,6 +108,8 @@ var (
 	descSessions   = prometheus.NewDesc("setpay_token_sessions", "PKCS#11 sessions, by state (in_use or idle).", []string{"token", "state"}, nil)
 	descRecoveries = prometheus.NewDesc("setpay_token_recoveries_total", "Times sessions were reopened after a lost session, login or token.", []string{"token"}, nil)
 	descLogins     = prometheus.NewDesc("setpay_token_logins_total", "Successful C_Login calls (first login and re-logins).", []string{"token"}, nil)
+	descReattaches = prometheus.NewDesc("setpay_token_reattaches_total", "Times the token was found again after it had gone (module re-initialised if need be).", []string{"token"}, nil)
+	descUsable     = prometheus.NewDesc("setpay_token_usable", "1 while the token is usable, 0 while it is gone and being looked for.", []string{"token"}, nil)
 )
 
 func (c *tokenCollector) add(t *hsm.Token) {
@@ -115,6 +122,8 @@ func (c *tokenCollector) Describe(ch chan<- *prometheus.Desc) {
 	ch <- descSessions
 	ch <- descRecoveries
 	ch <- descLogins
+	ch <- descReattaches
+	ch <- descUsable
 }
 
 func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
@@ -129,10 +138,36 @@ func (c *tokenCollector) Collect(ch chan<- prometheus.Metric) {
 		ch <- prometheus.MustNewConstMetric(descSessions, prometheus.GaugeValue, idle, t.Label(), "idle")
 		ch <- prometheus.MustNewConstMetric(descRecoveries, prometheus.CounterValue, float64(st.Recoveries.Load()), t.Label())
 		ch <- prometheus.MustNewConstMetric(descLogins, prometheus.CounterValue, float64(st.Logins.Load()), t.Label())
+		ch <- prometheus.MustNewConstMetric(descReattaches, prometheus.CounterValue, float64(st.Reattaches.Load()), t.Label())
+		usable := 1.0
+		if t.Health() != nil {
+			usable = 0
+		}
+		ch <- prometheus.MustNewConstMetric(descUsable, prometheus.GaugeValue, usable, t.Label())
 	}
 }
 
-// Serve exposes /metrics on addr until ctx ends; it returns the bound address.
+// SetReadiness sets what /readyz asks: nil means ready (200), an error not ready (503,
+// with the error's text as the one-line reason). Without it /readyz answers 200.
+func (r *Registry) SetReadiness(ready func() error) {
+	r.readyMu.Lock()
+	defer r.readyMu.Unlock()
+	r.ready = ready
+}
+
+func (r *Registry) readiness() error {
+	r.readyMu.Lock()
+	ready := r.ready
+	r.readyMu.Unlock()
+	if ready == nil {
+		return nil
+	}
+	return ready()
+}
+
+// Serve exposes /metrics on addr until ctx ends, with /healthz (200 while the process
+// runs) and /readyz (200 when ready, 503 and a one-line reason otherwise; see
+// SetReadiness); it returns the bound address.
 func (r *Registry) Serve(ctx context.Context, addr string, logger *slog.Logger) (string, error) {
 	lis, err := net.Listen("tcp", addr)
 	if err != nil {
@@ -140,6 +175,19 @@ func (r *Registry) Serve(ctx context.Context, addr string, logger *slog.Logger) 
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(r.reg, promhttp.HandlerOpts{}))
+	mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		_, _ = io.WriteString(w, "ok\n")
+	})
+	mux.HandleFunc("/readyz", func(w http.ResponseWriter, _ *http.Request) {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		if err := r.readiness(); err != nil {
+			w.WriteHeader(http.StatusServiceUnavailable)
+			_, _ = io.WriteString(w, "not ready: "+strings.ReplaceAll(err.Error(), "\n", " ")+"\n")
+			return
+		}
+		_, _ = io.WriteString(w, "ready\n")
+	})
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	go func() {
 		if err := srv.Serve(lis); err != nil && !errors.Is(err, http.ErrServerClosed) && logger != nil {

@@ -46,11 +46,33 @@ func Wrap(r setpb.Reason, err error, format string, args ...any) *Error {
 	return &Error{Reason: r, Msg: fmt.Sprintf(format, args...), Err: err}
 }
 
-// ReasonOf returns the SET reason carried by err: an *Error's, a gRPC status detail's,
-// or INTERNAL.
+// unavailable is implemented by errors meaning a resource of the service itself is
+// unusable for now and the same request may be retried: hsm.ErrTokenUnavailable (the
+// key token went away and is being found again). It is an interface so that setproto
+// need not import hsm.
+type unavailable interface{ Unavailable() bool }
+
+// serviceUnavailable reports whether err, anywhere in its chain, says the service's
+// own key token is unusable for now.
+func serviceUnavailable(err error) bool {
+	var u unavailable
+	return errors.As(err, &u) && u.Unavailable()
+}
+
+// unavailableMsg is all a peer learns about an unusable token: which key, which token
+// and the module's CKR code are for the service's log only.
+const unavailableMsg = "the service's key token is unavailable; retry the same request later"
+
+// ReasonOf returns the SET reason carried by err: GATEWAY_UNAVAILABLE when the
+// service's key token is unusable for now (whatever reason the failed step would have
+// given: the request was not judged), else an *Error's, a gRPC status detail's, or
+// INTERNAL.
 func ReasonOf(err error) setpb.Reason {
 	if err == nil {
 		return setpb.Reason_REASON_UNSPECIFIED
+	}
+	if serviceUnavailable(err) {
+		return setpb.Reason_GATEWAY_UNAVAILABLE
 	}
 	var e *Error
 	if errors.As(err, &e) {
@@ -140,6 +162,9 @@ func Status(err error) error {
 // internal errors, the message.
 func DetailOf(err error) *setpb.ErrorDetail {
 	r := ReasonOf(err)
+	if serviceUnavailable(err) {
+		return &setpb.ErrorDetail{Reason: r, Message: unavailableMsg}
+	}
 	msg := "internal error"
 	var e *Error
 	if r != setpb.Reason_INTERNAL {

@@ -175,6 +175,10 @@ func statusOf(err error) error {
 		return status.Error(codes.Unimplemented, err.Error())
 	case errors.Is(err, ErrUnknownKey), errors.Is(err, hsm.ErrKeyNotFound):
 		return status.Error(codes.NotFound, err.Error())
+	case hsm.Unavailable(err):
+		// The token is gone for now and being found again: retryable, and the key URI
+		// and CKR code stay in this service's log.
+		return status.Error(codes.Unavailable, "the signer's token is unavailable; retry later")
 	}
 	return status.Error(codes.Unavailable, err.Error())
 }

@@ -15,7 +15,6 @@ import (
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/setpay/setpay/gateway"
 	"github.com/setpay/setpay/hsm"
@@ -69,6 +68,9 @@ type partyConfig struct {
 func startMetrics(ctx context.Context, env *cliEnv, c *partyConfig, r *running) (*metrics.Registry, error) {
 	reg := metrics.New()
 	reg.WatchToken(r.tok)
+	r.health = newHealthWatcher(env.logger, storePing(r.db), r.tok)
+	reg.SetReadiness(r.health.ready)
+	go r.health.run(ctx)
 	if err := registerBuildInfo(reg.Prometheus()); err != nil {
 		return nil, err
 	}
@@ -158,6 +160,8 @@ type running struct {
 	kxc   *x509.Certificate
 	env   setproto.EnvelopeOptions
 	crls  *pki.CRLRefresher
+	// health follows the token and the store (startMetrics starts it)
+	health *healthWatcher
 }
 
 func (r *running) close() {
@@ -360,7 +364,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	g.Register(gs)
 	reg.InitGRPCServer(gs)
-	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	r.health.bind(health)
 	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "gateway "+g.ID())
 }
 
@@ -395,7 +399,7 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	p.m.Register(gs)
 	reg.InitGRPCServer(gs)
-	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	p.health.bind(health)
 	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+p.m.ID())
 }
 

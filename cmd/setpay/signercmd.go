@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 
 	"go.yaml.in/yaml/v3"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/internal/tlsrpc"
@@ -126,6 +125,9 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	defer tok.Close()
 	reg := metrics.New()
 	reg.WatchToken(tok)
+	hw := newHealthWatcher(env.logger, nil, tok)
+	reg.SetReadiness(hw.ready)
+	go hw.run(ctx)
 	if err := registerBuildInfo(reg.Prometheus()); err != nil {
 		return err
 	}
@@ -181,7 +183,7 @@ func runSignerServe(ctx context.Context, env *cliEnv, args []string) error {
 	gs, health := tlsrpc.NewGRPCServer(tlsrpc.ServerTLS(id, pool), cfg.MaxMsgBytes, reg.GRPCServerOptions()...)
 	signer.NewServer(svc, signer.Grants(cfg.Grants), signer.Limits{MaxBatch: cfg.MaxBatchSize}, env.logger).Register(gs)
 	reg.InitGRPCServer(gs)
-	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hw.bind(health)
 	env.logger.Info("signer serving", "listen", cfg.Listen, "token", tok.Label(), "keys", svc.Names())
 	return serveUntilDone(ctx, env, gs, health, cfg.Listen, fmt.Sprintf("signer with %d keys", len(svc.Names())))
 }

@@ -67,6 +67,12 @@ type Slot struct {
 	loggedIn    bool // CKU_USER, for the whole application
 	so          bool
 	objects     map[pkcs11.ObjectHandle]*object
+
+	// away: the token's files are gone (MoveAway). stale: they went away since the last
+	// C_Initialize, so the token shows nothing until the next one, even once they are
+	// back: SoftHSM reads a token's files only at C_Initialize. absent: they were away
+	// at the last C_Initialize, so the slot is not in the module at all.
+	away, stale, absent bool
 }
 
 type object struct {
@@ -103,6 +109,15 @@ type session struct {
 
 // Fake is the in-memory module. It is safe for concurrent use.
 type Fake struct {
+	// AwayFailsInitialize makes C_Initialize answer CKR_GENERAL_ERROR while a token is
+	// away, as SoftHSM 2.6.1 does when its token directory is missing; otherwise the
+	// module initialises without that token.
+	AwayFailsInitialize bool
+	// RenumberSlots gives every slot a new ID at each C_Initialize, as SoftHSM does
+	// (its slot IDs derive from the token serial, but only from the second C_Initialize
+	// of a process on).
+	RenumberSlots bool
+
 	mu       sync.Mutex
 	init     bool
 	slots    []*Slot
@@ -225,6 +240,31 @@ func (f *Fake) Reinsert(slotID uint) {
 	f.renumber(s)
 }
 
+// MoveAway does what moving a SoftHSM token directory away does: the sessions and the
+// login stay, but C_GetTokenInfo answers CKR_GENERAL_ERROR, no object is found and
+// every object handle is invalid, until the files are back and the module is
+// initialised again.
+func (f *Fake) MoveAway(slot uint) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.slots[slot].away, f.slots[slot].stale = true, true
+}
+
+// MoveBack puts the token's files back; the token shows again after the next
+// C_Initialize.
+func (f *Fake) MoveBack(slot uint) {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	f.slots[slot].away = false
+}
+
+// SlotID is the ID the module gives the slot (index i of the slots added) now.
+func (f *Fake) SlotID(i uint) uint {
+	f.mu.Lock()
+	defer f.mu.Unlock()
+	return f.slots[i].ID
+}
+
 // RenumberObjects gives every object of the slot a new handle, as a module that
 // reloaded its object store does, and nothing else: old handles answer
 // CKR_OBJECT_HANDLE_INVALID or CKR_KEY_HANDLE_INVALID.
@@ -304,17 +344,19 @@ func (f *Fake) session(sh pkcs11.SessionHandle) (*session, error) {
 }
 
 func (f *Fake) slot(id uint) (*Slot, error) {
-	if id >= uint(len(f.slots)) {
-		return nil, ckr(pkcs11.CKR_SLOT_ID_INVALID)
+	for _, s := range f.slots {
+		if s.ID == id && !s.absent {
+			return s, nil
+		}
 	}
-	return f.slots[id], nil
+	return nil, ckr(pkcs11.CKR_SLOT_ID_INVALID)
 }
 
 // visible returns the object if the session may see it: private objects only while
 // the application is logged in.
 func (s *session) visible(h pkcs11.ObjectHandle) (*object, bool) {
 	o, ok := s.slot.objects[h]
-	if !ok || (o.bool(pkcs11.CKA_PRIVATE) && !s.slot.loggedIn) {
+	if !ok || s.slot.stale || (o.bool(pkcs11.CKA_PRIVATE) && !s.slot.loggedIn) {
 		return nil, false
 	}
 	return o, true
@@ -330,8 +372,45 @@ func (f *Fake) Initialize(...pkcs11.InitializeOption) error {
 	if f.init {
 		return ckr(pkcs11.CKR_CRYPTOKI_ALREADY_INITIALIZED)
 	}
+	if f.AwayFailsInitialize {
+		for _, s := range f.slots {
+			if s.away {
+				return ckr(pkcs11.CKR_GENERAL_ERROR)
+			}
+		}
+	}
+	if f.calls["Initialize"] > 1 {
+		// A new start: handles are numbered from the beginning again, so an object
+		// handle from before may now name another object, and slots may be renumbered.
+		f.next = 100
+		for _, s := range f.slots {
+			s.absent, s.stale = s.away, s.away
+			if f.RenumberSlots {
+				s.ID += 1000
+			}
+			f.renumberReversed(s)
+		}
+	}
 	f.init = true
 	return nil
+}
+
+// renumberReversed gives the slot's objects new handles from the counter, in the
+// reverse order of their old ones.
+func (f *Fake) renumberReversed(s *Slot) {
+	old := s.objects
+	s.objects = make(map[pkcs11.ObjectHandle]*object, len(old))
+	hs := slices.Sorted(func(yield func(pkcs11.ObjectHandle) bool) {
+		for h := range old {
+			if !yield(h) {
+				return
+			}
+		}
+	})
+	slices.Reverse(hs)
+	for _, h := range hs {
+		s.objects[f.handle()] = old[h]
+	}
 }
 
 // Finalize implements C_Finalize.
@@ -356,7 +435,9 @@ func (f *Fake) GetSlotList(bool) ([]uint, error) {
 	}
 	out := make([]uint, 0, len(f.slots))
 	for _, s := range f.slots {
-		out = append(out, s.ID)
+		if !s.absent {
+			out = append(out, s.ID)
+		}
 	}
 	return out, nil
 }
@@ -371,9 +452,12 @@ func (f *Fake) GetTokenInfo(slotID uint) (pkcs11.TokenInfo, error) {
 	if err != nil {
 		return pkcs11.TokenInfo{}, err
 	}
+	if s.stale {
+		return pkcs11.TokenInfo{}, ckr(pkcs11.CKR_GENERAL_ERROR)
+	}
 	ti := pkcs11.TokenInfo{
 		Label: s.Label, ManufacturerID: "setpay p11fake", Model: "fake",
-		SerialNumber: fmt.Sprintf("fake%04d", s.ID), Flags: pkcs11.CKF_LOGIN_REQUIRED | pkcs11.CKF_RNG,
+		SerialNumber: fmt.Sprintf("fake%04d", slices.Index(f.slots, s)), Flags: pkcs11.CKF_LOGIN_REQUIRED | pkcs11.CKF_RNG,
 	}
 	if s.initialized {
 		ti.Flags |= pkcs11.CKF_TOKEN_INITIALIZED | pkcs11.CKF_USER_PIN_INITIALIZED
@@ -836,6 +920,9 @@ func (f *Fake) opInit(kind string, usage uint, flag uint, sh pkcs11.SessionHandl
 	}
 	if !s.slot.loggedIn && s.slot.LoggedOut != 0 {
 		return s.slot.LoggedOut
+	}
+	if s.slot.stale {
+		return ckr(pkcs11.CKR_OBJECT_HANDLE_INVALID) // what SoftHSM answers then
 	}
 	o, ok := s.visible(oh)
 	if !ok || o.key == nil {
