@@ -10,6 +10,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -599,7 +600,8 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 	id := fs.String("id", "", role.String()+" id, as enrolled")
 	secretFile := fs.String("secret-file", "", "file holding the enrollment secret (default: $SETPAY_ENROLL_SECRET)")
 	kxAlg := fs.String("kx-alg", string(hsm.RSA2048), "key-exchange key algorithm: rsa2048, rsa3072 or ecdsa-p256")
-	out := fs.String("dir", "./var/"+role.String(), "directory to write the "+role.String()+"'s certificates into")
+	out := fs.String("dir", "./var/"+role.String(), "directory to write the "+role.String()+"'s certificates, trust files and "+role.String()+".yaml into")
+	caChain := fs.String("ca-chain", "", "file of the CA certificates (brand, CCA, MCA, PCA) from the CA, out of band (default: chain.pem next to --ca-root)")
 	reqID := fs.String("request", "", "ask about a request the CA held for approval (same keys, no secret needed)")
 	if err := fs.Parse(args); err != nil {
 		return err
@@ -643,6 +645,25 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		return err
 	}
 	defer closeConn()
+	// The trust files are read, checked and fetched before the CA is asked for
+	// certificates: once it has issued them (and spent the secret) only local writes
+	// are left, so a registration never ends with certificates nobody saved.
+	now := time.Now()
+	if *caChain == "" {
+		*caChain = filepath.Join(filepath.Dir(rf.root), ca.FileChain)
+	}
+	cas, err := caSet(ctx, client, *caChain, nil, now)
+	if err != nil {
+		return err
+	}
+	crls, err := fetchCRLs(ctx, client, client.Root(), cas, now)
+	if err != nil {
+		return err
+	}
+	tlsRoots, err := ca.ReadPEMFile(rf.tlsCA)
+	if err != nil {
+		return fmt.Errorf("--ca-tls: %w", err)
+	}
 	reg := ca.EntityRegistration{Role: role, ID: *id, Secret: string(secret), SignatureKey: sig, KeyExchangeKey: kx}
 	var res *ca.EntityResult
 	if *reqID != "" {
@@ -657,23 +678,44 @@ func runEntityRegister(ctx context.Context, env *cliEnv, args []string, role pki
 		fmt.Fprintf(env.stdout, "request %s is pending the CA operator's approval; afterwards run the same command with --request %s\n", res.RequestID, res.RequestID)
 		return nil
 	}
-	if err := os.MkdirAll(*out, 0o700); err != nil {
+	for _, c := range res.Chain {
+		if !slices.ContainsFunc(cas, c.Equal) {
+			cas = append(cas, c)
+		}
+	}
+	sigChain := append([]*x509.Certificate{res.Signature}, res.Chain...)
+	kxChain := append([]*x509.Certificate{res.KeyExchange}, res.Chain...)
+	files := map[string][]byte{
+		regFileSign:    pki.EncodePEM(sigChain...),
+		regFileKX:      pki.EncodePEM(kxChain...),
+		regFileChain:   pki.EncodePEM(res.Chain...),
+		regFileCAChain: pki.EncodePEM(cas...),
+		regFileRoot:    pki.EncodePEM(client.Root()),
+		regFileCRLs:    pki.EncodeCRLPEM(crls...),
+		regFileTLSCA:   pki.EncodePEM(tlsRoots...),
+		regFileKeys:    []byte(fmt.Sprintf("token: %s\nsignature_key: %s\nkey_exchange_key: %s\n", tok.Label(), sigLabel, kxLabel)),
+	}
+	rc := regConfig{Role: role.String(), ID: *id, Date: now.UTC().Format(time.RFC3339),
+		Token: tok.Label(), TokenYAML: tokenYAML(tf.recorded(*out), tf), TokenFlags: tokenFlagsText(tf),
+		SignKey: sig.URI(), KXKey: kx.URI(), Store: "sqlite:" + role.String() + ".db", CAAddress: rf.addr, CAServerName: rf.serverName,
+		TLSLabel: role.String() + "-" + *id + "-tls", ClientTLSLbl: role.String() + "-" + *id + "-client-tls",
+		Brand: strings.TrimSuffix(caOfRole(cas, pki.RoleBrand).Subject.CommonName, " Brand CA")}
+	rc.TLSKey, rc.ClientTLSKey = tlsKeyURI(rc.Token, rc.TLSLabel), tlsKeyURI(rc.Token, rc.ClientTLSLbl)
+	cfg, err := renderRegConfig(rc)
+	if err != nil {
 		return err
 	}
-	files := map[string][]byte{
-		"signature.pem":   pki.EncodePEM(res.Signature),
-		"keyexchange.pem": pki.EncodePEM(res.KeyExchange),
-		"chain.pem":       pki.EncodePEM(res.Chain...),
-		"root.pem":        pki.EncodePEM(client.Root()),
-		"keys.yaml":       []byte(fmt.Sprintf("token: %s\nsignature_key: %s\nkey_exchange_key: %s\n", tok.Label(), sigLabel, kxLabel)),
-	}
-	for name, b := range files {
-		if err := os.WriteFile(filepath.Join(*out, name), b, 0o644); err != nil {
-			return err
-		}
+	cfgName, err := writeRegFiles(*out, files, role.String()+".yaml", cfg)
+	if err != nil {
+		return err
 	}
 	fmt.Fprintf(env.stdout, "%s %s registered: signature serial %s, key-exchange serial %s; certificates in %s\n",
 		role, *id, res.Signature.SerialNumber.Text(16), res.KeyExchange.SerialNumber.Text(16), *out)
+	if cfgName != role.String()+".yaml" {
+		fmt.Fprintf(env.stdout, "%s exists and was left alone: the new configuration is %s\n", filepath.Join(*out, role.String()+".yaml"), filepath.Join(*out, cfgName))
+	} else {
+		fmt.Fprintf(env.stdout, "configuration %s: fill in its TODO fields, then `setpay %s serve --config %s`\n", filepath.Join(*out, cfgName), role, filepath.Join(*out, cfgName))
+	}
 	return nil
 }
 

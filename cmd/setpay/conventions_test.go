@@ -256,6 +256,9 @@ var flagMeanings = map[string]struct {
 	"amount":          {keyword: "minor units"},
 	"batch":           {keyword: "batch"},
 	"request-id":      {keyword: "retries"},
+	"usage":           {keyword: "may do"},
+	"ca-chain":        {keyword: "CA certificates"},
+	"force":           {keyword: "replace", isBool: true},
 }
 
 // dirFlags are the flags that name a directory; no other flag may take one.

@@ -82,7 +82,7 @@ func runKeygen(ctx context.Context, env *cliEnv, args []string) error {
 	tf := tokenFlagsOn(fs)
 	label := fs.String("label", "", "key label (CKA_LABEL)")
 	alg := fs.String("alg", string(hsm.ECDSAP256), "ecdsa-p256, ecdsa-p384, rsa2048, rsa3072 or hmac-sha256 (a secret MAC key)")
-	usage := fs.String("usage", string(hsm.UsageSign), "sign or keyexchange; mac for hmac-sha256")
+	usage := fs.String("usage", string(hsm.UsageSign), "what the key may do: sign or keyexchange; mac for hmac-sha256")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}

@@ -52,12 +52,13 @@ func commands() map[string]*command {
 			"purchase": {summary: "end-to-end purchases through the real services, against the token-bound limit", run: runBenchPurchase},
 		}},
 		"ca": {summary: "the SET certificate authority", sub: map[string]*command{
-			"init":    {summary: "create the CA hierarchy with every key in a token", run: runCAInit},
-			"serve":   {summary: "serve registration over gRPC", run: runCAServe},
-			"enroll":  {summary: "issue a one-time enrollment secret to a merchant or gateway", run: runCAEnroll},
-			"revoke":  {summary: "revoke a certificate", run: runCARevoke},
-			"crl":     {summary: "write an issuing CA's current CRL", run: runCACRL},
-			"approve": {summary: "list, approve or reject merchant/gateway requests held for approval", run: runCAApprove},
+			"init":      {summary: "create the CA hierarchy with every key in a token", run: runCAInit},
+			"serve":     {summary: "serve registration over gRPC", run: runCAServe},
+			"enroll":    {summary: "issue a one-time enrollment secret to a merchant or gateway", run: runCAEnroll},
+			"revoke":    {summary: "revoke a certificate", run: runCARevoke},
+			"crl":       {summary: "write an issuing CA's current CRL", run: runCACRL},
+			"approve":   {summary: "list, approve or reject merchant/gateway requests held for approval", run: runCAApprove},
+			"tls-issue": {summary: "certify a TLS key (from `setpay tls request`) as a server or a client", run: runCATLSIssue},
 		}},
 		"merchant": {summary: "the merchant", sub: withMerchantOperatorCommands(map[string]*command{
 			"register": {summary: "register with the CA and get certificates", run: runMerchantRegister},
@@ -70,6 +71,9 @@ func commands() map[string]*command {
 		"wallet": {summary: "the cardholder's wallet", sub: map[string]*command{
 			"register": {summary: "register a card with the CA and get a certificate", run: runWalletRegister},
 			"buy":      {summary: "buy from a merchant", run: runWalletBuy},
+		}},
+		"tls": {summary: "TLS keys of the services", sub: map[string]*command{
+			"request": {summary: "make a TLS key in a token and a CSR it signs", run: runTLSRequest},
 		}},
 		"demo":    {summary: "end-to-end purchase on an embedded token and store", run: runDemo},
 		"version": {summary: "print the module version and VCS revision", run: runVersion},

@@ -12,6 +12,7 @@ import (
 	"net"
 	"os"
 	"strings"
+	"time"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
@@ -60,6 +61,9 @@ type partyConfig struct {
 	Limits limitsConfig `yaml:"limits"`
 	// MetricsListen serves Prometheus /metrics on its own port ("" for none).
 	MetricsListen string `yaml:"metrics_listen"`
+	// role is the service's SET role (gateway or merchant), set by its serve command;
+	// the start-up self-check requires its certificates to carry it.
+	role pki.Role `yaml:"-"`
 }
 
 // startMetrics watches the party's token and serves /metrics when configured.
@@ -238,6 +242,13 @@ func (r *running) open(ctx context.Context, env *cliEnv, c *partyConfig) error {
 		return err
 	}
 	r.trust = &setproto.Trust{Verifier: v, Intermediates: append(inter, sc[1:]...), Cache: pki.NewCertCache(4096)}
+	// The service's own identity, before it serves anyone (selfcheck.go).
+	if err := checkOwnIdentity(ctx, env.logger, c.role, v, inter, []ownCert{
+		{field: "sign_cert", keyField: "sign_key", chain: sc, key: sk.Public(), purpose: pki.PurposeSignature},
+		{field: "kx_cert", keyField: "kx_key", chain: kc, key: r.kx.Public(), purpose: pki.PurposeKeyExchange},
+	}, time.Now()); err != nil {
+		return err
+	}
 	if c.OAEPSHA256 {
 		r.env.OAEPHash = crypto.SHA256
 	}
@@ -305,6 +316,7 @@ func runGatewayServe(ctx context.Context, env *cliEnv, args []string) error {
 	if err := loadConfig(*cfgPath, &cfg); err != nil {
 		return err
 	}
+	cfg.role = pki.RoleGateway
 	cards := cfg.Ledger
 	if cfg.LedgerFile != "" {
 		var more []gateway.Card
@@ -422,6 +434,7 @@ func (p *merchantParty) close() {
 // openMerchant opens what a merchant configuration names; on any error it closes
 // what it had opened and returns the error, which names the field at fault.
 func openMerchant(ctx context.Context, env *cliEnv, cfg *merchantConfig) (*merchantParty, error) {
+	cfg.role = pki.RoleMerchant
 	r, err := openParty(ctx, env, &cfg.partyConfig)
 	if err != nil {
 		return nil, err
