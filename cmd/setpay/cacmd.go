@@ -18,7 +18,6 @@ import (
 	"go.yaml.in/yaml/v3"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials"
-	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 
 	"github.com/setpay/setpay/ca"
 	"github.com/setpay/setpay/hsm"
@@ -136,7 +135,15 @@ func caStores(db store.DB) (func(pki.Role) ca.Store, error) {
 
 // openCA opens the module, the CA token (and the root token if named), the
 // store, and loads the CA directory.
-func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.Loaded, func(), error) {
+// openedCA is a loaded CA with the token and store it runs on, so a service can
+// follow their health.
+type openedCA struct {
+	*ca.Loaded
+	tok *hsm.Token
+	db  *store.Store
+}
+
+func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*openedCA, func(), error) {
 	fc, err := c.defaults()
 	if err != nil {
 		return nil, nil, err
@@ -183,7 +190,7 @@ func (c *caFlags) openCA(ctx context.Context, env *cliEnv, withRoot bool) (*ca.L
 		cleanup()
 		return nil, nil, err
 	}
-	return l, cleanup, nil
+	return &openedCA{Loaded: l, tok: tok, db: db}, cleanup, nil
 }
 
 func runCAInit(ctx context.Context, env *cliEnv, args []string) error {
@@ -310,8 +317,14 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 		env.logger.Warn("CRL publication failed; files keep their CRLs", "err", err)
 	}
 	go pub.Run(ctx, *crlCheck)
+	// Like the other services, the CA is NOT_SERVING while its token or store is
+	// unusable, and SERVING again by itself.
+	hw := newHealthWatcher(env.logger, storePing(l.db), l.tok)
+	go hw.run(ctx)
 	if *metricsListen != "" {
 		reg := metrics.New()
+		reg.WatchToken(l.tok)
+		reg.SetReadiness(hw.ready)
 		if err := errors.Join(registerBuildInfo(reg.Prometheus()), reg.Prometheus().Register(caCRLCollector{pub})); err != nil {
 			return fmt.Errorf("metrics: %w", err)
 		}
@@ -323,7 +336,7 @@ func runCAServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	gs, health := tlsrpc.NewGRPCServer(ca.ServerTLSConfig(l.TLS), 2*ca.MaxRequestSize)
 	srv.Register(gs)
-	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	hw.bind(health)
 	return serveUntilDone(ctx, env, gs, health, *listen, fmt.Sprintf("CA (TLS name %s)", l.TLS.Cert.Subject.CommonName))
 }
 

@@ -262,7 +262,7 @@ func TestRunningGatewayRefusesRevokedMerchant(t *testing.T) {
 			m.Gateway.Address, m.Gateway.ServerName = gwAddr, "127.0.0.1"
 			m.Gateway.KXCert, m.Gateway.TLSCA = s.chain("gw-1", "keyexchange.pem", "pca"), filepath.Join(s.dir, "tls-ca.pem")
 			m.Gateway.ClientCert, m.Gateway.ClientKey = s.tlsCert("setpay-merchant", shop+"-client-tls", "merchant:"+shop)
-			// The merchant's challenge key (h5-merchant: required), a MAC key in its token.
+			// The merchant's challenge key, a MAC key in its token (merchant serve requires one).
 			ck, err := s.tokens["setpay-merchant"].GenerateSecretKey(ctx, hsm.KeySpec{Label: shop + "-challenge", Algorithm: hsm.HMACSHA256, Usage: hsm.UsageMAC})
 			require.NoError(t, err)
 			m.ChallengeKey = ck.URI()
