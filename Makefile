@@ -10,6 +10,7 @@ deps:
 # The main job: the end-to-end run on an embedded SoftHSM token and an embedded store.
 demo: deps
 	$(GO) run ./cmd/setpay demo --var $(VAR)/demo
+	@echo "make demo ran every party in one process; docs/operate.md runs each as a separate service (make build, then the guide)."
 
 # The revision is linked in too, for builds the toolchain cannot stamp (git worktrees,
 # GOFLAGS=-buildvcs=false); `setpay version` and setpay_build_info report it.

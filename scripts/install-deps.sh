@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Installs the system packages setpay needs (SoftHSM2 as the dev/CI token, OpenSC's
-# pkcs11-tool and OpenSSL's PKCS#11 engine for the independent-tool tests).
+# pkcs11-tool and OpenSSL's PKCS#11 engine for the independent-tool tests; systemd for
+# `systemd-analyze verify` of the unit examples in deploy/systemd and curl for the
+# health checks in docs/operate.md, which the tests run).
 # Idempotent: does nothing when everything is present.
 set -euo pipefail
 
-pkgs=(softhsm2 opensc openssl libengine-pkcs11-openssl)
+pkgs=(softhsm2 opensc openssl libengine-pkcs11-openssl systemd curl)
 missing=()
 for p in "${pkgs[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -158,8 +158,14 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %s\n", c)
 	}
+	fmt.Fprintf(w, "\n%s\n", demoGuideNote)
 	return nil
 }
+
+// demoGuideNote ends the demo's transcript: the demo is one process; the operator's
+// guide is how the parties run as separate services.
+const demoGuideNote = "This demo runs every party in one process. To run the CA, gateway and merchant as separate\n" +
+	"services from an empty directory, each on its own token, follow docs/operate.md (make test runs it as written)."
 
 // demoMarker marks a directory as the demo's own: only such a directory (or a new or
 // empty one) is reset, so a demo run where a real CA keeps its tokens deletes nothing.
