@@ -1,0 +1,183 @@
+//go:build browser
+
+package main
+
+// The harness of the browser tests (make test-browser, build tag "browser"): the
+// services a shopper and an operator use, each a process of the built binary started
+// as docs/web.md says, and Debian's chromium, headless, driven over the DevTools
+// protocol by chromedp.
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/require"
+)
+
+// chromiumPath is Debian's chromium (scripts/browser-deps.sh installs it);
+// SETPAY_CHROMIUM names another build.
+func chromiumPath(t *testing.T) string {
+	t.Helper()
+	p := os.Getenv("SETPAY_CHROMIUM")
+	if p == "" {
+		p = "/usr/bin/chromium"
+	}
+	_, err := os.Stat(p)
+	require.NoError(t, err, "chromium: run scripts/browser-deps.sh (make test-browser does)")
+	return p
+}
+
+// spkiPin is the value --ignore-certificate-errors-spki-list takes for the leaf of a
+// PEM chain file: base64 of the SHA-256 of its SubjectPublicKeyInfo. Chromium then
+// accepts a certificate with exactly that public key (the key in the merchant's
+// token) whatever its issuer, and no other: the browser does not learn to trust the
+// setpay TLS CA, and a page served with any other key still fails.
+func spkiPin(t *testing.T, chainFile string) string {
+	t.Helper()
+	data, err := os.ReadFile(chainFile)
+	require.NoError(t, err)
+	blk, _ := pem.Decode(data)
+	require.NotNil(t, blk, "%s: no PEM certificate", chainFile)
+	cert, err := x509.ParseCertificate(blk.Bytes)
+	require.NoError(t, err)
+	sum := sha256.Sum256(cert.RawSubjectPublicKeyInfo)
+	return base64.StdEncoding.EncodeToString(sum[:])
+}
+
+// newBrowser starts a headless chromium on a fresh profile, trusting the TLS keys
+// pinned, and returns a tab's context; the browser ends with the test. The window is
+// 1000x700, the size of the screenshots.
+func newBrowser(t *testing.T, pins ...string) context.Context {
+	t.Helper()
+	opts := []chromedp.ExecAllocatorOption{
+		chromedp.ExecPath(chromiumPath(t)),
+		chromedp.Flag("headless", true),
+		chromedp.Flag("no-sandbox", true),
+		chromedp.Flag("disable-gpu", true),
+		chromedp.Flag("disable-quic", true),
+		chromedp.Flag("no-first-run", true),
+		chromedp.Flag("disable-background-networking", true),
+		chromedp.Flag("disable-component-update", true),
+		chromedp.Flag("disable-sync", true),
+		chromedp.Flag("hide-scrollbars", true),
+		chromedp.UserDataDir(t.TempDir()),
+		chromedp.WindowSize(1000, 700),
+	}
+	if len(pins) > 0 {
+		opts = append(opts, chromedp.Flag("ignore-certificate-errors-spki-list", strings.Join(pins, ",")))
+	}
+	actx, cancelAlloc := chromedp.NewExecAllocator(context.Background(), opts...)
+	ctx, cancelTab := chromedp.NewContext(actx, chromedp.WithLogf(t.Logf))
+	t.Cleanup(func() {
+		cancelTab()
+		cancelAlloc()
+	})
+	// The first run starts the browser, on the context it lives as long as (no timeout
+	// there: browse bounds each step instead).
+	require.NoError(t, chromedp.Do(ctx), "start chromium")
+	return ctx
+}
+
+// browseTimeout bounds one browse call: a page that never comes fails the test
+// instead of hanging it.
+const browseTimeout = time.Minute
+
+// browse runs steps in the tab, each call bounded by browseTimeout.
+func browse(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, browseTimeout)
+	defer cancel()
+	require.NoError(t, chromedp.Do(sctx, steps...))
+}
+
+// get runs one action that returns a value in the tab, bounded like browse.
+func get[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
+	t.Helper()
+	sctx, cancel := context.WithTimeout(ctx, browseTimeout)
+	defer cancel()
+	v, err := chromedp.Run(sctx, a)
+	require.NoError(t, err)
+	return v
+}
+
+// pageText is the visible text of the page's body.
+func pageText(t *testing.T, ctx context.Context) string {
+	t.Helper()
+	return get(t, ctx, chromedp.Text(chromedp.CSS("body")))
+}
+
+// screenshotDir is where the tests save a screenshot of each page: $SETPAY_SCREENSHOTS
+// (make test-browser sets it to docs/screenshots), otherwise a temporary directory.
+func screenshotDir(t *testing.T) string {
+	if d := os.Getenv("SETPAY_SCREENSHOTS"); d != "" {
+		require.NoError(t, os.MkdirAll(d, 0o755))
+		return d
+	}
+	return t.TempDir()
+}
+
+// screenshot saves the visible page as name.png.
+func screenshot(t *testing.T, ctx context.Context, name string) {
+	t.Helper()
+	png := get(t, ctx, chromedp.CaptureScreenshot())
+	require.NoError(t, os.WriteFile(filepath.Join(screenshotDir(t), name+".png"), png, 0o644))
+}
+
+// startAnnounced starts cmd and waits for a stdout line beginning with each prefix
+// given, returning the rest of each line (trimmed). It fails t if the process exits
+// or stays silent within d. Stdout is read to its end, so the process never blocks.
+func startAnnounced(t *testing.T, cmd *exec.Cmd, d time.Duration, prefixes ...string) map[string]string {
+	t.Helper()
+	pr, pw, err := os.Pipe()
+	require.NoError(t, err)
+	cmd.Stdout = pw
+	err = cmd.Start()
+	_ = pw.Close()
+	if err != nil {
+		_ = pr.Close()
+		require.NoError(t, err)
+	}
+	done := make(chan map[string]string, 1)
+	go func() {
+		defer pr.Close()
+		got := map[string]string{}
+		sent := false
+		sc := bufio.NewScanner(pr)
+		for sc.Scan() {
+			line := sc.Text()
+			for _, p := range prefixes {
+				if i := strings.Index(line, p); i >= 0 {
+					if _, seen := got[p]; !seen {
+						got[p] = strings.TrimSpace(line[i+len(p):])
+					}
+				}
+			}
+			if !sent && len(got) == len(prefixes) {
+				sent = true
+				done <- got
+			}
+		}
+		if !sent {
+			close(done)
+		}
+	}()
+	select {
+	case got, ok := <-done:
+		require.True(t, ok, "%s %s exited before announcing %q", cmd.Path, strings.Join(cmd.Args[1:], " "), prefixes)
+		return got
+	case <-time.After(d):
+		require.Failf(t, "no announcement", "%s %s said none of %q within %s", cmd.Path, strings.Join(cmd.Args[1:], " "), prefixes, d)
+	}
+	return nil
+}
