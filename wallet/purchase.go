@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -116,6 +117,23 @@ func (w *Wallet) known() [][]byte {
 	return out
 }
 
+// referenced returns the certificates refs name that the trust's cache holds (Open has
+// checked that every reference is a thumbprint).
+func (w *Wallet) referenced(refs [][]byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, r := range refs {
+		var tp pki.Thumbprint
+		if len(r) != len(tp) {
+			continue
+		}
+		copy(tp[:], r)
+		if c, ok := w.cfg.Trust.Cache.Get(tp); ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
 func (w *Wallet) remember(certs ...*x509.Certificate) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
@@ -171,7 +189,9 @@ func (w *Wallet) Start(ctx context.Context, offerID string) (*Session, error) {
 	case res.GetBrand() != w.cfg.Brand:
 		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "brand %q", res.GetBrand())
 	}
-	gkx, gid, err := w.cfg.Trust.VerifyKeyExchange(ctx, res.GetGatewayKxThumbprint(), v.Embedded, pki.RoleGateway)
+	// The gateway's certificate and its issuing CA (PCA) come embedded the first time
+	// and, once announced as known, by reference only: look the references up too.
+	gkx, gid, err := w.cfg.Trust.VerifyKeyExchange(ctx, res.GetGatewayKxThumbprint(), slices.Concat(v.Embedded, w.referenced(out.GetCertRefs())), pki.RoleGateway)
 	if err != nil {
 		return nil, err
 	}
