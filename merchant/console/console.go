@@ -561,9 +561,13 @@ func (c *Console) outcome(p *page, s session, action, subject string, out *merch
 		p.Notice = "The gateway answered " + action + " " + subject + " (its signed answer is verified)."
 		return http.StatusOK
 	}
-	c.cfg.Logger.Warn("console action", "user", s.user, "action", action, "subject", subject, "result", "REFUSED",
-		"reason", setproto.ReasonOf(err).String(), "err", err)
 	var ie *merchant.InputError
+	if errors.As(err, &ie) {
+		c.cfg.Logger.Info("console action", "user", s.user, "action", action, "subject", subject, "result", "NOT_SENT", "err", err)
+	} else {
+		c.cfg.Logger.Warn("console action", "user", s.user, "action", action, "subject", subject, "result", "REFUSED",
+			"reason", setproto.ReasonOf(err).String(), "err", err)
+	}
 	switch reason := setproto.ReasonOf(err); {
 	case errors.As(err, &ie):
 		p.Error = "Not sent: " + fieldLabel(ie.Field) + ": " + ie.Problem + "."
@@ -572,7 +576,7 @@ func (c *Console) outcome(p *page, s session, action, subject string, out *merch
 		p.Error = "The gateway could not be reached; nothing was changed that a retry would repeat. Try again."
 		return http.StatusBadGateway
 	case reason != setpb.Reason_REASON_UNSPECIFIED && reason != setpb.Reason_INTERNAL:
-		p.Error = "Refused (" + reason.String() + "): " + errorText(err)
+		p.Error = "Refused (" + reason.String() + "): " + reasonWords(reason) + " Detail: " + errorText(err)
 		return http.StatusUnprocessableEntity
 	default:
 		p.Error = "The action failed: " + errorText(err)
@@ -594,12 +598,34 @@ func fieldLabel(f string) string {
 	return f
 }
 
-// errorText is err's message without the "set: REASON:" prefix.
+// reasonWords says what a refusal's reason means for the operator.
+func reasonWords(r setpb.Reason) string {
+	switch r {
+	case setpb.Reason_AMOUNT_EXCEEDED:
+		return "the amount is more than the purchase allows (more than authorized, captured or refunded)."
+	case setpb.Reason_INVALID_STATE:
+		return "the purchase or the batch is in a state that does not allow this (reversed, declined, or a closed batch)."
+	case setpb.Reason_UNKNOWN_TRANSACTION:
+		return "the gateway or the merchant knows no such purchase, item or batch."
+	case setpb.Reason_REPLAY:
+		return "this request ID was already used for a different request; give a new request ID."
+	case setpb.Reason_AUTH_EXPIRED:
+		return "the authorization is past its capture period."
+	case setpb.Reason_MALFORMED:
+		return "the request is not well formed."
+	}
+	return "the gateway refused the request."
+}
+
+// errorText is err's message without the "set: REASON:" and gRPC prefixes.
 func errorText(err error) string {
 	s := err.Error()
+	if i := strings.LastIndex(s, "desc = "); i >= 0 {
+		s = s[i+len("desc = "):]
+	}
 	if rest, ok := strings.CutPrefix(s, "set: "); ok {
 		if _, after, ok := strings.Cut(rest, ": "); ok {
-			return after
+			s = after
 		}
 	}
 	return s
