@@ -404,3 +404,6 @@ func (w *Wallet) Inquire(ctx context.Context, xid string) (*setpb.InquiryRespons
 	}
 	return r, nil
 }
+
+// MaskedPAN is the wallet's card number masked (pki.MaskPAN), what may be shown.
+func (w *Wallet) MaskedPAN() string { return pki.MaskPAN(w.cfg.Identity.Card.PAN) }
