@@ -70,6 +70,7 @@ func commands() map[string]*command {
 		"wallet": {summary: "the cardholder's wallet", sub: map[string]*command{
 			"register": {summary: "register a card with the CA and get a certificate", run: runWalletRegister},
 			"buy":      {summary: "buy from a merchant", run: runWalletBuy},
+			"ui":       {summary: "serve the wallet as a local web app on 127.0.0.1", run: runWalletUI},
 		}},
 		"demo":    {summary: "end-to-end purchase on an embedded token and store", run: runDemo},
 		"version": {summary: "print the module version and VCS revision", run: runVersion},
