@@ -32,6 +32,7 @@ type webBed struct {
 	// wallet UIs' http://127.0.0.1:PORT/?token=T by cardholder ("alice", "bob").
 	storefront, console string
 	wallets             map[string]string
+	merchantAddr        string // the merchant's SET (gRPC) address
 	// pin is the SPKI pin of the merchant's web TLS key (storefront and console).
 	pin string
 	// operator's console login.
@@ -92,7 +93,7 @@ func newWebBed(t *testing.T, cardholders ...string) *webBed {
 	require.NoError(t, os.WriteFile(mCfg, y, 0o600))
 	b.pin = spkiPin(t, mc.TLS.Cert)
 	got := b.start("merchant", []string{"listening on ", "storefront on ", "console on "}, "merchant", "serve", "--config", mCfg)
-	b.storefront, b.console = got["storefront on "], got["console on "]
+	b.storefront, b.console, b.merchantAddr = got["storefront on "], got["console on "], got["listening on "]
 	require.True(t, strings.HasPrefix(b.storefront, "https://"), "storefront URL %q", b.storefront)
 	require.True(t, strings.HasPrefix(b.console, "https://"), "console URL %q", b.console)
 	return b
@@ -105,6 +106,25 @@ func (b *webBed) walletUIArgs(name string) []string {
 		"--softhsm-dir", filepath.Join(b.root, "softhsm"), "--token", "setpay-wallet",
 		"--merchant-ca", filepath.Join(pki, "tls-ca.pem"), "--crls", filepath.Join(pki, "crls.pem"),
 		"--listen", "127.0.0.1:0"}
+}
+
+// passphrase is the demo's passphrase of cardholder name's wallet.
+func (b *webBed) passphrase(name string) string {
+	p, err := os.ReadFile(filepath.Join(b.root, "wallet-"+name+".pass"))
+	require.NoError(b.t, err)
+	return strings.TrimSpace(string(p))
+}
+
+// buy is `setpay wallet buy` of offer by cardholder name straight to the merchant's
+// SET service (the CLI wallet), for tests whose subject is the console.
+func (b *webBed) buy(name, offer string) string {
+	b.t.Helper()
+	pki := filepath.Join(b.root, "pki")
+	r := runSetpay(b.t, b.dir, b.env, "wallet", "buy", "--softhsm-dir", filepath.Join(b.root, "softhsm"), "--token", "setpay-wallet",
+		"--wallet", filepath.Join(b.root, "wallet-"+name), "--passphrase-file", filepath.Join(b.root, "wallet-"+name+".pass"),
+		"--merchant", b.merchantAddr, "--merchant-ca", filepath.Join(pki, "tls-ca.pem"), "--crls", filepath.Join(pki, "crls.pem"), "--offer", offer)
+	require.Zero(b.t, r.code, "wallet buy\n%s", r)
+	return r.stdout
 }
 
 // walletBase is the wallet UI's origin, the storefront's wallet_url, from the URL it

@@ -181,3 +181,44 @@ func startAnnounced(t *testing.T, cmd *exec.Cmd, d time.Duration, prefixes ...st
 	}
 	return nil
 }
+
+// waitFor polls the JavaScript predicate js in the tab until it is true, through page
+// loads (an evaluation during a navigation just fails and is tried again), for at most
+// browseTimeout. It is a wait for a state, never a measure of time.
+func waitFor(t *testing.T, ctx context.Context, what, js string) {
+	t.Helper()
+	deadline := time.Now().Add(browseTimeout)
+	var last error
+	for time.Now().Before(deadline) {
+		sctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		ok, err := chromedp.Run(sctx, chromedp.Evaluate[bool](js))
+		cancel()
+		if err == nil && ok {
+			return
+		}
+		last = err
+		time.Sleep(100 * time.Millisecond)
+	}
+	require.Failf(t, "page never got there", "%s (%s): last error %v; page:\n%s", what, js, last, pageText(t, ctx))
+}
+
+// clickAndLoad clicks the element sel (a link or a form's button) and waits until the
+// next page has loaded.
+func clickAndLoad(t *testing.T, ctx context.Context, sel string) {
+	t.Helper()
+	get(t, ctx, chromedp.Evaluate[bool]("window.__setpayBefore = true"))
+	browse(t, ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
+	waitFor(t, ctx, "the page after clicking "+sel, "window.__setpayBefore === undefined && document.readyState === 'complete'")
+}
+
+// fill types v into the input sel, replacing what it held.
+func fill(t *testing.T, ctx context.Context, sel, v string) {
+	t.Helper()
+	browse(t, ctx, chromedp.Clear(chromedp.CSS(sel)), chromedp.SendKeys(chromedp.CSS(sel), v, chromedp.NodeVisible))
+}
+
+// textOf is the visible text of the first element sel.
+func textOf(t *testing.T, ctx context.Context, sel string) string {
+	t.Helper()
+	return get(t, ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+}
