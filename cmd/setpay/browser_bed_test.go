@@ -153,4 +153,3 @@ func (b *webBed) start(name string, announce []string, args ...string) map[strin
 	})
 	return startAnnounced(b.t, cmd, time.Minute, announce...)
 }
-
