@@ -54,6 +54,7 @@ func merchantOperatorCommands() map[string]*command {
 		"reverse-credit":  {summary: "undo all or part of one credit", run: lifecycleCmd(opReverseCredit)},
 		"inquiry":         {summary: "ask the gateway for the state of a purchase, with its captures, credits and reversals", run: runMerchantInquiry},
 		"orders":          {summary: "list the merchant's orders with their state and amount", run: runMerchantOrders},
+		"console-user":    {summary: "add an operator to the merchant console's users file (or set a new password)", run: runConsoleUser},
 		"batch": {summary: "settlement batches at the gateway", sub: map[string]*command{
 			"open":  {summary: "open a settlement batch", run: batchCmd(setpb.BatchAction_BATCH_OPEN)},
 			"close": {summary: "close a settlement batch and show its totals", run: batchCmd(setpb.BatchAction_BATCH_CLOSE)},

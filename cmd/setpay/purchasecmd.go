@@ -145,6 +145,7 @@ type merchantConfig struct {
 		ClientCert string `yaml:"tls_cert"` // PEM: our client certificate
 		ClientKey  string `yaml:"tls_key"`  // pkcs11: URI
 	} `yaml:"gateway"`
+	Console *consoleConfig `yaml:"console,omitempty"` // the operator's web console (consoleserve.go)
 }
 
 // running is an opened party: token, keys, trust, store.
@@ -396,6 +397,9 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	p.m.Register(gs)
 	reg.InitGRPCServer(gs)
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
+	if err := startConsole(ctx, env, &cfg, p); err != nil {
+		return err
+	}
 	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+p.m.ID())
 }
 
