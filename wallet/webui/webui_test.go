@@ -47,8 +47,10 @@ var cards = systemtest.Cards()
 // bedCRLs hands the UI the bed's current CRLs, as --crls files would.
 type bedCRLs struct{ b *system.Bed }
 
-func (c bedCRLs) FetchCRLs(context.Context) ([]*x509.RevocationList, error) { return c.b.CRLs.All(), nil }
-func (c bedCRLs) String() string                                          { return "the bed's CRLs" }
+func (c bedCRLs) FetchCRLs(context.Context) ([]*x509.RevocationList, error) {
+	return c.b.CRLs.All(), nil
+}
+func (c bedCRLs) String() string { return "the bed's CRLs" }
 
 // bedRegistrar registers cards with the bed's CCA (the CA service's issuing code)
 // and writes the wallet directory as wallet.Register does.
