@@ -72,7 +72,7 @@ func newFixture(t *testing.T) *fixture {
 	m, err := merchant.New(ctx, merchant.Config{Sign: b.MerchantEnt.Sign, KXCert: b.MerchantEnt.KXCert, KXKey: b.MerchantEnt.KXKey,
 		Trust: b.NewTrust(), Store: b.MerchantDB, Brand: system.Brand, GatewayKX: b.GatewayEnt.KXCert,
 		GatewayChain: []*x509.Certificate{b.H.PCA.Certificate(), b.H.Brand.Certificate()},
-		Gateway: setpb.NewGatewayClient(b.GatewayConn), Offers: systemtest.Offers(), ChallengeKey: b.ChallengeKey,
+		Gateway:      setpb.NewGatewayClient(b.GatewayConn), Offers: systemtest.Offers(), ChallengeKey: b.ChallengeKey,
 		OfferBook: shop.NewBook(b.MerchantDB)})
 	require.NoError(t, err)
 	s, err := shop.New(shop.Config{Sign: b.MerchantEnt.Sign, MACKey: b.ChallengeKey, Store: b.MerchantDB, MerchantID: "shop-1",
