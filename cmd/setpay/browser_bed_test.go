@@ -76,7 +76,9 @@ func newWebBed(t *testing.T, cardholders ...string) *webBed {
 	// an operator adds them. The storefront and console serve with the merchant's TLS
 	// certificate and its key in the merchant's token.
 	mc := readConfig[merchantConfig](t, filepath.Join(root, "merchant.yaml"))
-	mc.Listen, mc.MetricsListen, mc.Store, mc.Gateway.Address = "127.0.0.1:0", "", dsn("merchant.db"), gwAddr
+	// A port of its own, not 0: the storefront's initiations tell wallets where the
+	// merchant's SET service is.
+	mc.Listen, mc.MetricsListen, mc.Store, mc.Gateway.Address = freeLoopbackAddr(t), "", dsn("merchant.db"), gwAddr
 	y, err := yaml.Marshal(mc)
 	require.NoError(t, err)
 	var doc map[string]any

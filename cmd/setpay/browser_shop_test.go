@@ -136,10 +136,12 @@ func TestBrowserPurchaseFromStorefrontThroughWallet(t *testing.T) {
 	link := s.walletLink()
 	assertNoPAN(t, pageText(t, s.ctx))
 
-	// The order page stays open in its own tab while the wallet pays in this one.
-	orderTab, cancel := chromedp.NewContext(s.ctx)
-	defer cancel()
+	// The order page stays open in a window of its own while the wallet pays in this
+	// one. (A browser of its own, not a second tab: chromedp loses a tab whose page
+	// reloaded itself while another tab was driven.)
+	orderTab := newBrowser(t, b.pin)
 	browse(t, orderTab, chromedp.Navigate(orderURL))
+	assert.Equal(t, "awaiting", get(t, orderTab, chromedp.Evaluate[string]("document.getElementById('state').dataset.state")))
 
 	browse(t, s.ctx, chromedp.Navigate(link))
 	s.confirm("49.90", "Applied Cryptography")

@@ -303,7 +303,8 @@ func exportWallet(root string, b *system.Bed, ch *system.Cardholder) (dir, passF
 	}
 	for name, data := range map[string][]byte{
 		wallet.FileKeyLabel: []byte(ch.Key.Label() + "\n"), wallet.FileCard: card,
-		wallet.FileChain: pki.EncodePEM(ch.Identity.Chain...), wallet.FileRoot: pki.EncodePEM(b.H.Root.Certificate()),
+		wallet.FileMaskedPAN: []byte(pki.MaskPAN(ch.Identity.Card.PAN) + "\n"),
+		wallet.FileChain:     pki.EncodePEM(ch.Identity.Chain...), wallet.FileRoot: pki.EncodePEM(b.H.Root.Certificate()),
 		wallet.FileCert: pki.EncodePEM(ch.Identity.Cert),
 	} {
 		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
