@@ -85,7 +85,7 @@ func newBrowser(t *testing.T, pins ...string) context.Context {
 	})
 	// The first run starts the browser, on the context it lives as long as (no timeout
 	// there: browse bounds each step instead).
-	require.NoError(t, chromedp.Do(ctx), "start chromium")
+	require.NoError(t, chromedp.Do(ctx, chromedp.EmulateViewport(1000, 700)), "start chromium")
 	return ctx
 }
 
@@ -127,9 +127,10 @@ func screenshotDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// screenshot saves the visible page as name.png.
+// screenshot saves the top of the page (1000x700) as name.png.
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
+	get(t, ctx, chromedp.Evaluate[bool]("window.scrollTo(0, 0), true"))
 	png := get(t, ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, os.WriteFile(filepath.Join(screenshotDir(t), name+".png"), png, 0o644))
 }
