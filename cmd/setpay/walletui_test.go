@@ -260,3 +260,58 @@ func TestWalletUIBinaryRefusesNonLoopback(t *testing.T) {
 		assert.Contains(t, r.stderr, "not a loopback address", addr)
 	}
 }
+
+// TestWalletUIBinaryRegistersCard: a card registered through `setpay wallet ui`
+// with the CA service (`ca serve`, each its own process of the built binary) gets
+// its certificate and its key in the wallet token; every page shows the card
+// number masked only, and the wallet directory is one `wallet buy` reads.
+func TestWalletUIBinaryRegistersCard(t *testing.T) {
+	if testing.Short() {
+		t.Skip("runs a whole CA; skipped with -short")
+	}
+	dir := t.TempDir()
+	c := cli{t: t, dir: dir}
+	c.run("hsm", "init-softhsm", "--softhsm-dir", "./var/softhsm", "--tokens", "setpay-root,setpay-ca,setpay-wallet")
+	c.run("ca", "init", "--softhsm-dir", "./var/softhsm", "--root-token", "setpay-root", "--token", "setpay-ca", "--ca-dir", "./var/ca", "--store", "sqlite:./var/setpay.db")
+	ctx, cancel := context.WithCancel(context.Background())
+	serve := setpayCmd(ctx, t, dir, nil, "ca", "serve", "--softhsm-dir", "./var/softhsm", "--listen", "127.0.0.1:0")
+	caLog := &lockedBuffer{}
+	serve.Stderr = caLog
+	t.Cleanup(func() {
+		cancel()
+		_ = serve.Wait()
+		if t.Failed() {
+			t.Logf("ca serve stderr:\n%s", caLog)
+		}
+	})
+	addr := startServer(t, serve, 30*time.Second)
+
+	ui := startWalletUI(t, dir, nil, "--wallet", "./var/wallet", "--softhsm-dir", "./var/softhsm", "--token", "setpay-wallet",
+		"--ca", addr, "--ca-root", "./var/ca/root.pem", "--ca-tls", "./var/ca/tls-ca.pem", "--ca-crls")
+	const pan, pass = "4111111111111111", "correct horse battery staple"
+	var bodies []string
+	code, body := ui.get("/register")
+	require.Equal(t, http.StatusOK, code)
+	bodies = append(bodies, body)
+	code, body = ui.post("/register", url.Values{"pan": {pan}, "expiry": {"12/30"}, "postal_code": {"99999"},
+		"passphrase": {pass}, "passphrase2": {pass}})
+	assert.Equal(t, http.StatusUnprocessableEntity, code, "the CA checks the postal code")
+	assert.Contains(t, body, "The card authority did not register card 411111******1111")
+	bodies = append(bodies, body)
+	code, body = ui.post("/register", url.Values{"pan": {pan}, "expiry": {"12/30"}, "postal_code": {"75001"},
+		"cardholder_name": {"Alice Example"}, "passphrase": {pass}, "passphrase2": {pass}})
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "Card 411111******1111 is registered.")
+	assert.Contains(t, body, "in a token")
+	bodies = append(bodies, body)
+	for _, b := range bodies {
+		assert.NotContains(t, b, pan)
+	}
+	for _, f := range []string{wallet.FileCert, wallet.FileCard, wallet.FileKeyLabel, wallet.FileMaskedPAN} {
+		assert.FileExists(t, filepath.Join(dir, "var", "wallet", f))
+	}
+	masked, err := wallet.MaskedPAN(filepath.Join(dir, "var", "wallet"))
+	require.NoError(t, err)
+	assert.Equal(t, "411111******1111", masked)
+	assert.NotContains(t, ui.log.String(), pan, "nor in the log")
+}
