@@ -107,8 +107,8 @@ type pending struct {
 // party describes a verified certificate for the confirmation page.
 type party struct {
 	ID, Subject, Issuer, Brand string
-	NotBefore, NotAfter     time.Time
-	Serial                  string
+	NotBefore, NotAfter        time.Time
+	Serial                     string
 }
 
 func describe(c *x509.Certificate, chain []*x509.Certificate) party {
