@@ -347,8 +347,10 @@ func (s *Server) handlePay(w http.ResponseWriter, r *http.Request, sess *session
 	rc, err := p.w.Send(ctx, p.sess, p.req)
 	if err != nil {
 		if unreachable(err) || setproto.ReasonOf(err) == setpb.Reason_GATEWAY_UNAVAILABLE {
-			// Kept: trying again sends the same request.
-			s.refuse(w, r, sess, "purchase", &endpointError{p.In.Endpoint, err})
+			// Kept: the confirmation again, whose Pay button sends the same request.
+			_, msg, code := explain("purchase", err)
+			s.cfg.Logger.InfoContext(r.Context(), "purchase not answered", "xid", p.Offer.Res.GetXid(), "err", err)
+			again(code, msg)
 			return
 		}
 		s.drop(sess, p.ID)
