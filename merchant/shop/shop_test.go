@@ -275,6 +275,15 @@ func TestShopOrderPageFollowsThePurchase(t *testing.T) {
 	r = buy(systemtest.Bob, poor)
 	assert.Equal(t, setpb.AuthResult_DECLINED_INSUFFICIENT_FUNDS, r.Result)
 	assert.Equal(t, "declined", state(poor))
+	_, body = b.get("/order/" + poor)
+	assert.Contains(t, body, "Pay with another card", "a declined order can still be paid")
+	assert.Contains(t, body, `id="wallet-link"`)
+	r = buy(systemtest.Alice, poor)
+	assert.Equal(t, setpb.AuthResult_APPROVED, r.Result)
+	assert.Equal(t, "authorized", state(poor))
+	_, body = b.get("/order/" + poor)
+	assert.Contains(t, body, "2 payment attempts")
+	assert.NotContains(t, body, `id="wallet-link"`, "a paid order offers no initiation")
 
 	// unknown references are refused by the merchant as offers
 	w, err := wallet.New(wallet.Config{Identity: f.bed.Cardholders[0].Identity, Trust: f.bed.NewTrust(), Merchant: localMerchant{f.m}, Brand: system.Brand})
