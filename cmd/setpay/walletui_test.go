@@ -4,6 +4,8 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"crypto/tls"
+	"html"
 	"io"
 	"net/http"
 	"net/http/cookiejar"
@@ -314,4 +316,64 @@ func TestWalletUIBinaryRegistersCard(t *testing.T) {
 	require.NoError(t, err)
 	assert.Equal(t, "411111******1111", masked)
 	assert.NotContains(t, ui.log.String(), pan, "nor in the log")
+}
+
+// TestWalletUIBinaryPaysStorefrontOrder: the whole web path as separate processes
+// of the built binary: the storefront (merchant serve with a shop block) checks out
+// a cart, its order page links to the wallet UI, the wallet UI verifies the
+// initiation and the merchant's offer, pays through the merchant and the gateway,
+// and the order page then shows the order authorized.
+func TestWalletUIBinaryPaysStorefrontOrder(t *testing.T) {
+	b := newMerchantBed(t)
+	dir := copyDemoWallet(t, b.root)
+	pass, err := os.ReadFile(filepath.Join(b.root, "wallet-alice.pass"))
+	require.NoError(t, err)
+	ui := startWalletUI(t, b.dir, b.env, "--wallet", dir, "--softhsm-dir", filepath.Join(b.root, "softhsm"), "--token", "setpay-wallet",
+		"--merchant-ca", filepath.Join(b.root, "pki", "tls-ca.pem"), "--crls", filepath.Join(b.root, "pki", "crls.pem"))
+
+	b.stopMerchant()
+	mc := readConfig[merchantConfig](t, b.merchantCfg)
+	mc.Shop = &shopConfig{Listen: "127.0.0.1:0", WalletURL: ui.url}
+	mc.Shop.TLS.Cert, mc.Shop.TLS.Key = mc.TLS.Cert, mc.TLS.Key
+	shop := strings.TrimSuffix(startShopMerchant(t, b.root, b.dir, mc), "/")
+
+	tlsCA, err := pool(filepath.Join(b.root, "pki", "tls-ca.pem"))
+	require.NoError(t, err)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	shopper := &http.Client{Jar: jar, Timeout: time.Minute, Transport: &http.Transport{TLSClientConfig: &tls.Config{RootCAs: tlsCA, MinVersion: tls.VersionTLS12}}}
+	read := func(res *http.Response, err error) string {
+		t.Helper()
+		require.NoError(t, err)
+		defer res.Body.Close()
+		body, err := io.ReadAll(res.Body)
+		require.NoError(t, err)
+		require.Equal(t, http.StatusOK, res.StatusCode, "%s", body)
+		return string(body)
+	}
+	body := read(shopper.Get(shop + "/"))
+	csrf := uiCSRF.FindStringSubmatch(body)
+	require.NotNil(t, csrf)
+	read(shopper.PostForm(shop+"/cart/add", url.Values{"csrf": {csrf[1]}, "offer": {"book"}, "quantity": {"2"}}))
+	order := read(shopper.PostForm(shop+"/checkout", url.Values{"csrf": {csrf[1]}}))
+	m := regexp.MustCompile(`id="wallet-link" href="([^"]+)"`).FindStringSubmatch(order)
+	require.NotNil(t, m, order)
+	walletLink := html.UnescapeString(m[1])
+	require.True(t, strings.HasPrefix(walletLink, ui.url+"/receive?initiation="), walletLink)
+	orderURL := regexp.MustCompile(`href="(/order/[^"/]+)"`).FindStringSubmatch(order)
+	require.NotNil(t, orderURL)
+
+	code, confirm := ui.get(strings.TrimPrefix(walletLink, ui.url))
+	require.Equal(t, http.StatusOK, code, confirm)
+	assert.Contains(t, confirm, "99.80 EUR", "two books")
+	assert.Contains(t, confirm, "bookshop-42")
+	assert.Contains(t, confirm, "gw-eu-1")
+	pend := regexp.MustCompile(`name="pending" value="([^"]+)"`).FindStringSubmatch(confirm)
+	require.NotNil(t, pend)
+	code, res := ui.post("/pay", url.Values{"pending": {pend[1]}, "card": {"main"}, "passphrase": {strings.TrimSpace(string(pass))}})
+	require.Equal(t, http.StatusOK, code, res)
+	assert.Contains(t, res, "Approved: APPROVED")
+
+	body = read(shopper.Get(shop + orderURL[1]))
+	assert.Contains(t, body, `data-state="authorized"`)
 }
