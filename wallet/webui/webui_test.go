@@ -657,3 +657,24 @@ func TestWalletUIPayWhileMerchantUnreachable(t *testing.T) {
 	bal, _ := e.b.Ledger.Balance(cards[systemtest.Alice].PAN)
 	assert.Equal(t, cards[systemtest.Alice].Balance-25_00, bal, "charged once")
 }
+
+// TestWalletUIDeclinedCard: with two cards the confirmation offers both; a card
+// the issuer declines shows the verified decline, recorded in the history.
+func TestWalletUIDeclinedCard(t *testing.T) {
+	e := newUIEnv(t, true)
+	writeWallet(t, filepath.Join(e.dir, "cards", "card-bob"), e.b, e.b.Cardholders[systemtest.Bob], []byte(pass))
+	b := e.browser(true)
+	code, body := b.get(link(e.initiation("book")))
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, `<label for="card-main" class="pan">411111******1111</label>`)
+	assert.Contains(t, body, `<label for="card-card-bob" class="pan">`+pki.MaskPAN(cards[systemtest.Bob].PAN)+`</label>`)
+	pend := pendingRE.FindStringSubmatch(body)
+	require.NotNil(t, pend)
+	code, body = b.post("/pay", url.Values{"pending": {pend[1]}, "card": {"card-bob"}, "passphrase": {pass}})
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "Not approved: DECLINED_INSUFFICIENT_FUNDS")
+	assert.Contains(t, body, pki.MaskPAN(cards[systemtest.Bob].PAN))
+	_, body = b.get("/history")
+	assert.Contains(t, body, "DECLINED_INSUFFICIENT_FUNDS")
+	assert.NotContains(t, body, cards[systemtest.Bob].PAN)
+}
