@@ -398,9 +398,11 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	p.m.Register(gs)
 	reg.InitGRPCServer(gs)
-	if err := startShop(ctx, env, &cfg, p); err != nil {
+	stopShop, err := startShop(ctx, env, &cfg, p)
+	if err != nil {
 		return err
 	}
+	defer stopShop()
 	health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
 	if err := startConsole(ctx, env, &cfg, p); err != nil {
 		return err

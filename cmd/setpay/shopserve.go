@@ -5,6 +5,7 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/url"
@@ -95,24 +96,26 @@ func (s *shopConfig) offerBook(db store.DB) merchant.OfferBook {
 }
 
 // startShop serves the storefront on its own HTTPS listener, with the TLS key in
-// the merchant's token, until ctx ends; it prints "storefront on https://ADDR/".
-// Nothing when the configuration has no shop block.
-func startShop(ctx context.Context, env *cliEnv, cfg *merchantConfig, p *merchantParty) error {
+// the merchant's token; it prints "storefront on https://ADDR/". stop ends it,
+// waiting (up to 5s) for requests in flight, before the merchant closes its store
+// and token. Nothing when the configuration has no shop block.
+func startShop(ctx context.Context, env *cliEnv, cfg *merchantConfig, p *merchantParty) (stop func(), err error) {
+	stop = func() {}
 	sc := cfg.Shop
 	if sc == nil {
-		return nil
+		return stop, nil
 	}
 	id, err := p.tlsIdentity(ctx, "shop.tls.cert", sc.TLS.Cert, "shop.tls.key", sc.TLS.Key)
 	if err != nil {
-		return err
+		return stop, err
 	}
 	u, err := hsm.ParseURI(cfg.ChallengeKey)
 	if err != nil {
-		return fmt.Errorf("challenge_key: %w", err)
+		return stop, fmt.Errorf("challenge_key: %w", err)
 	}
 	macKey, err := p.tok.SecretKeyByURI(ctx, u)
 	if err != nil {
-		return fmt.Errorf("challenge_key: %w", err)
+		return stop, fmt.Errorf("challenge_key: %w", err)
 	}
 	endpoint := sc.SETAddress
 	if endpoint == "" {
@@ -130,18 +133,17 @@ func startShop(ctx context.Context, env *cliEnv, cfg *merchantConfig, p *merchan
 		Offers: cfg.Offers, Endpoint: endpoint, ServerName: serverName, WalletURL: sc.WalletURL, MaxQuantity: sc.MaxQuantity,
 		InitiationValidity: validity, Logger: env.logger})
 	if err != nil {
-		return fmt.Errorf("shop: %w", err)
+		return stop, fmt.Errorf("shop: %w", err)
 	}
 	lis, err := net.Listen("tcp", sc.Listen)
 	if err != nil {
-		return fmt.Errorf("shop.listen: %w", err)
+		return stop, fmt.Errorf("shop.listen: %w", err)
 	}
 	srv := &http.Server{
 		Handler:           s.Handler(),
 		TLSConfig:         &tls.Config{MinVersion: tls.VersionTLS12, Certificates: []tls.Certificate{id.TLSCertificate()}},
 		ReadHeaderTimeout: 10 * time.Second, ReadTimeout: 30 * time.Second, WriteTimeout: 30 * time.Second, IdleTimeout: 2 * time.Minute,
-		MaxHeaderBytes: 16 << 10,
-		ErrorLog:       nil,
+		MaxHeaderBytes: 16 << 10, ErrorLog: slog.NewLogLogger(env.logger.Handler(), slog.LevelWarn),
 	}
 	fmt.Fprintf(env.stdout, "storefront on https://%s/\n", lis.Addr())
 	go func() {
@@ -149,11 +151,9 @@ func startShop(ctx context.Context, env *cliEnv, cfg *merchantConfig, p *merchan
 			env.logger.Error("storefront stopped", "err", err)
 		}
 	}()
-	go func() {
-		<-ctx.Done()
+	return func() {
 		sctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
 		_ = srv.Shutdown(sctx)
-	}()
-	return nil
+	}, nil
 }

@@ -29,8 +29,8 @@ func runWalletUI(ctx context.Context, env *cliEnv, args []string) error {
 	tf := tokenFlagsOn(fs)
 	rf := regFlagsOn(fs)
 	dir := fs.String("wallet", "./var/wallet", "wallet directory (made by 'setpay wallet register', or created and filled by the UI)")
-	listen := fs.String("listen", webui.DefaultListen, "loopback address to serve on (127.0.0.1:PORT or [::1]:PORT; others are refused)")
-	merchantCA := fs.String("merchant-ca", "", "PEM of the CA(s) of merchants' TLS certificates (default: the system's roots)")
+	listen := fs.String("listen", webui.DefaultListen, "loopback address to listen on (127.0.0.1:PORT or [::1]:PORT; others are refused)")
+	merchantCA := fs.String("merchant-ca", "", "PEM of the CA of the merchant's TLS certificate (default: the system's roots)")
 	brand := fs.String("brand", "SETPay", "card brand")
 	var crlFiles listFlag
 	fs.Var(&crlFiles, "crls", "PEM file(s) of current CRLs, read again before every verification (revocation is always checked)")

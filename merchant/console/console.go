@@ -573,7 +573,7 @@ func (c *Console) outcome(p *page, s session, action, subject string, out *merch
 		p.Error = "Not sent: " + fieldLabel(ie.Field) + ": " + ie.Problem + "."
 		return http.StatusBadRequest
 	case reason == setpb.Reason_GATEWAY_UNAVAILABLE || errors.Is(err, context.DeadlineExceeded):
-		p.Error = "The gateway could not be reached; nothing was changed that a retry would repeat. Try again."
+		p.Error = "The gateway did not answer. Sending the same form again is safe: the same request is never applied twice."
 		return http.StatusBadGateway
 	case reason != setpb.Reason_REASON_UNSPECIFIED && reason != setpb.Reason_INTERNAL:
 		p.Error = "Refused (" + reason.String() + "): " + reasonWords(reason) + " Detail: " + errorText(err)

@@ -483,3 +483,19 @@ func TestConsoleClientCertificate(t *testing.T) {
 	_, err = b.browser(t, nil).c.Get(b.url + "/")
 	assert.Error(t, err, "no client certificate, no connection")
 }
+
+// TestConsoleClientCertificateAndLogin: with client_ca and a users file both are
+// required: the certificate's holder still logs in, and the session is bound to the
+// certificate it was made with.
+func TestConsoleClientCertificateAndLogin(t *testing.T) {
+	b := newBed(t, func(c *console.Config) { c.ClientCert = true })
+	k, err := b.merTok.GenerateKey(context.Background(), hsm.KeySpec{Label: "console-client", Algorithm: hsm.ECDSAP256, Usage: hsm.UsageSign})
+	require.NoError(t, err)
+	id, err := b.TLS.IssueClient(operator, k, time.Hour)
+	require.NoError(t, err)
+	cert := id.TLSCertificate()
+	br := b.browser(t, &cert)
+	assert.Equal(t, http.StatusSeeOther, br.get("/").status, "a certificate alone is not enough")
+	br.loggedIn()
+	assert.Contains(t, br.get("/").body, "Signed in as "+operator)
+}

@@ -417,6 +417,7 @@ type orderData struct {
 	Attempts   int
 	WalletLink string
 	Expired    bool
+	Payable    bool // nobody paid yet, or the last attempt was declined: the initiation is offered
 }
 
 func (s *Shop) loadOrder(w http.ResponseWriter, r *http.Request) *Order {
@@ -447,12 +448,17 @@ func (s *Shop) order(w http.ResponseWriter, r *http.Request) {
 	if len(ps) > 0 {
 		d.State = string(ps[0].State)
 	}
+	retry := d.State == string(merchant.StateDeclined) || d.State == string(merchant.StateRefused)
+	d.Payable = (d.State == "" || retry) && !d.Expired
 	// The page reloads itself (no script) while the state can still change.
-	refresh := 3
-	if final(d.State) || (d.State == "" && d.Expired) {
-		refresh = 0
-	} else if d.State != "" && d.State != string(merchant.StatePending) {
-		refresh = 15 // authorized: the operator may still capture or refund
+	refresh := 0
+	switch {
+	case d.State == "" || d.State == string(merchant.StatePending) || retry:
+		if d.Payable || d.State == string(merchant.StatePending) {
+			refresh = 3 // a wallet may be paying now
+		}
+	case !final(d.State):
+		refresh = 15 // authorized or captured: the operator may still capture or refund
 	}
 	s.render(w, r, http.StatusOK, "order", page{Title: "Order " + o.Ref, Refresh: refresh, Data: d})
 }

@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -275,6 +276,15 @@ func TestShopOrderPageFollowsThePurchase(t *testing.T) {
 	r = buy(systemtest.Bob, poor)
 	assert.Equal(t, setpb.AuthResult_DECLINED_INSUFFICIENT_FUNDS, r.Result)
 	assert.Equal(t, "declined", state(poor))
+	_, body = b.get("/order/" + poor)
+	assert.Contains(t, body, "Pay with another card", "a declined order can still be paid")
+	assert.Contains(t, body, `id="wallet-link"`)
+	r = buy(systemtest.Alice, poor)
+	assert.Equal(t, setpb.AuthResult_APPROVED, r.Result)
+	assert.Equal(t, "authorized", state(poor))
+	_, body = b.get("/order/" + poor)
+	assert.Contains(t, body, "2 payment attempts")
+	assert.NotContains(t, body, `id="wallet-link"`, "a paid order offers no initiation")
 
 	// unknown references are refused by the merchant as offers
 	w, err := wallet.New(wallet.Config{Identity: f.bed.Cardholders[0].Identity, Trust: f.bed.NewTrust(), Merchant: localMerchant{f.m}, Brand: system.Brand})
@@ -362,4 +372,49 @@ func TestShopRefusesForms(t *testing.T) {
 			assertSecurityHeaders(t, res)
 		}
 	})
+}
+
+// TestShopOrderExpires: after its initiation's expiry the order page says so in
+// words and offers no initiation, and the merchant's offer book stops offering the
+// order once the merchant's initiation validity has passed too.
+func TestShopOrderExpires(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	now := time.Now()
+	var at atomic.Int64 // the shop's clock, moved by the test
+	at.Store(now.UnixNano())
+	clock := func() time.Time { return time.Unix(0, at.Load()) }
+	s, err := shop.New(shop.Config{Sign: f.bed.MerchantEnt.Sign, MACKey: f.bed.ChallengeKey, Store: f.bed.MerchantDB, MerchantID: "shop-1",
+		Brands: []string{system.Brand}, Offers: systemtest.Offers(), Endpoint: f.bed.MerchantAddr, ServerName: "127.0.0.1",
+		InitiationValidity: 10 * time.Minute, Clock: clock})
+	require.NoError(t, err)
+	srv := httptest.NewTLSServer(s.Handler())
+	t.Cleanup(srv.Close)
+	f.srv = srv
+	b := f.browser(t)
+	ref := b.checkout(map[string]string{"book": "1"})
+
+	book := &shop.Book{DB: f.bed.MerchantDB, Clock: clock}
+	o, ok, err := book.Offer(ctx, ref)
+	require.NoError(t, err)
+	require.True(t, ok)
+	assert.Equal(t, int64(25_00), o.Amount)
+
+	at.Store(now.Add(11 * time.Minute).UnixNano())
+	res, body := b.get("/order/" + ref)
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	assert.Contains(t, body, "This payment initiation expired")
+	assert.NotContains(t, body, `id="wallet-link"`)
+	assert.NotContains(t, body, `http-equiv="refresh"`)
+	_, ok, err = book.Offer(ctx, ref)
+	require.NoError(t, err)
+	assert.True(t, ok, "a purchase initiated just before expiry may still complete")
+
+	at.Store(now.Add(10*time.Minute + merchant.DefaultInitValidity + time.Second).UnixNano())
+	_, ok, err = book.Offer(ctx, ref)
+	require.NoError(t, err)
+	assert.False(t, ok)
+	_, ok, err = book.Offer(ctx, "o-AAAAAAAAAAAAAAAAAAAAAA")
+	require.NoError(t, err)
+	assert.False(t, ok, "an unknown reference is no offer")
 }

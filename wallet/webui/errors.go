@@ -49,8 +49,13 @@ func (s *Server) refuse(w http.ResponseWriter, r *http.Request, sess *session, s
 func explain(stage string, err error) (title, msg string, code int) {
 	const nothing = " Nothing was paid."
 	if stage == "connect" || unreachable(err) {
-		return "Merchant unreachable", "The merchant's payment service cannot be reached: no answer from it." +
-			map[bool]string{true: " Nothing was paid.", false: ""}[stage != "inquiry"] + " Try again later, or ask the shop.", http.StatusBadGateway
+		switch stage {
+		case "purchase":
+			return "No answer from the merchant", "The merchant's payment service did not answer the purchase. Try again: the wallet sends the same request, which the merchant answers once, so you cannot pay twice.", http.StatusBadGateway
+		case "inquiry":
+			return "Merchant unreachable", "The merchant's payment service cannot be reached: no answer from it. Try again later.", http.StatusBadGateway
+		}
+		return "Merchant unreachable", "The merchant's payment service cannot be reached: no answer from it. Nothing was paid. Try again later, or ask the shop.", http.StatusBadGateway
 	}
 	who := "the merchant"
 	switch stage {

@@ -106,18 +106,15 @@ type pending struct {
 
 // party describes a verified certificate for the confirmation page.
 type party struct {
-	ID, Name, Issuer, Brand string
-	NotBefore, NotAfter     time.Time
-	Serial                  string
+	ID, Subject, Issuer, Brand string
+	NotBefore, NotAfter        time.Time
+	Serial                     string
 }
 
 func describe(c *x509.Certificate, chain []*x509.Certificate) party {
-	p := party{Name: c.Subject.String(), Issuer: c.Issuer.CommonName, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Serial: c.SerialNumber.Text(16)}
+	p := party{Subject: c.Subject.String(), Issuer: c.Issuer.CommonName, NotBefore: c.NotBefore, NotAfter: c.NotAfter, Serial: c.SerialNumber.Text(16)}
 	if _, id, err := pki.EntityID(c); err == nil {
 		p.ID = id
-	}
-	if len(c.Subject.Organization) > 0 {
-		p.Name = c.Subject.Organization[0]
 	}
 	for _, ca := range chain {
 		if r, err := pki.RoleOf(ca); err == nil && r == pki.RoleBrand {
@@ -350,8 +347,10 @@ func (s *Server) handlePay(w http.ResponseWriter, r *http.Request, sess *session
 	rc, err := p.w.Send(ctx, p.sess, p.req)
 	if err != nil {
 		if unreachable(err) || setproto.ReasonOf(err) == setpb.Reason_GATEWAY_UNAVAILABLE {
-			// Kept: trying again sends the same request.
-			s.refuse(w, r, sess, "purchase", &endpointError{p.In.Endpoint, err})
+			// Kept: the confirmation again, whose Pay button sends the same request.
+			_, msg, code := explain("purchase", err)
+			s.cfg.Logger.InfoContext(r.Context(), "purchase not answered", "xid", p.Offer.Res.GetXid(), "err", err)
+			again(code, msg)
 			return
 		}
 		s.drop(sess, p.ID)

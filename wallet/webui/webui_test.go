@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -558,4 +559,122 @@ func TestWalletUIPurchasesAndHistory(t *testing.T) {
 	_, body = b.get("/history")
 	assert.Contains(t, body, "captured (")
 	assert.Contains(t, body, "authorized (")
+}
+
+// proxy forwards TCP connections to a target until stopped, so a test can take a
+// merchant off the network and bring it back on the same address.
+type proxy struct {
+	t      *testing.T
+	addr   string
+	target string
+	mu     sync.Mutex
+	l      net.Listener
+	conns  []net.Conn
+}
+
+func newProxy(t *testing.T, target string) *proxy {
+	p := &proxy{t: t, target: target}
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	p.addr = l.Addr().String()
+	p.serve(l)
+	t.Cleanup(p.stop)
+	return p
+}
+
+func (p *proxy) serve(l net.Listener) {
+	p.mu.Lock()
+	p.l = l
+	p.mu.Unlock()
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			u, err := net.Dial("tcp", p.target)
+			if err != nil {
+				_ = c.Close()
+				continue
+			}
+			p.mu.Lock()
+			p.conns = append(p.conns, c, u)
+			p.mu.Unlock()
+			go func() { _, _ = io.Copy(u, c); _ = u.Close() }()
+			go func() { _, _ = io.Copy(c, u); _ = c.Close() }()
+		}
+	}()
+}
+
+func (p *proxy) stop() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.l != nil {
+		_ = p.l.Close()
+		p.l = nil
+	}
+	for _, c := range p.conns {
+		_ = c.Close()
+	}
+	p.conns = nil
+}
+
+func (p *proxy) start() {
+	l, err := net.Listen("tcp", p.addr)
+	require.NoError(p.t, err)
+	p.serve(l)
+}
+
+// TestWalletUIPayWhileMerchantUnreachable: the merchant drops off the network
+// between the confirmation and the payment: the page says the merchant did not
+// answer and keeps the confirmation; once it is back, paying again sends the same
+// request and the card is charged once.
+func TestWalletUIPayWhileMerchantUnreachable(t *testing.T) {
+	e := newUIEnv(t, true)
+	p := newProxy(t, e.b.MerchantAddr)
+	b := e.browser(true)
+	code, body := b.get(link(e.initiation("book", func(in *setproto.Initiation) { in.Endpoint = p.addr })))
+	require.Equal(t, http.StatusOK, code, body)
+	pend := pendingRE.FindStringSubmatch(body)
+	require.NotNil(t, pend)
+	p.stop()
+	code, body = b.post("/pay", url.Values{"pending": {pend[1]}, "card": {"main"}, "passphrase": {pass}})
+	assert.Equal(t, http.StatusBadGateway, code)
+	assert.Contains(t, body, "did not answer the purchase. Try again")
+	assert.Contains(t, body, `name="pending" value="`+pend[1]+`"`, "the confirmation stays")
+	p.start()
+	// The cardholder presses Pay again until the connection is back (gRPC reconnects
+	// with a backoff).
+	for i := 0; i < 100; i++ {
+		code, body = b.post("/pay", url.Values{"pending": {pend[1]}, "card": {"main"}, "passphrase": {pass}})
+		if code != http.StatusBadGateway {
+			break
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "Approved: APPROVED")
+	bal, _ := e.b.Ledger.Balance(cards[systemtest.Alice].PAN)
+	assert.Equal(t, cards[systemtest.Alice].Balance-25_00, bal, "charged once")
+}
+
+// TestWalletUIDeclinedCard: with two cards the confirmation offers both; a card
+// the issuer declines shows the verified decline, recorded in the history.
+func TestWalletUIDeclinedCard(t *testing.T) {
+	e := newUIEnv(t, true)
+	writeWallet(t, filepath.Join(e.dir, "cards", "card-bob"), e.b, e.b.Cardholders[systemtest.Bob], []byte(pass))
+	b := e.browser(true)
+	code, body := b.get(link(e.initiation("book")))
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, `<label for="card-main" class="pan">411111******1111</label>`)
+	assert.Contains(t, body, `<label for="card-card-bob" class="pan">`+pki.MaskPAN(cards[systemtest.Bob].PAN)+`</label>`)
+	pend := pendingRE.FindStringSubmatch(body)
+	require.NotNil(t, pend)
+	code, body = b.post("/pay", url.Values{"pending": {pend[1]}, "card": {"card-bob"}, "passphrase": {pass}})
+	require.Equal(t, http.StatusOK, code, body)
+	assert.Contains(t, body, "Not approved: DECLINED_INSUFFICIENT_FUNDS")
+	assert.Contains(t, body, pki.MaskPAN(cards[systemtest.Bob].PAN))
+	_, body = b.get("/history")
+	assert.Contains(t, body, "DECLINED_INSUFFICIENT_FUNDS")
+	assert.NotContains(t, body, cards[systemtest.Bob].PAN)
 }
