@@ -8,8 +8,10 @@ deps:
 	@bash scripts/install-deps.sh
 
 # The main job: the end-to-end run on an embedded SoftHSM token and an embedded store.
+# `make demo WEB=1` (setpay demo --web) then serves the storefront, the merchant console
+# and Alice's wallet UI on loopback, printing their URLs, until Ctrl-C.
 demo: deps
-	$(GO) run ./cmd/setpay demo --var $(VAR)/demo
+	$(GO) run ./cmd/setpay demo --var $(VAR)/demo $(if $(WEB),--web)
 
 # The revision is linked in too, for builds the toolchain cannot stamp (git worktrees,
 # GOFLAGS=-buildvcs=false); `setpay version` and setpay_build_info report it.

@@ -16,6 +16,7 @@ import (
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/merchant/shop"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
@@ -23,6 +24,7 @@ import (
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/wallet"
+	"github.com/setpay/setpay/wallet/webui"
 )
 
 // runDemo is the README's main job: a whole SET system in one process on an embedded
@@ -31,8 +33,16 @@ import (
 func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay demo", env)
 	varDir := fs.String("var", "./var/demo", "directory for the embedded tokens and stores: new, empty, or made by an earlier demo")
+	web := fs.Bool("web", false, "after the transcript, serve the storefront, the merchant console and Alice's wallet UI on loopback until interrupted (Ctrl-C)")
+	var at demoWebListens
+	fs.StringVar(&at.shop, "shop-listen", "127.0.0.1:8443", "with --web: the storefront's address")
+	fs.StringVar(&at.console, "console-listen", "127.0.0.1:8444", "with --web: the merchant console's address")
+	fs.StringVar(&at.wallet, "wallet-listen", webui.DefaultListen, "with --web: the wallet UI's address (loopback only)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected arguments %q", fs.Args())
 	}
 	began := time.Now()
 	root := mustAbs(*varDir)
@@ -92,6 +102,12 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		Merchant: tokens["setpay-merchant"], Wallet: tokens["setpay-wallet"], TLS: tokens["setpay-tls"],
 		GatewayDSN: "sqlite:" + filepath.Join(root, "gateway.db"), MerchantDSN: "sqlite:" + filepath.Join(root, "merchant.db"),
 		GatewayID: "gw-eu-1", MerchantID: "bookshop-42", Offers: offers, Cards: cards, Logger: env.logger,
+		MerchantOfferBook: func(db store.DB) merchant.OfferBook {
+			if !*web {
+				return nil
+			}
+			return shop.NewBook(db) // the storefront's checkouts
+		},
 	}, nil, nil)
 	if err != nil {
 		return err
@@ -158,6 +174,9 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	for _, c := range cmds {
 		fmt.Fprintf(w, "  %s\n", c)
 	}
+	if *web {
+		return serveDemoWeb(ctx, env, root, b, tokens["setpay-wallet"], offers, at)
+	}
 	return nil
 }
 
@@ -166,7 +185,7 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 const demoMarker = ".setpay-demo"
 
 // demoOwned is what the demo creates in its directory, and all that it resets.
-var demoOwned = []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "wallet-bob", "wallet-bob.pass", "gateway.yaml", "merchant.yaml", "issuer-ledger.yaml",
+var demoOwned = []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "wallet-bob", "wallet-bob.pass", "console-users", "console-password", "gateway.yaml", "merchant.yaml", "issuer-ledger.yaml",
 	"gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"}
 
 // resetDemoDir prepares root for a demo run: a missing or empty directory is created
