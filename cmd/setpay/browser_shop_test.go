@@ -161,21 +161,28 @@ func TestBrowserPurchaseFromStorefrontThroughWallet(t *testing.T) {
 	screenshot(t, orderTab, "order")
 }
 
-// TestBrowserDeclinedCard: Bob's card (10.00 left) buys two books; his wallet shows
-// the gateway's decline, and the storefront's order page shows the order declined.
+// TestBrowserDeclinedCard: Bob's card (10.00 left) buys two books; a wrong passphrase
+// is refused on the page, then with his passphrase the wallet shows the gateway's
+// decline, and the storefront's order page shows the order declined.
 func TestBrowserDeclinedCard(t *testing.T) {
 	b := newWebBed(t, "bob")
 	s := newShopper(t, b, "bob")
 	orderURL := s.checkout("book", "2", "99.80", false)
 	browse(t, s.ctx, chromedp.Navigate(s.walletLink()))
 	s.confirm("99.80", "Applied Cryptography")
+	// A wrong passphrase first: refused in words, nothing paid, the form again.
+	fill(t, s.ctx, "#passphrase", "not Bob's passphrase")
+	clickAndLoad(t, s.ctx, "form[action='/pay'] button[type=submit]")
+	page := pageText(t, s.ctx)
+	assert.Contains(t, page, "wrong passphrase for card 555555******4444")
+	assert.Contains(t, page, "Nothing was paid")
 	outcome := s.pay(b.passphrase("bob"))
 	assert.Contains(t, outcome, "Not approved")
 	assert.NotContains(t, outcome, "Approved:")
 	screenshot(t, s.ctx, "wallet-declined")
 
 	browse(t, s.ctx, chromedp.Navigate(orderURL))
-	waitState(t, s.ctx, "declined")
+	assert.Contains(t, waitState(t, s.ctx, "declined"), "Declined")
 	assertNoPAN(t, pageText(t, s.ctx))
 	screenshot(t, s.ctx, "order-declined")
 }
