@@ -37,7 +37,6 @@ type webBed struct {
 	pin string
 	// operator's console login.
 	operator, password string
-	logs               map[string]*lockedBuffer
 }
 
 // newWebBed starts the gateway, a wallet UI for each cardholder named, and the merchant
@@ -47,7 +46,7 @@ func newWebBed(t *testing.T, cardholders ...string) *webBed {
 	t.Helper()
 	root := demoFixture(t)
 	b := &webBed{t: t, root: root, dir: t.TempDir(), env: []string{"SOFTHSM2_CONF=" + filepath.Join(root, "softhsm", "softhsm2.conf")},
-		wallets: map[string]string{}, logs: map[string]*lockedBuffer{}, operator: "operator", password: "correct horse battery staple"}
+		wallets: map[string]string{}, operator: "operator", password: "correct horse battery staple"}
 	ctx := context.Background()
 	dsn := func(name string) string {
 		d := "sqlite:" + filepath.Join(b.dir, name)
@@ -148,7 +147,6 @@ func (b *webBed) start(name string, announce []string, args ...string) map[strin
 	cmd := setpayCmd(ctx, b.t, b.dir, b.env, args...)
 	log := &lockedBuffer{}
 	cmd.Stderr = log
-	b.logs[name] = log
 	b.t.Cleanup(func() {
 		cancel()
 		_ = cmd.Wait()

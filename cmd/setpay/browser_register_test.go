@@ -26,7 +26,7 @@ func TestBrowserWalletRegistersACardWithTheCCA(t *testing.T) {
 	c.run("hsm", "init-softhsm", "--softhsm-dir", "tokens/wallet", "--tokens", "setpay-wallet")
 	c.run("ca", "init", "--softhsm-dir", "tokens/ca", "--root-token", "setpay-root", "--token", "setpay-ca",
 		"--ca-dir", "ca", "--store", "sqlite:ca/ca.db")
-	w := &webBed{t: t, dir: dir, logs: map[string]*lockedBuffer{}}
+	w := &webBed{t: t, dir: dir} // for its start: each service stopped when the test ends
 	caAddr := w.start("ca", []string{"listening on "}, "ca", "serve", "--ca-dir", "ca", "--softhsm-dir", "tokens/ca", "--listen", "127.0.0.1:0")["listening on "]
 	walletURL := w.start("wallet-carol", []string{"wallet UI on "}, "wallet", "ui", "--wallet", "wallets/carol",
 		"--softhsm-dir", "tokens/wallet", "--token", "setpay-wallet", "--crls", filepath.Join("ca", "crls.pem"),
