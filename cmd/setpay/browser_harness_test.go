@@ -13,7 +13,9 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -96,25 +98,43 @@ const browseTimeout = time.Minute
 // browse runs steps in the tab, each call bounded by browseTimeout.
 func browse(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	sctx, cancel := context.WithTimeout(ctx, browseTimeout)
-	defer cancel()
-	require.NoError(t, chromedp.Do(sctx, steps...))
+	get(t, ctx, chromedp.Steps(steps...))
 }
 
-// get runs one action that returns a value in the tab, bounded like browse.
+// get runs one action in the tab and returns its value, bounded like browse. An
+// action that failed because the DOM it had looked up was replaced under it (the
+// page's document was rebuilt after its load) is run again: such a failure happens
+// before the action did anything.
 func get[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, browseTimeout)
 	defer cancel()
-	v, err := chromedp.Run(sctx, a)
-	require.NoError(t, err)
-	return v
+	for {
+		v, err := chromedp.Run(sctx, a)
+		if err == nil || !staleDOM(err) || sctx.Err() != nil {
+			require.NoError(t, err)
+			return v
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+// staleDOM reports a DevTools error for a node or execution context that no longer
+// exists.
+func staleDOM(err error) bool {
+	for _, m := range []string{"No node with given id found", "Could not find node with given id",
+		"Cannot find context with specified id", "Execution context was destroyed", "does not belong to the document"} {
+		if strings.Contains(err.Error(), m) {
+			return true
+		}
+	}
+	return false
 }
 
 // pageText is the visible text of the page's body.
 func pageText(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	return get(t, ctx, chromedp.Text(chromedp.CSS("body")))
+	return get(t, ctx, chromedp.Evaluate[string]("document.body.innerText"))
 }
 
 // screenshotDir is where the tests save a screenshot of each page: $SETPAY_SCREENSHOTS
@@ -218,8 +238,13 @@ func fill(t *testing.T, ctx context.Context, sel, v string) {
 	browse(t, ctx, chromedp.Clear(chromedp.CSS(sel)), chromedp.SendKeys(chromedp.CSS(sel), v, chromedp.NodeVisible))
 }
 
-// textOf is the visible text of the first element sel.
+// textOf is the visible text of the first element sel, which must be on the page.
 func textOf(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	return get(t, ctx, chromedp.Text(chromedp.CSS(sel), chromedp.NodeVisible))
+	q, err := json.Marshal(sel)
+	require.NoError(t, err)
+	js := fmt.Sprintf("(e => e === null ? null : e.innerText)(document.querySelector(%s))", q)
+	v := get(t, ctx, chromedp.Evaluate[*string](js))
+	require.NotNil(t, v, "no %s on the page:\n%s", sel, pageText(t, ctx))
+	return *v
 }
