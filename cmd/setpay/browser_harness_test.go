@@ -22,6 +22,7 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
 
@@ -145,12 +146,30 @@ func screenshotDir(t *testing.T) string {
 	return t.TempDir()
 }
 
-// screenshot saves the top of the page (1000x700) as name.png.
+// screenshot saves the top of the page (1000x700) as name.png, after checking that
+// every control on it has a label (assertLabelled).
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
+	assertLabelled(t, ctx, name)
 	get(t, ctx, chromedp.Evaluate[bool]("window.scrollTo(0, 0), true"))
 	png := get(t, ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, os.WriteFile(filepath.Join(screenshotDir(t), name+".png"), png, 0o644))
+}
+
+// unlabelledJS lists the page's visible form controls that have no accessible name:
+// no <label for>, no enclosing <label>, no aria-label(ledby); a button's own text
+// names it.
+const unlabelledJS = `Array.from(document.querySelectorAll('input, select, textarea, button'))
+  .filter(e => e.type !== 'hidden')
+  .filter(e => !(e.labels && e.labels.length) && !e.getAttribute('aria-label') && !e.getAttribute('aria-labelledby') &&
+    !(e.tagName === 'BUTTON' && e.textContent.trim()))
+  .map(e => e.outerHTML)`
+
+// assertLabelled checks that every control on the page has a label, so a screen
+// reader names it.
+func assertLabelled(t *testing.T, ctx context.Context, page string) {
+	t.Helper()
+	assert.Empty(t, get(t, ctx, chromedp.Evaluate[[]string](unlabelledJS)), "controls without a label on %s", page)
 }
 
 // waitFor polls the JavaScript predicate js in the tab until it is true, through page
