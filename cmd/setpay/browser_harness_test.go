@@ -207,12 +207,18 @@ func fill(t *testing.T, ctx context.Context, sel, v string) {
 	browse(t, ctx, chromedp.Clear(chromedp.CSS(sel)), chromedp.SendKeys(chromedp.CSS(sel), v, chromedp.NodeVisible))
 }
 
+// jsString is s as a JavaScript string literal.
+func jsString(t *testing.T, s string) string {
+	t.Helper()
+	q, err := json.Marshal(s)
+	require.NoError(t, err)
+	return string(q)
+}
+
 // textOf is the visible text of the first element sel, which must be on the page.
 func textOf(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
-	q, err := json.Marshal(sel)
-	require.NoError(t, err)
-	js := fmt.Sprintf("(e => e === null ? null : e.innerText)(document.querySelector(%s))", q)
+	js := fmt.Sprintf("(e => e === null ? null : e.innerText)(document.querySelector(%s))", jsString(t, sel))
 	v := get(t, ctx, chromedp.Evaluate[*string](js))
 	require.NotNil(t, v, "no %s on the page:\n%s", sel, pageText(t, ctx))
 	return *v
