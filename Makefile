@@ -2,14 +2,16 @@
 GO ?= go
 VAR ?= ./var
 
-.PHONY: demo test test-tpm2 fuzz deps vet bench-sign clean build install cover-cli
+.PHONY: demo test test-tpm2 test-browser browser-deps fuzz deps vet bench-sign clean build install cover-cli
 
 deps:
 	@bash scripts/install-deps.sh
 
 # The main job: the end-to-end run on an embedded SoftHSM token and an embedded store.
+# `make demo WEB=1` (setpay demo --web) then serves the storefront, the merchant console
+# and Alice's wallet UI on loopback, printing their URLs, until Ctrl-C.
 demo: deps
-	$(GO) run ./cmd/setpay demo --var $(VAR)/demo
+	$(GO) run ./cmd/setpay demo --var $(VAR)/demo $(if $(WEB),--web)
 	@echo "make demo ran every party in one process; docs/operate.md runs each as a separate service (make build, then the guide)."
 
 # The revision is linked in too, for builds the toolchain cannot stamp (git worktrees,
@@ -38,6 +40,16 @@ vet:
 # SQLite, and a throwaway PostgreSQL cluster (scripts/pg-test.sh installs and starts it).
 test: deps vet
 	GO=$(GO) bash scripts/pg-test.sh run bash scripts/test.sh
+
+# The web faces in a real browser: Debian's chromium, headless, driven by chromedp
+# (build tag "browser", so `make test` leaves them out). The services run as separate
+# processes of the built binary; each page's screenshot goes to SCREENSHOTS.
+SCREENSHOTS ?= $(CURDIR)/docs/screenshots
+browser-deps:
+	@bash scripts/browser-deps.sh
+
+test-browser: deps browser-deps
+	SETPAY_SCREENSHOTS=$(SCREENSHOTS) $(GO) test -tags browser -count=1 -timeout 15m -run '^TestBrowser' -v ./cmd/setpay/
 
 # Token-layer tests on a second PKCS#11 module: tpm2-pkcs11 over a software TPM
 # (scripts/tpm2-test.sh installs and starts swtpm + tpm2-abrmd, and tears them down).

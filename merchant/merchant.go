@@ -59,6 +59,10 @@ type Config struct {
 	GatewayChain []*x509.Certificate
 	Gateway      setpb.GatewayClient
 	Offers       []Offer
+	// OfferBook, if set, is asked for the offers not in Offers: the storefront
+	// registers each checkout as an offer of its own (its order reference as the
+	// offer ID, the cart's total as the amount).
+	OfferBook OfferBook
 	// ChallengeKey derives the merchant's challenges and its authorization pair IDs
 	// from the XID, so they need no storage: a MAC key in the merchant's token
 	// (*hsm.SecretKey). It is required, and it must outlive the process: a purchase
@@ -71,6 +75,30 @@ type Config struct {
 	Envelope     setproto.EnvelopeOptions
 	Clock        func() time.Time
 	Logger       *slog.Logger
+}
+
+// OfferBook looks up offers made after start (a storefront's checkouts). Offer
+// answers ok=false for an unknown id; an error is the book's own failure.
+type OfferBook interface {
+	Offer(ctx context.Context, id string) (o Offer, ok bool, err error)
+}
+
+// offer finds id among the configured offers, then in the offer book.
+func (m *Merchant) offer(ctx context.Context, id string) (Offer, bool, error) {
+	if o, ok := m.offers[id]; ok {
+		return o, true, nil
+	}
+	if m.cfg.OfferBook == nil {
+		return Offer{}, false, nil
+	}
+	o, ok, err := m.cfg.OfferBook.Offer(ctx, id)
+	if err != nil {
+		return Offer{}, false, setproto.Wrap(setpb.Reason_INTERNAL, err, "offer book")
+	}
+	if ok && (o.ID != id || o.Amount <= 0 || o.Amount > setproto.MaxAmount || len(o.Currency) != 3 || len(o.Description) > setproto.MaxDescriptionLen) {
+		return Offer{}, false, setproto.Errorf(setpb.Reason_INTERNAL, "offer book: offer %q is invalid", id)
+	}
+	return o, ok, nil
 }
 
 // MACKey computes HMAC-SHA256 under a key it never reveals; *hsm.SecretKey (a
@@ -222,7 +250,10 @@ func (m *Merchant) purchaseInit(ctx context.Context, in *setpb.PInitReq) (*setpb
 	if in.GetBrand() != m.cfg.Brand {
 		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "brand %q not accepted", in.GetBrand())
 	}
-	offer, ok := m.offers[in.GetOfferId()]
+	offer, ok, err := m.offer(ctx, in.GetOfferId())
+	if err != nil {
+		return nil, err
+	}
 	if !ok {
 		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "no offer %q", in.GetOfferId())
 	}
@@ -305,7 +336,10 @@ func (m *Merchant) purchase(ctx context.Context, in *setpb.PurchaseRequest) (*se
 	if err != nil {
 		return nil, err
 	}
-	offer, ok := m.offers[oi.GetOfferId()]
+	offer, ok, err := m.offer(ctx, oi.GetOfferId())
+	if err != nil {
+		return nil, err
+	}
 	issued, fromUs := xidIssued(oi.GetXid())
 	now := m.cfg.Clock()
 	challM, err := m.challM(ctx, oi.GetXid(), oi.GetOfferId())

@@ -64,6 +64,9 @@ type Tx interface {
 	GetOrderByMerchantOrderID(ctx context.Context, merchantOrderID string) (*Order, error)
 	// ListOrders lists up to limit orders (state "" for every state), newest first.
 	ListOrders(ctx context.Context, state OrderState, limit int) ([]Order, error)
+	// ListOrdersOfOffer lists up to limit orders of one offer (merchant order IDs
+	// offerID/XID), newest first.
+	ListOrdersOfOffer(ctx context.Context, offerID string, limit int) ([]Order, error)
 	SetOrderState(ctx context.Context, xid string, from, to OrderState, at time.Time) error
 	// SetOrderCaptureToken keeps the capture token the gateway issued with
 	// the order's authorization.

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -103,6 +104,10 @@ func TestOpenSSLVerifiesEveryMessage(t *testing.T) {
 		require.NoError(t, err)
 		add(res.GetCaptureToken())
 	}
+	// the storefront's payment initiation, signed like every other message
+	ini, err := setproto.SignInitiation(ctx, e.MerchantEnt.Sign, initiationFor(time.Now().Truncate(time.Second)))
+	require.NoError(t, err)
+	add(ini)
 
 	dir := t.TempDir()
 	root := filepath.Join(dir, "root.pem")

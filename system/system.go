@@ -58,6 +58,9 @@ type Config struct {
 	Logger                  *slog.Logger
 	// GatewayDecided, if set, hears each new authorization decision (gateway.Config.Decided).
 	GatewayDecided func(setpb.AuthResult)
+	// MerchantOfferBook, if set, makes the offer book of each merchant on its store
+	// (merchant.Config.OfferBook: a storefront's checkouts, as `setpay demo --web`).
+	MerchantOfferBook func(store.DB) merchant.OfferBook
 }
 
 // Entity is a registered merchant or gateway: its token keys and certificates.
@@ -393,7 +396,14 @@ func (b *Bed) IssueCardholderFor(ctx context.Context, tok *hsm.Token, c CardSpec
 func (b *Bed) NewMerchant(ctx context.Context, ent *Entity, db store.DB, gw setpb.GatewayClient) (*merchant.Merchant, error) {
 	return merchant.New(ctx, merchant.Config{Sign: ent.Sign, KXCert: ent.KXCert, KXKey: ent.KXKey, Trust: b.NewTrust(),
 		Store: db, Brand: Brand, GatewayKX: b.GatewayEnt.KXCert, GatewayChain: []*x509.Certificate{b.H.PCA.Certificate(), b.H.Brand.Certificate()},
-		Gateway: gw, Offers: b.cfg.Offers, ChallengeKey: b.ChallengeKey, Logger: b.cfg.Logger})
+		Gateway: gw, Offers: b.cfg.Offers, OfferBook: b.offerBook(db), ChallengeKey: b.ChallengeKey, Logger: b.cfg.Logger})
+}
+
+func (b *Bed) offerBook(db store.DB) merchant.OfferBook {
+	if b.cfg.MerchantOfferBook == nil {
+		return nil
+	}
+	return b.cfg.MerchantOfferBook(db)
 }
 
 // Wallet returns a wallet for the i-th cardholder talking to the bed's merchant.

@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"slices"
 	"sync"
 	"time"
 
@@ -34,8 +35,7 @@ type Config struct {
 type Wallet struct {
 	cfg  Config
 	me   setproto.Party
-	mu   sync.Mutex
-	seen [][]byte // thumbprints of merchant and gateway certificates verified before
+	init *Initiator
 }
 
 // New checks cfg and returns the wallet.
@@ -46,19 +46,64 @@ func New(cfg Config) (*Wallet, error) {
 	if err := pki.ValidatePAN(cfg.Identity.Card.PAN); err != nil {
 		return nil, fmt.Errorf("wallet: card: %w", err)
 	}
-	if cfg.Language == "" {
-		cfg.Language = "en"
-	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	ini, err := NewInitiator(InitiatorConfig{Trust: cfg.Trust, Merchant: cfg.Merchant, Brand: cfg.Brand, Language: cfg.Language})
+	if err != nil {
+		return nil, err
+	}
+	cfg.Language = ini.cfg.Language
+	return &Wallet{cfg: cfg, me: setproto.Party{Key: cfg.Identity.Key, Cert: cfg.Identity.Cert, Chain: cfg.Identity.Chain}, init: ini}, nil
+}
+
+// InitiatorConfig configures an Initiator: Config without the card.
+type InitiatorConfig struct {
+	Trust    *setproto.Trust
+	Merchant setpb.MerchantClient
+	Brand    string
+	Language string // default "en"
+}
+
+// Initiator runs purchase initiations with one merchant. It needs neither the
+// cardholder's key nor the card: a wallet shows the verified offer (merchant and
+// gateway) before the cardholder unlocks the card to pay. It remembers the
+// certificates it verified, announces them to the merchant, and is safe for
+// concurrent use.
+type Initiator struct {
+	cfg  InitiatorConfig
+	mu   sync.Mutex
+	seen [][]byte // thumbprints of merchant and gateway certificates verified before
+}
+
+// NewInitiator checks cfg and returns the initiator.
+func NewInitiator(cfg InitiatorConfig) (*Initiator, error) {
+	if cfg.Trust == nil || cfg.Trust.Verifier == nil || cfg.Trust.Cache == nil || cfg.Merchant == nil || cfg.Brand == "" {
+		return nil, errors.New("wallet: trust (verifier and cache), merchant client and brand are required")
+	}
+	if cfg.Language == "" {
+		cfg.Language = "en"
+	}
 	for _, c := range cfg.Trust.Intermediates {
 		cfg.Trust.Cache.Add(c)
 	}
-	return &Wallet{cfg: cfg, me: setproto.Party{Key: cfg.Identity.Key, Cert: cfg.Identity.Cert, Chain: cfg.Identity.Chain}}, nil
+	return &Initiator{cfg: cfg}, nil
+}
+
+// Offer is the merchant's signed answer to a purchase initiation, verified: the
+// merchant's signature certificate with its chain (role merchant, from the MCA) and
+// the gateway's key-exchange certificate (role gateway, from the PCA) that will read
+// the card data.
+type Offer struct {
+	OfferID       string
+	Res           *setpb.PInitRes
+	Merchant      *x509.Certificate
+	MerchantChain []*x509.Certificate // leaf first, root last
+	GatewayKX     *x509.Certificate
+	GatewayID     string
 }
 
 // Session is a purchase between initiation and request: the merchant's signed offer,
@@ -100,15 +145,15 @@ func (w *Wallet) Buy(ctx context.Context, offerID string) (*Receipt, error) {
 	return w.Send(ctx, s, req)
 }
 
-func (w *Wallet) known() [][]byte {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+func (i *Initiator) known() [][]byte {
+	i.mu.Lock()
+	defer i.mu.Unlock()
 	var out [][]byte
-	for _, c := range w.cfg.Trust.Intermediates {
+	for _, c := range i.cfg.Trust.Intermediates {
 		tp := pki.ThumbprintOf(c)
 		out = append(out, tp[:])
 	}
-	for _, tp := range w.seen {
+	for _, tp := range i.seen {
 		if len(out) < setproto.MaxKnownThumbprint {
 			out = append(out, tp)
 		}
@@ -116,28 +161,55 @@ func (w *Wallet) known() [][]byte {
 	return out
 }
 
-func (w *Wallet) remember(certs ...*x509.Certificate) {
-	w.mu.Lock()
-	defer w.mu.Unlock()
+func (i *Initiator) remember(certs ...*x509.Certificate) {
+	i.mu.Lock()
+	defer i.mu.Unlock()
 next:
 	for _, c := range certs {
 		tp := pki.ThumbprintOf(c)
-		for _, s := range w.seen {
+		for _, s := range i.seen {
 			if subtle.ConstantTimeCompare(s, tp[:]) == 1 {
 				continue next
 			}
 		}
-		w.seen = append(w.seen, tp[:])
+		i.seen = append(i.seen, tp[:])
 	}
-	if len(w.seen) > 8 {
-		w.seen = w.seen[len(w.seen)-8:]
+	if len(i.seen) > 8 {
+		i.seen = i.seen[len(i.seen)-8:]
 	}
 }
 
-// Start sends the purchase initiation and verifies the merchant's signed answer:
-// the merchant's chain (role merchant, issued by the MCA) and the gateway's
-// key-exchange certificate (role gateway, issued by the PCA). It prepares OI and PI.
+// referenced returns the certificates refs name that the trust's cache holds (Open has
+// checked that every reference is a thumbprint).
+func (i *Initiator) referenced(refs [][]byte) []*x509.Certificate {
+	var out []*x509.Certificate
+	for _, r := range refs {
+		var tp pki.Thumbprint
+		if len(r) != len(tp) {
+			continue
+		}
+		copy(tp[:], r)
+		if c, ok := i.cfg.Trust.Cache.Get(tp); ok {
+			out = append(out, c)
+		}
+	}
+	return out
+}
+
+// Start sends the purchase initiation, verifies the merchant's signed answer (see
+// Initiator.Initiate) and prepares OI and PI.
 func (w *Wallet) Start(ctx context.Context, offerID string) (*Session, error) {
+	o, err := w.init.Initiate(ctx, offerID)
+	if err != nil {
+		return nil, err
+	}
+	return w.Session(o)
+}
+
+// Initiate sends the purchase initiation for offerID and verifies the merchant's
+// signed answer: the merchant's chain (role merchant, issued by the MCA) and the
+// gateway's key-exchange certificate (role gateway, issued by the PCA).
+func (i *Initiator) Initiate(ctx context.Context, offerID string) (*Offer, error) {
 	rrpid, err := setproto.NewID()
 	if err != nil {
 		return nil, err
@@ -146,16 +218,16 @@ func (w *Wallet) Start(ctx context.Context, offerID string) (*Session, error) {
 	if err != nil {
 		return nil, err
 	}
-	req := &setpb.PInitReq{Rrpid: rrpid, Brand: w.cfg.Brand, Language: w.cfg.Language, ChallEc: chall,
-		OfferId: offerID, KnownThumbprints: w.known()}
+	req := &setpb.PInitReq{Rrpid: rrpid, Brand: i.cfg.Brand, Language: i.cfg.Language, ChallEc: chall,
+		OfferId: offerID, KnownThumbprints: i.known()}
 	if err := setproto.ValidatePInitReq(req); err != nil {
 		return nil, err
 	}
-	out, err := w.cfg.Merchant.PurchaseInit(ctx, req)
+	out, err := i.cfg.Merchant.PurchaseInit(ctx, req)
 	if err != nil {
 		return nil, &setproto.Error{Reason: setproto.ReasonOf(err), Msg: "purchase initiation", Err: err}
 	}
-	v, err := w.cfg.Trust.Open(ctx, out.GetCms(), out.GetCertRefs(), setpb.ContentKind_PINIT_RES, pki.Expect{Role: pki.RoleMerchant, Purpose: pki.PurposeSignature})
+	v, err := i.cfg.Trust.Open(ctx, out.GetCms(), out.GetCertRefs(), setpb.ContentKind_PINIT_RES, pki.Expect{Role: pki.RoleMerchant, Purpose: pki.PurposeSignature})
 	if err != nil {
 		return nil, err
 	}
@@ -168,18 +240,33 @@ func (w *Wallet) Start(ctx context.Context, offerID string) (*Session, error) {
 		return nil, setproto.Errorf(setpb.Reason_CHALLENGE_MISMATCH, "the merchant's answer does not echo this request")
 	case res.GetMerchantId() != v.EntityID:
 		return nil, setproto.Errorf(setpb.Reason_MERCHANT_MISMATCH, "offer names merchant %q but %q signed it", res.GetMerchantId(), v.EntityID)
-	case res.GetBrand() != w.cfg.Brand:
+	case res.GetBrand() != i.cfg.Brand:
 		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "brand %q", res.GetBrand())
 	}
-	gkx, gid, err := w.cfg.Trust.VerifyKeyExchange(ctx, res.GetGatewayKxThumbprint(), v.Embedded, pki.RoleGateway)
+	// The gateway's certificate and its issuing CA (PCA) come embedded the first time
+	// and, once announced as known, by reference only: look the references up too.
+	gkx, gid, err := i.cfg.Trust.VerifyKeyExchange(ctx, res.GetGatewayKxThumbprint(), slices.Concat(v.Embedded, i.referenced(out.GetCertRefs())), pki.RoleGateway)
 	if err != nil {
 		return nil, err
 	}
 	if gid != res.GetGatewayId() {
 		return nil, setproto.Errorf(setpb.Reason_CERT_WRONG_ROLE, "offer names gateway %q but the certificate is %q's", res.GetGatewayId(), gid)
 	}
-	w.remember(append([]*x509.Certificate{v.Signer, gkx}, v.Embedded...)...)
+	i.remember(append([]*x509.Certificate{v.Signer, gkx}, v.Embedded...)...)
+	return &Offer{OfferID: offerID, Res: res, Merchant: v.Signer, MerchantChain: v.Chain, GatewayKX: gkx, GatewayID: gid}, nil
+}
 
+// Session prepares the OI and PI of a purchase of the verified offer o with the
+// wallet's card. o must come from an Initiator on the wallet's trust (Start does
+// that); it is for one purchase.
+func (w *Wallet) Session(o *Offer) (*Session, error) {
+	if o == nil || o.Res == nil || o.GatewayKX == nil || o.Merchant == nil {
+		return nil, errors.New("wallet: no verified offer")
+	}
+	res, gkx, gid := o.Res, o.GatewayKX, o.GatewayID
+	if res.GetBrand() != w.cfg.Brand {
+		return nil, setproto.Errorf(setpb.Reason_UNSUPPORTED, "brand %q, the card is %q", res.GetBrand(), w.cfg.Brand)
+	}
 	oiRRPID, err := setproto.NewID()
 	if err != nil {
 		return nil, err
@@ -201,11 +288,11 @@ func (w *Wallet) Start(ctx context.Context, offerID string) (*Session, error) {
 	// certificate just verified), so neither merchant nor gateway can redirect them.
 	gkxTP := pki.ThumbprintOf(gkx)
 	return &Session{
-		Offer: res, Merchant: v.Signer, GatewayKX: gkx,
+		Offer: res, Merchant: o.Merchant, GatewayKX: gkx,
 		OI: &setpb.OrderInfo{Xid: res.GetXid(), Rrpid: oiRRPID, ChallEc: oiChall, ChallM: res.GetChallM(),
 			MerchantId: res.GetMerchantId(), Brand: res.GetBrand(), OdHash: setproto.Hash([]byte(res.GetOrderDescription())),
 			Amount: res.GetAmount(), Currency: res.GetCurrency(), Nonce: oiNonce,
-			GatewayId: gid, GatewayKxThumbprint: gkxTP[:], OfferId: offerID},
+			GatewayId: gid, GatewayKxThumbprint: gkxTP[:], OfferId: o.OfferID},
 		PI: &setpb.PaymentInstructions{Xid: res.GetXid(), Rrpid: oiRRPID, MerchantId: res.GetMerchantId(),
 			Pan: card.PAN, Expiry: card.Expiry, PanSecret: card.PANSecret, Amount: res.GetAmount(),
 			Currency: res.GetCurrency(), Nonce: piNonce, GatewayId: gid, GatewayKxThumbprint: gkxTP[:]},
@@ -317,3 +404,6 @@ func (w *Wallet) Inquire(ctx context.Context, xid string) (*setpb.InquiryRespons
 	}
 	return r, nil
 }
+
+// MaskedPAN is the wallet's card number masked (pki.MaskPAN), what may be shown.
+func (w *Wallet) MaskedPAN() string { return pki.MaskPAN(w.cfg.Identity.Card.PAN) }

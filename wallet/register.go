@@ -29,7 +29,10 @@ const (
 	FileKey      = "key.sealed"  // sealed PKCS#8 key (software wallet)
 	FileKeyLabel = "key.label"   // label of the key in a token (token wallet)
 	FileCard     = "card.sealed" // sealed PAN, expiry and PANSecret
-	maxLabelSize = 128
+	// FileMaskedPAN holds the card number masked (pki.MaskPAN), all a wallet shows
+	// of its cards before they are unlocked.
+	FileMaskedPAN = "card.masked"
+	maxLabelSize  = 128
 )
 
 // CardInput is the card the cardholder registers.
@@ -87,6 +90,7 @@ func Register(ctx context.Context, c *ca.Client, card CardInput, opts RegisterOp
 		return nil, err
 	}
 	files[FileCard] = sealedCard
+	files[FileMaskedPAN] = []byte(pki.MaskPAN(card.PAN) + "\n")
 	files[FileCert] = pki.EncodePEM(res.Cert)
 	files[FileChain] = pki.EncodePEM(res.Chain...)
 	files[FileRoot] = pki.EncodePEM(c.Root())
@@ -94,7 +98,7 @@ func Register(ctx context.Context, c *ca.Client, card CardInput, opts RegisterOp
 		return nil, fmt.Errorf("wallet: %w", err)
 	}
 	// The certificate goes last: its presence marks a complete wallet.
-	for _, name := range []string{FileKey, FileKeyLabel, FileCard, FileChain, FileRoot, FileCert} {
+	for _, name := range []string{FileKey, FileKeyLabel, FileCard, FileMaskedPAN, FileChain, FileRoot, FileCert} {
 		b, ok := files[name]
 		if !ok {
 			continue
@@ -232,6 +236,12 @@ func Load(ctx context.Context, dir string, passphrase []byte, opts LoadOptions) 
 		return nil, fmt.Errorf("wallet: certificate not bound to the stored card: %w", err)
 	}
 	id := &Identity{Key: key, Cert: certs[0], Chain: chain, Root: root, Card: card}
+	// Wallets registered before card.masked existed get it on their first unlock.
+	if _, err := os.Stat(filepath.Join(dir, FileMaskedPAN)); errors.Is(err, os.ErrNotExist) {
+		if err := secretfile.Write(filepath.Join(dir, FileMaskedPAN), []byte(pki.MaskPAN(card.PAN)+"\n")); err != nil {
+			log.WarnContext(ctx, "wallet: cannot write the masked card number", "wallet", dir, "err", err)
+		}
+	}
 	if rekey != nil {
 		b, err := seal(ContentPKCS8, rekey, passphrase)
 		if err != nil {
@@ -258,4 +268,42 @@ func Load(ctx context.Context, dir string, passphrase []byte, opts LoadOptions) 
 		}
 	}
 	return id, nil
+}
+
+// MaskedPAN returns the masked card number of the wallet directory dir (its
+// card.masked file), or "" when the wallet was registered before that file
+// existed and has not been unlocked since. What the file holds is checked to be a
+// masked number: at most the first six and last four digits, the rest '*'.
+func MaskedPAN(dir string) (string, error) {
+	p := filepath.Join(dir, FileMaskedPAN)
+	st, err := os.Stat(p)
+	if errors.Is(err, os.ErrNotExist) {
+		return "", nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("wallet: %w", err)
+	}
+	if st.Size() > 64 {
+		return "", fmt.Errorf("wallet: %s too large", p)
+	}
+	b, err := os.ReadFile(p)
+	if err != nil {
+		return "", fmt.Errorf("wallet: %w", err)
+	}
+	m := strings.TrimSpace(string(b))
+	digits, stars := 0, 0
+	for _, r := range m {
+		switch {
+		case r >= '0' && r <= '9':
+			digits++
+		case r == '*':
+			stars++
+		default:
+			return "", fmt.Errorf("wallet: %s is not a masked card number", p)
+		}
+	}
+	if digits > 10 || stars == 0 || len(m) > 19 {
+		return "", fmt.Errorf("wallet: %s is not a masked card number", p)
+	}
+	return m, nil
 }

@@ -266,6 +266,8 @@ func (m *merchantConfig) validate() error {
 	c.required("gateway.tls_ca", m.Gateway.TLSCA)
 	c.required("gateway.tls_cert", m.Gateway.ClientCert)
 	c.keyURI("gateway.tls_key", m.Gateway.ClientKey)
+	m.Console.check(&c)
+	m.Shop.check(&c, m)
 	return c.err()
 }
 
@@ -367,6 +369,8 @@ func (g *gatewayConfig) resolvePaths(dir string) {
 func (m *merchantConfig) resolvePaths(dir string) {
 	m.partyConfig.resolvePaths(dir)
 	m.Gateway.KXCert, m.Gateway.TLSCA, m.Gateway.ClientCert = inDir(dir, m.Gateway.KXCert), inDir(dir, m.Gateway.TLSCA), inDir(dir, m.Gateway.ClientCert)
+	m.Console.resolvePaths(dir)
+	m.Shop.resolvePaths(dir)
 }
 
 func (s *signerConfig) resolvePaths(dir string) {

@@ -250,6 +250,8 @@ var flagMeanings = map[string]struct {
 	"concurrency":     {keyword: "e.g. 1,"},
 	"duration":        {keyword: "time"},
 	"listen":          {keyword: "address to listen on"},
+	"crls":            {keyword: "current CRLs"},
+	"merchant-ca":     {keyword: "merchant's TLS certificate"},
 	"log-level":       {keyword: "log level"},
 	"log-format":      {keyword: "log format"},
 	"xid":             {keyword: "transaction ID (XID)"},

@@ -16,6 +16,7 @@ import (
 
 	"github.com/setpay/setpay/hsm"
 	"github.com/setpay/setpay/merchant"
+	"github.com/setpay/setpay/merchant/shop"
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
@@ -23,6 +24,7 @@ import (
 	"github.com/setpay/setpay/store"
 	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/wallet"
+	"github.com/setpay/setpay/wallet/webui"
 )
 
 // runDemo is the README's main job: a whole SET system in one process on an embedded
@@ -31,8 +33,16 @@ import (
 func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay demo", env)
 	varDir := fs.String("var", "./var/demo", "directory for the embedded tokens and stores: new, empty, or made by an earlier demo")
+	web := fs.Bool("web", false, "after the transcript, serve the storefront, the merchant console and Alice's wallet UI on loopback until interrupted (Ctrl-C)")
+	var at demoWebListens
+	fs.StringVar(&at.shop, "shop-listen", "127.0.0.1:8443", "with --web: the storefront's address")
+	fs.StringVar(&at.console, "console-listen", "127.0.0.1:8444", "with --web: the merchant console's address")
+	fs.StringVar(&at.wallet, "wallet-listen", webui.DefaultListen, "with --web: the wallet UI's address (loopback only)")
 	if err := fs.Parse(args); err != nil {
 		return err
+	}
+	if fs.NArg() > 0 {
+		return usageErrorf("unexpected arguments %q", fs.Args())
 	}
 	began := time.Now()
 	root := mustAbs(*varDir)
@@ -92,6 +102,12 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		Merchant: tokens["setpay-merchant"], Wallet: tokens["setpay-wallet"], TLS: tokens["setpay-tls"],
 		GatewayDSN: "sqlite:" + filepath.Join(root, "gateway.db"), MerchantDSN: "sqlite:" + filepath.Join(root, "merchant.db"),
 		GatewayID: "gw-eu-1", MerchantID: "bookshop-42", Offers: offers, Cards: cards, Logger: env.logger,
+		MerchantOfferBook: func(db store.DB) merchant.OfferBook {
+			if !*web {
+				return nil
+			}
+			return shop.NewBook(db) // the storefront's checkouts
+		},
 	}, nil, nil)
 	if err != nil {
 		return err
@@ -159,6 +175,9 @@ func runDemo(ctx context.Context, env *cliEnv, args []string) error {
 		fmt.Fprintf(w, "  %s\n", c)
 	}
 	fmt.Fprintf(w, "\n%s\n", demoGuideNote)
+	if *web {
+		return serveDemoWeb(ctx, env, root, b, tokens["setpay-wallet"], offers, at)
+	}
 	return nil
 }
 
@@ -172,7 +191,7 @@ const demoGuideNote = "This demo runs every party in one process. To run the CA,
 const demoMarker = ".setpay-demo"
 
 // demoOwned is what the demo creates in its directory, and all that it resets.
-var demoOwned = []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "gateway.yaml", "merchant.yaml", "issuer-ledger.yaml",
+var demoOwned = []string{"softhsm", "pki", "wallet-alice", "wallet-alice.pass", "wallet-bob", "wallet-bob.pass", "console-users", "console-password", "gateway.yaml", "merchant.yaml", "issuer-ledger.yaml",
 	"gateway.db", "gateway.db-wal", "gateway.db-shm", "merchant.db", "merchant.db-wal", "merchant.db-shm"}
 
 // resetDemoDir prepares root for a demo run: a missing or empty directory is created
@@ -266,35 +285,18 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 			return nil, err
 		}
 	}
-	// Alice's wallet: a token wallet in the layout `setpay wallet register` writes.
-	pass, err := setproto.NewID()
-	if err != nil {
-		return nil, err
-	}
-	alice := b.Cardholders[0]
-	card, err := wallet.SealCard(alice.Identity.Card, b.H.Root.Certificate(), []byte(pass))
-	if err != nil {
-		return nil, err
-	}
-	wdir := filepath.Join(root, "wallet-alice")
-	if err := os.RemoveAll(wdir); err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(wdir, 0o700); err != nil {
-		return nil, err
-	}
-	for name, data := range map[string][]byte{
-		wallet.FileKeyLabel: []byte(alice.Key.Label() + "\n"), wallet.FileCard: card,
-		wallet.FileChain: pki.EncodePEM(alice.Identity.Chain...), wallet.FileRoot: pki.EncodePEM(b.H.Root.Certificate()),
-		wallet.FileCert: pki.EncodePEM(alice.Identity.Cert),
-	} {
-		if err := os.WriteFile(filepath.Join(wdir, name), data, 0o600); err != nil {
+	// Alice's and Bob's wallets: token wallets in the layout `setpay wallet register`
+	// writes, each with its passphrase file (Bob's card declines an order above 10.00:
+	// the browser tests' declined purchase).
+	var wdir, passFile string
+	for _, ch := range b.Cardholders[:2] {
+		d, p, err := exportWallet(root, b, ch)
+		if err != nil {
 			return nil, err
 		}
-	}
-	passFile := filepath.Join(root, "wallet-alice.pass")
-	if err := os.WriteFile(passFile, []byte(pass+"\n"), 0o600); err != nil {
-		return nil, err
+		if wdir == "" {
+			wdir, passFile = d, p
+		}
 	}
 	return []string{
 		"export SOFTHSM2_CONF=" + d.ConfPath(),
@@ -304,6 +306,41 @@ func exportServeConfigs(root string, d softhsm.Dir, module string, b *system.Bed
 			" --merchant 127.0.0.1:7502 --merchant-ca " + in("tls-ca.pem") + " --crls " + in("crls.pem") + " --offer book",
 		"setpay merchant orders --config " + filepath.Join(root, "merchant.yaml") + "   # then: merchant capture --xid XID, credit, batch close ...",
 	}, nil
+}
+
+// exportWallet writes ch's wallet directory, wallet-<name>, and its passphrase file,
+// wallet-<name>.pass, under root, and returns their paths.
+func exportWallet(root string, b *system.Bed, ch *system.Cardholder) (dir, passFile string, err error) {
+	pass, err := setproto.NewID()
+	if err != nil {
+		return "", "", err
+	}
+	card, err := wallet.SealCard(ch.Identity.Card, b.H.Root.Certificate(), []byte(pass))
+	if err != nil {
+		return "", "", err
+	}
+	dir = filepath.Join(root, "wallet-"+strings.ToLower(ch.Name))
+	if err := os.RemoveAll(dir); err != nil {
+		return "", "", err
+	}
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return "", "", err
+	}
+	for name, data := range map[string][]byte{
+		wallet.FileKeyLabel: []byte(ch.Key.Label() + "\n"), wallet.FileCard: card,
+		wallet.FileMaskedPAN: []byte(pki.MaskPAN(ch.Identity.Card.PAN) + "\n"),
+		wallet.FileChain:     pki.EncodePEM(ch.Identity.Chain...), wallet.FileRoot: pki.EncodePEM(b.H.Root.Certificate()),
+		wallet.FileCert: pki.EncodePEM(ch.Identity.Cert),
+	} {
+		if err := os.WriteFile(filepath.Join(dir, name), data, 0o600); err != nil {
+			return "", "", err
+		}
+	}
+	passFile = dir + ".pass"
+	if err := os.WriteFile(passFile, []byte(pass+"\n"), 0o600); err != nil {
+		return "", "", err
+	}
+	return dir, passFile, nil
 }
 
 // demoLifecycle captures the authorization-only purchase xid in a batch, refunds part

@@ -71,6 +71,7 @@ func commands() map[string]*command {
 		"wallet": {summary: "the cardholder's wallet", sub: map[string]*command{
 			"register": {summary: "register a card with the CA and get a certificate", run: runWalletRegister},
 			"buy":      {summary: "buy from a merchant", run: runWalletBuy},
+			"ui":       {summary: "serve the wallet as a local web app on 127.0.0.1", run: runWalletUI},
 		}},
 		"tls": {summary: "TLS keys of the services", sub: map[string]*command{
 			"request": {summary: "make a TLS key in a token and a CSR it signs", run: runTLSRequest},

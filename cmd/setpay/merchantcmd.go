@@ -11,13 +11,14 @@ package main
 // Amounts are integers in the currency's minor units, as in the protocol and in the
 // configuration's offers (4990 is 49.90 EUR).
 //
-// Retrying is safe: every request that changes something has a pair ID
-// (merchant.OperatorRRPID) derived from the merchant, the kind, the XID (or batch)
-// and a request ID, by default the request's own parameters. The same command run
-// again is the same request at the gateway, which answers it with its first answer
-// and changes nothing. A second, distinct request with the same parameters (a second
-// capture of the same amount) needs its own --request-id. Queries (inquiry, batch
-// list) take a fresh pair ID each time.
+// The operations themselves are the merchant package's (merchant/operator.go), which
+// the merchant console calls too. Retrying is safe: every request that changes
+// something has a pair ID (merchant.OperatorRRPID) derived from the merchant, the
+// kind, the XID (or batch) and a request ID, by default the request's own
+// parameters. The same command run again is the same request at the gateway, which
+// answers it with its first answer and changes nothing. A second, distinct request
+// with the same parameters (a second capture of the same amount) needs its own
+// --request-id. Queries (inquiry, batch list) take a fresh pair ID each time.
 
 import (
 	"context"
@@ -25,12 +26,10 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"strconv"
 	"strings"
 	"time"
 
 	"github.com/setpay/setpay/merchant"
-	"github.com/setpay/setpay/setproto"
 	"github.com/setpay/setpay/setproto/setpb"
 	"github.com/setpay/setpay/store"
 )
@@ -55,6 +54,7 @@ func merchantOperatorCommands() map[string]*command {
 		"reverse-credit":  {summary: "undo all or part of one credit", run: lifecycleCmd(opReverseCredit)},
 		"inquiry":         {summary: "ask the gateway for the state of a purchase, with its captures, credits and reversals", run: runMerchantInquiry},
 		"orders":          {summary: "list the merchant's orders with their state and amount", run: runMerchantOrders},
+		"console-user":    {summary: "add an operator to the merchant console's users file (or set a new password)", run: runConsoleUser},
 		"batch": {summary: "settlement batches at the gateway", sub: map[string]*command{
 			"open":  {summary: "open a settlement batch", run: batchCmd(setpb.BatchAction_BATCH_OPEN)},
 			"close": {summary: "close a settlement batch and show its totals", run: batchCmd(setpb.BatchAction_BATCH_CLOSE)},
@@ -67,71 +67,32 @@ func merchantOperatorCommands() map[string]*command {
 // command again is safe: the same request is answered from the gateway's record.
 const gatewayTimeout = time.Minute
 
-// amountRule says what a command does without --amount.
-type amountRule int
-
-const (
-	amountRequired     amountRule = iota
-	amountOrderTotal              // default: the order's amount
-	amountZeroMeansAll            // default 0: everything not captured
-)
-
-// lifecycleOp is one lifecycle operator command.
-type lifecycleOp struct {
-	name   string
-	kind   setpb.ContentKind
-	amount amountRule
-	target string // the flag naming the item to undo ("" for none)
-	batch  bool   // takes --batch
-	send   func(m *merchant.Merchant, ctx context.Context, in merchant.LifecycleInput) (*merchant.LifecycleResult, error)
-}
-
+// The lifecycle commands are the merchant package's operations; the console sends
+// the same ones.
 var (
-	opCapture = lifecycleOp{name: "capture", kind: setpb.ContentKind_CAPTURE_REQUEST, amount: amountOrderTotal, batch: true,
-		send: (*merchant.Merchant).Capture}
-	opCredit = lifecycleOp{name: "credit", kind: setpb.ContentKind_CREDIT_REQUEST, amount: amountRequired, batch: true,
-		send: (*merchant.Merchant).Credit}
-	opReverseAuth = lifecycleOp{name: "reverse-auth", kind: setpb.ContentKind_AUTH_REVERSAL_REQUEST, amount: amountZeroMeansAll,
-		send: (*merchant.Merchant).ReverseAuthorization}
-	opReverseCapture = lifecycleOp{name: "reverse-capture", kind: setpb.ContentKind_CAPTURE_REVERSAL_REQUEST, amount: amountRequired,
-		target: "capture-id", batch: true, send: (*merchant.Merchant).ReverseCapture}
-	opReverseCredit = lifecycleOp{name: "reverse-credit", kind: setpb.ContentKind_CREDIT_REVERSAL_REQUEST, amount: amountRequired,
-		target: "credit-id", batch: true, send: (*merchant.Merchant).ReverseCredit}
+	opCapture        = merchant.OpCapture
+	opCredit         = merchant.OpCredit
+	opReverseAuth    = merchant.OpReverseAuth
+	opReverseCapture = merchant.OpReverseCapture
+	opReverseCredit  = merchant.OpReverseCredit
 )
 
 // checkCLIID checks an identifier given on the command line the way the protocol
 // checks it (1..64 characters of [A-Za-z0-9._-]).
 func checkCLIID(flagName, v string) error {
-	if v == "" {
+	if err := merchant.CheckID(v); errors.Is(err, merchant.ErrRequired) {
 		return usageErrorf("--%s is required", flagName)
-	}
-	if len(v) > setproto.MaxIDLen {
-		return usageErrorf("--%s: want 1..%d characters of [A-Za-z0-9._-], got %d characters", flagName, setproto.MaxIDLen, len(v))
-	}
-	for i := 0; i < len(v); i++ {
-		c := v[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return usageErrorf("--%s: want 1..%d characters of [A-Za-z0-9._-], got %q", flagName, setproto.MaxIDLen, v)
-		}
+	} else if err != nil {
+		return usageErrorf("--%s: %v", flagName, err)
 	}
 	return nil
 }
 
 // parseAmount reads --amount: a positive integer of minor units (or 0 where allow0).
 func parseAmount(v string, allow0 bool) (int64, error) {
-	n, err := strconv.ParseInt(strings.TrimSpace(v), 10, 64)
+	n, err := merchant.ParseAmount(v, allow0)
 	if err != nil {
-		hint := ""
-		if strings.ContainsAny(v, ".,") {
-			hint = " (4990 for 49.90)"
-		}
-		return 0, usageErrorf("--amount: want an integer number of minor units%s, got %q", hint, v)
-	}
-	switch {
-	case n < 0 || n == 0 && !allow0:
-		return 0, usageErrorf("--amount: must be positive, got %d", n)
-	case n > setproto.MaxAmount:
-		return 0, usageErrorf("--amount: at most %d minor units, got %d", setproto.MaxAmount, n)
+		return 0, usageErrorf("--amount: %v", err)
 	}
 	return n, nil
 }
@@ -158,33 +119,33 @@ func openOperatorMerchant(ctx context.Context, env *cliEnv, path string) (*merch
 	return openMerchant(ctx, env, &cfg)
 }
 
-func lifecycleCmd(op lifecycleOp) func(ctx context.Context, env *cliEnv, args []string) error {
+func lifecycleCmd(op merchant.Operation) func(ctx context.Context, env *cliEnv, args []string) error {
 	return func(ctx context.Context, env *cliEnv, args []string) error {
 		return runLifecycle(ctx, env, args, op)
 	}
 }
 
-func runLifecycle(ctx context.Context, env *cliEnv, args []string, op lifecycleOp) error {
-	fs := newFlags("setpay merchant "+op.name, env)
+func runLifecycle(ctx context.Context, env *cliEnv, args []string, op merchant.Operation) error {
+	fs := newFlags("setpay merchant "+op.Name, env)
 	of := opFlagsOn(fs)
 	xid := fs.String("xid", "", "the purchase's transaction ID (XID), as merchant orders lists it (required)")
 	amountHelp := "amount in the order currency's minor units, an integer (4990 for 49.90)"
-	switch op.amount {
-	case amountRequired:
+	switch op.Amount {
+	case merchant.AmountRequired:
 		amountHelp += " (required)"
-	case amountOrderTotal:
+	case merchant.AmountOrderTotal:
 		amountHelp += " (default: the order's amount)"
-	case amountZeroMeansAll:
+	case merchant.AmountZeroMeansAll:
 		amountHelp += " (default: everything not captured)"
 	}
 	amountStr := fs.String("amount", "", amountHelp)
 	var batch, target *string
-	if op.batch {
+	if op.Batch {
 		batch = fs.String("batch", "", "an open settlement batch to put the item in (optional)")
 	}
-	if op.target != "" {
-		what := strings.TrimSuffix(op.target, "-id")
-		target = fs.String(op.target, "", "the "+what+" to undo: its rrpid, as merchant "+what+" and merchant inquiry print it (required)")
+	targetFlag := op.Target + "-id"
+	if op.Target != "" {
+		target = fs.String(targetFlag, "", "the "+op.Target+" to undo: its rrpid, as merchant "+op.Target+" and merchant inquiry print it (required)")
 	}
 	requestID := fs.String("request-id", "", "names this request for retries: the same request ID is the same request "+
 		"(default: derived from the XID, amount, batch and target, so rerunning the same command changes nothing; "+
@@ -192,32 +153,31 @@ func runLifecycle(ctx context.Context, env *cliEnv, args []string, op lifecycleO
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
-	in := merchant.LifecycleInput{XID: *xid}
+	r := merchant.OperatorRequest{XID: *xid, RequestID: *requestID}
 	if err := checkCLIID("xid", *xid); err != nil {
 		return err
 	}
-	amountGiven := *amountStr != ""
 	switch {
-	case amountGiven:
-		n, err := parseAmount(*amountStr, op.amount == amountZeroMeansAll)
+	case *amountStr != "":
+		n, err := parseAmount(*amountStr, op.Amount == merchant.AmountZeroMeansAll)
 		if err != nil {
 			return err
 		}
-		in.Amount = n
-	case op.amount == amountRequired:
+		r.Amount = n
+	case op.Amount == merchant.AmountRequired:
 		return usageErrorf("--amount is required")
 	}
 	if batch != nil && *batch != "" {
 		if err := checkCLIID("batch", *batch); err != nil {
 			return err
 		}
-		in.BatchID = *batch
+		r.BatchID = *batch
 	}
 	if target != nil {
-		if err := checkCLIID(op.target, *target); err != nil {
+		if err := checkCLIID(targetFlag, *target); err != nil {
 			return err
 		}
-		in.TargetID = *target
+		r.TargetID = *target
 	}
 	if *requestID != "" {
 		if err := checkCLIID("request-id", *requestID); err != nil {
@@ -229,41 +189,13 @@ func runLifecycle(ctx context.Context, env *cliEnv, args []string, op lifecycleO
 		return err
 	}
 	defer p.close()
-	if !amountGiven && op.amount == amountOrderTotal {
-		o, err := orderOf(ctx, p.db, in.XID)
-		if err != nil {
-			return err
-		}
-		in.Amount = o.Amount
-	}
-	rid := *requestID
-	if rid == "" {
-		// ';' and '=' are refused in --request-id, so a derived ID is never one given.
-		rid = fmt.Sprintf("amount=%d;batch=%s;target=%s", in.Amount, in.BatchID, in.TargetID)
-	}
-	in.RRPID = merchant.OperatorRRPID(p.m.ID(), op.kind, in.XID, rid)
 	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
 	defer cancel()
-	res, err := op.send(p.m, ctx, in)
+	out, err := p.m.Operate(ctx, op, r)
 	if err != nil {
-		return fmt.Errorf("%s %s: %w", op.name, in.XID, err)
+		return fmt.Errorf("%s %s: %w", op.Name, r.XID, err)
 	}
-	out := lifecycleOutput(op.name, rid, res)
-	return printOp(env.stdout, of.json, out)
-}
-
-// orderOf reads one of the merchant's orders.
-func orderOf(ctx context.Context, db *store.Store, xid string) (*store.Order, error) {
-	var o *store.Order
-	err := db.View(ctx, func(ctx context.Context, tx store.Tx) error {
-		var err error
-		o, err = tx.GetOrder(ctx, xid)
-		return err
-	})
-	if errors.Is(err, store.ErrNotFound) {
-		return nil, fmt.Errorf("no purchase %s in the merchant's store", xid)
-	}
-	return o, err
+	return printOp(env.stdout, of.json, *out)
 }
 
 func runMerchantInquiry(ctx context.Context, env *cliEnv, args []string) error {
@@ -281,14 +213,13 @@ func runMerchantInquiry(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	defer p.close()
-	// A query changes nothing: a fresh pair ID each time, so it reads the state now.
 	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
 	defer cancel()
-	res, err := p.m.GatewayInquiry(ctx, "", *xid)
+	out, err := p.m.OperatorInquiry(ctx, *xid)
 	if err != nil {
 		return fmt.Errorf("inquiry %s: %w", *xid, err)
 	}
-	return printOp(env.stdout, of.json, lifecycleOutput("inquiry", "", res))
+	return printOp(env.stdout, of.json, *out)
 }
 
 func batchCmd(action setpb.BatchAction) func(ctx context.Context, env *cliEnv, args []string) error {
@@ -297,19 +228,8 @@ func batchCmd(action setpb.BatchAction) func(ctx context.Context, env *cliEnv, a
 	}
 }
 
-// batchVerb is the subcommand of a batch action.
-func batchVerb(a setpb.BatchAction) string {
-	switch a {
-	case setpb.BatchAction_BATCH_OPEN:
-		return "open"
-	case setpb.BatchAction_BATCH_CLOSE:
-		return "close"
-	}
-	return "list"
-}
-
 func runMerchantBatch(ctx context.Context, env *cliEnv, args []string, action setpb.BatchAction) error {
-	verb := batchVerb(action)
+	verb := merchant.BatchVerb(action)
 	fs := newFlags("setpay merchant batch "+verb, env)
 	of := opFlagsOn(fs)
 	id := fs.String("batch", "", "the batch ID, chosen by the merchant when it opens the batch (required)")
@@ -324,19 +244,13 @@ func runMerchantBatch(ctx context.Context, env *cliEnv, args []string, action se
 		return err
 	}
 	defer p.close()
-	// Opening and closing are retried safely (their pair ID follows the batch);
-	// listing reads the state now.
-	rrpid := ""
-	if action != setpb.BatchAction_BATCH_QUERY {
-		rrpid = merchant.OperatorRRPID(p.m.ID(), setpb.ContentKind_BATCH_ADMIN_REQUEST, *id, verb)
-	}
 	ctx, cancel := context.WithTimeout(ctx, gatewayTimeout)
 	defer cancel()
-	res, err := p.m.Batch(ctx, rrpid, *id, action)
+	out, err := p.m.OperateBatch(ctx, action, *id)
 	if err != nil {
 		return fmt.Errorf("batch %s %s: %w", verb, *id, err)
 	}
-	return printOp(env.stdout, of.json, lifecycleOutput("batch "+verb, "", res))
+	return printOp(env.stdout, of.json, *out)
 }
 
 // ordersLimit bounds `merchant orders` by default.
@@ -368,20 +282,9 @@ func runMerchantOrders(ctx context.Context, env *cliEnv, args []string) error {
 		return fmt.Errorf("store: %w", err)
 	}
 	defer db.Close()
-	var orders []store.Order
-	if err := db.View(ctx, func(ctx context.Context, tx store.Tx) error {
-		var err error
-		orders, err = tx.ListOrders(ctx, store.OrderState(*state), *limit)
+	out, err := merchant.ListOrders(ctx, db, store.OrderState(*state), *limit)
+	if err != nil {
 		return err
-	}); err != nil {
-		return err
-	}
-	// The merchant never holds a card number: an order is its XID, offer, amount
-	// and state (the cardholder's certificate thumbprint stays in the store).
-	out := make([]orderJSON, 0, len(orders))
-	for _, o := range orders {
-		out = append(out, orderJSON{XID: o.XID, OrderID: o.MerchantOrderID, State: string(o.State), Amount: o.Amount,
-			Currency: o.Currency, Created: o.CreatedAt.UTC().Format(time.RFC3339), Updated: o.UpdatedAt.UTC().Format(time.RFC3339)})
 	}
 	if of.json {
 		return writeJSON(env.stdout, out)
@@ -395,109 +298,14 @@ func runMerchantOrders(ctx context.Context, env *cliEnv, args []string) error {
 	return nil
 }
 
-type orderJSON struct {
-	XID      string `json:"xid"`
-	OrderID  string `json:"order_id"` // offer/XID
-	State    string `json:"state"`
-	Amount   int64  `json:"amount"` // minor units
-	Currency string `json:"currency"`
-	Created  string `json:"created"`
-	Updated  string `json:"updated"`
-}
-
-// opJSON is the outcome of a lifecycle command: what the gateway's signed answer
-// (verified, opened with the merchant's key-exchange key) says.
-type opJSON struct {
-	Operation string `json:"operation"`
-	RequestID string `json:"request_id,omitempty"`
-	RRPID     string `json:"rrpid"`
-	XID       string `json:"xid,omitempty"`
-	ItemID    string `json:"item_id,omitempty"` // the capture, credit or reversal recorded (= rrpid)
-	Amount    int64  `json:"amount"`            // what the request moved, minor units
-	Currency  string `json:"currency,omitempty"`
-	// Answered is when the gateway signed the answer; a retry answered from the
-	// gateway's record shows the first answer's time (and the state then).
-	Answered    string     `json:"answered"`
-	Transaction *txnJSON   `json:"transaction,omitempty"`
-	Batch       *batchJSON `json:"batch,omitempty"`
-}
-
-type txnJSON struct {
-	XID              string     `json:"xid"`
-	Status           string     `json:"status"`
-	Amount           int64      `json:"amount"`
-	AuthorizedAmount int64      `json:"authorized_amount"`
-	CapturedTotal    int64      `json:"captured_total"`
-	CreditedTotal    int64      `json:"credited_total"`
-	Currency         string     `json:"currency"`
-	AuthCode         string     `json:"auth_code,omitempty"`
-	Expires          string     `json:"expires,omitempty"`
-	Items            []itemJSON `json:"items"`
-}
-
-type itemJSON struct {
-	Type           string `json:"type"`
-	ID             string `json:"id"`
-	XID            string `json:"xid,omitempty"`
-	Amount         int64  `json:"amount"`
-	Currency       string `json:"currency"`
-	BatchID        string `json:"batch_id,omitempty"`
-	ReversedAmount int64  `json:"reversed_amount,omitempty"`
-	TargetID       string `json:"target_id,omitempty"`
-}
-
-type batchJSON struct {
-	BatchID   string      `json:"batch_id"`
-	Status    string      `json:"status"`
-	Opened    string      `json:"opened,omitempty"`
-	Closed    string      `json:"closed,omitempty"`
-	ItemCount int64       `json:"item_count"`
-	Totals    []totalJSON `json:"totals"`
-	Items     []itemJSON  `json:"items"`
-}
-
-type totalJSON struct {
-	Currency string `json:"currency"`
-	Type     string `json:"type"`
-	Count    int64  `json:"count"`
-	Amount   int64  `json:"amount"`
-}
-
-func unixTime(s int64) string {
-	if s == 0 {
-		return ""
-	}
-	return time.Unix(s, 0).UTC().Format(time.RFC3339)
-}
-
-func itemsJSON(items []*setpb.Item) []itemJSON {
-	out := make([]itemJSON, 0, len(items))
-	for _, it := range items {
-		out = append(out, itemJSON{Type: it.GetType(), ID: it.GetId(), XID: it.GetXid(), Amount: it.GetAmount(), Currency: it.GetCurrency(),
-			BatchID: it.GetBatchId(), ReversedAmount: it.GetReversedAmount(), TargetID: it.GetTargetId()})
-	}
-	return out
-}
-
-func lifecycleOutput(op, requestID string, res *merchant.LifecycleResult) opJSON {
-	r := res.Response
-	out := opJSON{Operation: op, RequestID: requestID, RRPID: r.GetRrpid(), XID: r.GetXid(), ItemID: r.GetItemId(),
-		Amount: r.GetAmount(), Currency: r.GetCurrency(), Answered: res.Answered.UTC().Format(time.RFC3339)}
-	if t := r.GetTransaction(); t != nil {
-		out.Transaction = &txnJSON{XID: t.GetXid(), Status: t.GetStatus(), Amount: t.GetAmount(), AuthorizedAmount: t.GetAuthorizedAmount(),
-			CapturedTotal: t.GetCapturedTotal(), CreditedTotal: t.GetCreditedTotal(), Currency: t.GetCurrency(), AuthCode: t.GetAuthCode(),
-			Expires: unixTime(t.GetExpiresUnix()), Items: itemsJSON(t.GetItems())}
-	}
-	if b := r.GetBatch(); b != nil {
-		bj := &batchJSON{BatchID: b.GetBatchId(), Status: b.GetStatus(), Opened: unixTime(b.GetOpenedUnix()), Closed: unixTime(b.GetClosedUnix()),
-			ItemCount: b.GetItemCount(), Totals: []totalJSON{}, Items: itemsJSON(b.GetItems())}
-		for _, t := range b.GetTotals() {
-			bj.Totals = append(bj.Totals, totalJSON{Currency: t.GetCurrency(), Type: t.GetType(), Count: t.GetCount(), Amount: t.GetAmount()})
-		}
-		out.Batch = bj
-	}
-	return out
-}
+// The JSON the operator commands print is the merchant package's: the console
+// shows the same outcomes.
+type (
+	orderJSON = merchant.OrderSummary
+	opJSON    = merchant.Outcome
+	itemJSON  = merchant.Item
+	totalJSON = merchant.BatchTotal
+)
 
 func writeJSON(w io.Writer, v any) error {
 	enc := json.NewEncoder(w)

@@ -158,7 +158,7 @@ func luhn(d []byte) bool {
 // Left out, as not the gateway's disk: softhsm/ (the token; with SoftHSM its objects
 // are files, encrypted under the user PIN kept beside them, which is exactly what a
 // real HSM is not), issuer-ledger.yaml (the issuer stand-in's cards: the issuer's own
-// data) and the cardholder's wallet (wallet-alice*, her own device, which knows her card).
+// data) and the cardholders' wallets (wallet-alice*, wallet-bob*: each their own device, which knows their card).
 func TestDemoFilesCannotConfirmAPAN(t *testing.T) {
 	if testing.Short() {
 		t.Skip("builds the binary and runs the demo; skipped with -short")
@@ -178,7 +178,7 @@ func TestDemoFilesCannotConfirmAPAN(t *testing.T) {
 		}
 		rel, _ := filepath.Rel(varDir, p)
 		switch {
-		case d.IsDir() && rel == "softhsm", strings.HasPrefix(rel, "wallet-alice"), rel == "issuer-ledger.yaml":
+		case d.IsDir() && rel == "softhsm", strings.HasPrefix(rel, "wallet-"), rel == "issuer-ledger.yaml":
 			if d.IsDir() {
 				return filepath.SkipDir
 			}

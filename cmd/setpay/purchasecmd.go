@@ -151,6 +151,9 @@ type merchantConfig struct {
 		ClientCert string `yaml:"tls_cert"` // PEM: our client certificate
 		ClientKey  string `yaml:"tls_key"`  // pkcs11: URI
 	} `yaml:"gateway"`
+	Console *consoleConfig `yaml:"console,omitempty"` // the operator's web console (consoleserve.go)
+	// Shop is the storefront's HTTPS listener (shopserve.go); absent: none.
+	Shop *shopConfig `yaml:"shop,omitempty"`
 }
 
 // running is an opened party: token, keys, trust, store.
@@ -411,6 +414,14 @@ func runMerchantServe(ctx context.Context, env *cliEnv, args []string) error {
 	}
 	p.m.Register(gs)
 	reg.InitGRPCServer(gs)
+	stopShop, err := startShop(ctx, env, &cfg, p)
+	if err != nil {
+		return err
+	}
+	defer stopShop()
+	if err := startConsole(ctx, env, &cfg, p); err != nil {
+		return err
+	}
 	p.health.bind(health)
 	return serveUntilDone(ctx, env, gs, health, cfg.Listen, "merchant "+p.m.ID())
 }
@@ -474,7 +485,7 @@ func (p *merchantParty) open(ctx context.Context, env *cliEnv, cfg *merchantConf
 	}
 	p.m, err = merchant.New(ctx, merchant.Config{Sign: p.sign, KXCert: p.kxc, KXKey: p.kx, Trust: p.trust, Store: p.db,
 		Brand: cfg.Brand, GatewayKX: gkx[0], GatewayChain: gkx[1:], Gateway: setpb.NewGatewayClient(p.conn),
-		Offers: cfg.Offers, ChallengeKey: challengeKey, Envelope: p.env, Logger: env.logger})
+		Offers: cfg.Offers, OfferBook: cfg.Shop.offerBook(p.db), ChallengeKey: challengeKey, Envelope: p.env, Logger: env.logger})
 	return err
 }
 

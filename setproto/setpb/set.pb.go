@@ -51,6 +51,7 @@ const (
 	ContentKind_BATCH_ADMIN_REQUEST      ContentKind = 17
 	ContentKind_GATEWAY_INQUIRY_REQUEST  ContentKind = 18
 	ContentKind_LIFECYCLE_RESPONSE       ContentKind = 19
+	ContentKind_PAYMENT_INITIATION       ContentKind = 20
 )
 
 // Enum value maps for ContentKind.
@@ -76,6 +77,7 @@ var (
 		17: "BATCH_ADMIN_REQUEST",
 		18: "GATEWAY_INQUIRY_REQUEST",
 		19: "LIFECYCLE_RESPONSE",
+		20: "PAYMENT_INITIATION",
 	}
 	ContentKind_value = map[string]int32{
 		"CONTENT_KIND_UNSPECIFIED": 0,
@@ -98,6 +100,7 @@ var (
 		"BATCH_ADMIN_REQUEST":      17,
 		"GATEWAY_INQUIRY_REQUEST":  18,
 		"LIFECYCLE_RESPONSE":       19,
+		"PAYMENT_INITIATION":       20,
 	}
 )
 
@@ -159,6 +162,7 @@ const (
 	Reason_TOKEN_MISMATCH      Reason = 23 // the capture token is not the one issued for this authorization
 	Reason_EXTRA_RECIPIENT     Reason = 24 // an envelope is addressed to more than its one recipient (the PI: the gateway only)
 	Reason_GATEWAY_MISMATCH    Reason = 25 // the PI or OI names another gateway or gateway key-exchange certificate
+	Reason_INITIATION_EXPIRED  Reason = 26 // a payment initiation is past its expiry (or issued in the future)
 )
 
 // Enum value maps for Reason.
@@ -190,6 +194,7 @@ var (
 		23: "TOKEN_MISMATCH",
 		24: "EXTRA_RECIPIENT",
 		25: "GATEWAY_MISMATCH",
+		26: "INITIATION_EXPIRED",
 	}
 	Reason_value = map[string]int32{
 		"REASON_UNSPECIFIED":  0,
@@ -218,6 +223,7 @@ var (
 		"TOKEN_MISMATCH":      23,
 		"EXTRA_RECIPIENT":     24,
 		"GATEWAY_MISMATCH":    25,
+		"INITIATION_EXPIRED":  26,
 	}
 )
 
@@ -2907,6 +2913,144 @@ func (x *GatewayStoredAnswer) GetError() *ErrorDetail {
 	return nil
 }
 
+// PaymentInitiation (merchant's storefront -> cardholder's wallet, signed by the
+// merchant's signature key with its certificates embedded) is SET's wake-up message:
+// the checkout page hands it to the wallet as a file of MIME type
+// application/set-payment-initiation (.setpay), the DER SignedData itself. It tells
+// the wallet whom to pay (the merchant's SET endpoint, verified from the signer's
+// chain), what for and how much; the wallet then starts PInitReq with offer_id.
+type PaymentInitiation struct {
+	state            protoimpl.MessageState `protogen:"open.v1"`
+	Version          uint32                 `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`                                          // 1
+	MerchantEndpoint string                 `protobuf:"bytes,2,opt,name=merchant_endpoint,json=merchantEndpoint,proto3" json:"merchant_endpoint,omitempty"` // the merchant's SET gRPC address, host:port
+	TlsServerName    string                 `protobuf:"bytes,3,opt,name=tls_server_name,json=tlsServerName,proto3" json:"tls_server_name,omitempty"`        // the name in the merchant's TLS server certificate
+	MerchantId       string                 `protobuf:"bytes,4,opt,name=merchant_id,json=merchantId,proto3" json:"merchant_id,omitempty"`                   // = the id in the signer certificate
+	Brands           []string               `protobuf:"bytes,5,rep,name=brands,proto3" json:"brands,omitempty"`                                             // card brands the merchant accepts
+	Amount           int64                  `protobuf:"varint,6,opt,name=amount,proto3" json:"amount,omitempty"`                                            // minor units
+	Currency         string                 `protobuf:"bytes,7,opt,name=currency,proto3" json:"currency,omitempty"`                                         // ISO 4217
+	OrderDescription string                 `protobuf:"bytes,8,opt,name=order_description,json=orderDescription,proto3" json:"order_description,omitempty"`
+	OfferId          string                 `protobuf:"bytes,9,opt,name=offer_id,json=offerId,proto3" json:"offer_id,omitempty"`               // what PInitReq.offer_id names
+	OrderRef         string                 `protobuf:"bytes,10,opt,name=order_ref,json=orderRef,proto3" json:"order_ref,omitempty"`           // the storefront's order reference
+	IssuedUnix       int64                  `protobuf:"varint,11,opt,name=issued_unix,json=issuedUnix,proto3" json:"issued_unix,omitempty"`    // seconds
+	ExpiresUnix      int64                  `protobuf:"varint,12,opt,name=expires_unix,json=expiresUnix,proto3" json:"expires_unix,omitempty"` // seconds; after it the wallet refuses the initiation
+	unknownFields    protoimpl.UnknownFields
+	sizeCache        protoimpl.SizeCache
+}
+
+func (x *PaymentInitiation) Reset() {
+	*x = PaymentInitiation{}
+	mi := &file_set_proto_msgTypes[28]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *PaymentInitiation) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*PaymentInitiation) ProtoMessage() {}
+
+func (x *PaymentInitiation) ProtoReflect() protoreflect.Message {
+	mi := &file_set_proto_msgTypes[28]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use PaymentInitiation.ProtoReflect.Descriptor instead.
+func (*PaymentInitiation) Descriptor() ([]byte, []int) {
+	return file_set_proto_rawDescGZIP(), []int{28}
+}
+
+func (x *PaymentInitiation) GetVersion() uint32 {
+	if x != nil {
+		return x.Version
+	}
+	return 0
+}
+
+func (x *PaymentInitiation) GetMerchantEndpoint() string {
+	if x != nil {
+		return x.MerchantEndpoint
+	}
+	return ""
+}
+
+func (x *PaymentInitiation) GetTlsServerName() string {
+	if x != nil {
+		return x.TlsServerName
+	}
+	return ""
+}
+
+func (x *PaymentInitiation) GetMerchantId() string {
+	if x != nil {
+		return x.MerchantId
+	}
+	return ""
+}
+
+func (x *PaymentInitiation) GetBrands() []string {
+	if x != nil {
+		return x.Brands
+	}
+	return nil
+}
+
+func (x *PaymentInitiation) GetAmount() int64 {
+	if x != nil {
+		return x.Amount
+	}
+	return 0
+}
+
+func (x *PaymentInitiation) GetCurrency() string {
+	if x != nil {
+		return x.Currency
+	}
+	return ""
+}
+
+func (x *PaymentInitiation) GetOrderDescription() string {
+	if x != nil {
+		return x.OrderDescription
+	}
+	return ""
+}
+
+func (x *PaymentInitiation) GetOfferId() string {
+	if x != nil {
+		return x.OfferId
+	}
+	return ""
+}
+
+func (x *PaymentInitiation) GetOrderRef() string {
+	if x != nil {
+		return x.OrderRef
+	}
+	return ""
+}
+
+func (x *PaymentInitiation) GetIssuedUnix() int64 {
+	if x != nil {
+		return x.IssuedUnix
+	}
+	return 0
+}
+
+func (x *PaymentInitiation) GetExpiresUnix() int64 {
+	if x != nil {
+		return x.ExpiresUnix
+	}
+	return 0
+}
+
 var File_set_proto protoreflect.FileDescriptor
 
 const file_set_proto_rawDesc = "" +
@@ -3159,7 +3303,23 @@ const file_set_proto_rawDesc = "" +
 	"\x05batch\x18\t \x01(\v2\x19.setpay.set.v1.BatchStateR\x05batch\"c\n" +
 	"\x13GatewayStoredAnswer\x12\x1a\n" +
 	"\benvelope\x18\x01 \x01(\fR\benvelope\x120\n" +
-	"\x05error\x18\x02 \x01(\v2\x1a.setpay.set.v1.ErrorDetailR\x05error*\xce\x03\n" +
+	"\x05error\x18\x02 \x01(\v2\x1a.setpay.set.v1.ErrorDetailR\x05error\"\x98\x03\n" +
+	"\x11PaymentInitiation\x12\x18\n" +
+	"\aversion\x18\x01 \x01(\rR\aversion\x12+\n" +
+	"\x11merchant_endpoint\x18\x02 \x01(\tR\x10merchantEndpoint\x12&\n" +
+	"\x0ftls_server_name\x18\x03 \x01(\tR\rtlsServerName\x12\x1f\n" +
+	"\vmerchant_id\x18\x04 \x01(\tR\n" +
+	"merchantId\x12\x16\n" +
+	"\x06brands\x18\x05 \x03(\tR\x06brands\x12\x16\n" +
+	"\x06amount\x18\x06 \x01(\x03R\x06amount\x12\x1a\n" +
+	"\bcurrency\x18\a \x01(\tR\bcurrency\x12+\n" +
+	"\x11order_description\x18\b \x01(\tR\x10orderDescription\x12\x19\n" +
+	"\boffer_id\x18\t \x01(\tR\aofferId\x12\x1b\n" +
+	"\torder_ref\x18\n" +
+	" \x01(\tR\borderRef\x12\x1f\n" +
+	"\vissued_unix\x18\v \x01(\x03R\n" +
+	"issuedUnix\x12!\n" +
+	"\fexpires_unix\x18\f \x01(\x03R\vexpiresUnix*\xe6\x03\n" +
 	"\vContentKind\x12\x1c\n" +
 	"\x18CONTENT_KIND_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tPINIT_REQ\x10\x01\x12\r\n" +
@@ -3182,7 +3342,8 @@ const file_set_proto_rawDesc = "" +
 	"\x17CREDIT_REVERSAL_REQUEST\x10\x10\x12\x17\n" +
 	"\x13BATCH_ADMIN_REQUEST\x10\x11\x12\x1b\n" +
 	"\x17GATEWAY_INQUIRY_REQUEST\x10\x12\x12\x16\n" +
-	"\x12LIFECYCLE_RESPONSE\x10\x13*\x86\x04\n" +
+	"\x12LIFECYCLE_RESPONSE\x10\x13\x12\x16\n" +
+	"\x12PAYMENT_INITIATION\x10\x14*\x9e\x04\n" +
 	"\x06Reason\x12\x16\n" +
 	"\x12REASON_UNSPECIFIED\x10\x00\x12\r\n" +
 	"\tMALFORMED\x10\x01\x12\x11\n" +
@@ -3211,7 +3372,8 @@ const file_set_proto_rawDesc = "" +
 	"\fAUTH_EXPIRED\x10\x16\x12\x12\n" +
 	"\x0eTOKEN_MISMATCH\x10\x17\x12\x13\n" +
 	"\x0fEXTRA_RECIPIENT\x10\x18\x12\x14\n" +
-	"\x10GATEWAY_MISMATCH\x10\x19*\xc2\x01\n" +
+	"\x10GATEWAY_MISMATCH\x10\x19\x12\x16\n" +
+	"\x12INITIATION_EXPIRED\x10\x1a*\xc2\x01\n" +
 	"\n" +
 	"AuthResult\x12\x1b\n" +
 	"\x17AUTH_RESULT_UNSPECIFIED\x10\x00\x12\f\n" +
@@ -3255,7 +3417,7 @@ func file_set_proto_rawDescGZIP() []byte {
 }
 
 var file_set_proto_enumTypes = make([]protoimpl.EnumInfo, 4)
-var file_set_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
+var file_set_proto_msgTypes = make([]protoimpl.MessageInfo, 29)
 var file_set_proto_goTypes = []any{
 	(ContentKind)(0),               // 0: setpay.set.v1.ContentKind
 	(Reason)(0),                    // 1: setpay.set.v1.Reason
@@ -3289,6 +3451,7 @@ var file_set_proto_goTypes = []any{
 	(*BatchState)(nil),             // 29: setpay.set.v1.BatchState
 	(*LifecycleResponse)(nil),      // 30: setpay.set.v1.LifecycleResponse
 	(*GatewayStoredAnswer)(nil),    // 31: setpay.set.v1.GatewayStoredAnswer
+	(*PaymentInitiation)(nil),      // 32: setpay.set.v1.PaymentInitiation
 }
 var file_set_proto_depIdxs = []int32{
 	1,  // 0: setpay.set.v1.ErrorDetail.reason:type_name -> setpay.set.v1.Reason
@@ -3343,7 +3506,7 @@ func file_set_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_set_proto_rawDesc), len(file_set_proto_rawDesc)),
 			NumEnums:      4,
-			NumMessages:   28,
+			NumMessages:   29,
 			NumExtensions: 0,
 			NumServices:   2,
 		},
