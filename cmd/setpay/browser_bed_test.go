@@ -22,7 +22,7 @@ import (
 //
 //	setpay gateway serve --config gateway.yaml
 //	setpay wallet ui --wallet wallet-alice ...        (and one for Bob's wallet)
-//	setpay merchant console-user --name operator --users-file console-users
+//	setpay merchant console-user --user operator --users-file console-users
 //	setpay merchant serve --config merchant.yaml      (with its shop: and console: blocks)
 type webBed struct {
 	t         *testing.T
@@ -68,7 +68,7 @@ func newWebBed(t *testing.T, cardholders ...string) *webBed {
 	// The console's operator, added as docs/web.md says (the password from the
 	// environment, never argv).
 	users := filepath.Join(b.dir, "console-users")
-	r := runSetpay(t, b.dir, append(b.env, "SETPAY_CONSOLE_PASSWORD="+b.password), "merchant", "console-user", "--name", b.operator, "--users-file", users)
+	r := runSetpay(t, b.dir, append(b.env, "SETPAY_CONSOLE_PASSWORD="+b.password), "merchant", "console-user", "--user", b.operator, "--users-file", users)
 	require.Zero(t, r.code, "console-user\n%s", r)
 
 	// merchant.yaml as the demo wrote it, with fresh stores and the web blocks added as

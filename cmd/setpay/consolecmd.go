@@ -15,7 +15,7 @@ import (
 
 func runConsoleUser(ctx context.Context, env *cliEnv, args []string) error {
 	fs := newFlags("setpay merchant console-user", env)
-	name := fs.String("name", "", "the operator's login name, 1..64 characters of [A-Za-z0-9._@-] (required)")
+	name := fs.String("user", "", "the operator's login name, 1..64 characters of [A-Za-z0-9._@-] (required)")
 	usersFile := fs.String("users-file", "", "the console's users file, as console.users_file names it; made if missing (required)")
 	passFile := fs.String("password-file", "", fmt.Sprintf("file holding the password, %d..%d characters, mode 0600 (default: $SETPAY_CONSOLE_PASSWORD)",
 		console.MinPasswordLen, console.MaxPasswordLen))
@@ -23,10 +23,10 @@ func runConsoleUser(ctx context.Context, env *cliEnv, args []string) error {
 		return err
 	}
 	if *name == "" {
-		return usageErrorf("--name is required")
+		return usageErrorf("--user is required")
 	}
 	if err := console.CheckUserName(*name); err != nil {
-		return usageErrorf("--name: %v", err)
+		return usageErrorf("--user: %v", err)
 	}
 	if *usersFile == "" {
 		return usageErrorf("--users-file is required")

@@ -30,7 +30,7 @@ const consolePassword = "operator pass phrase 1"
 func addConsoleUser(t *testing.T, dir, usersFile, name string) result {
 	t.Helper()
 	return runSetpay(t, dir, []string{"SETPAY_CONSOLE_PASSWORD=" + consolePassword}, "merchant", "console-user",
-		"--name", name, "--users-file", usersFile)
+		"--user", name, "--users-file", usersFile)
 }
 
 // startMerchantWithConsole restarts the bed's merchant with a console block (on the
@@ -247,7 +247,7 @@ func TestMerchantConsoleUser(t *testing.T) {
 
 	pwFile := filepath.Join(dir, "pw")
 	require.NoError(t, os.WriteFile(pwFile, []byte("second operator password\n"), 0o600))
-	r = runSetpay(t, dir, nil, "merchant", "console-user", "--name", "ops-2", "--users-file", users, "--password-file", pwFile)
+	r = runSetpay(t, dir, nil, "merchant", "console-user", "--user", "ops-2", "--users-file", users, "--password-file", pwFile)
 	require.Zero(t, r.code, "%s", r)
 	u, err := console.LoadUsers(users)
 	require.NoError(t, err)
@@ -258,7 +258,7 @@ func TestMerchantConsoleUser(t *testing.T) {
 	require.NoError(t, err)
 	assert.NotContains(t, string(raw), consolePassword)
 
-	r = runSetpay(t, dir, nil, "merchant", "console-user", "--name", "ops", "--users-file", users, "--password-file", pwFile)
+	r = runSetpay(t, dir, nil, "merchant", "console-user", "--user", "ops", "--users-file", users, "--password-file", pwFile)
 	require.Zero(t, r.code, "%s", r)
 	assert.Contains(t, r.stdout, "password changed")
 	u, err = console.LoadUsers(users)
@@ -277,11 +277,11 @@ func TestMerchantConsoleUser(t *testing.T) {
 		code int
 		want string
 	}{
-		{[]string{"--users-file", users}, nil, 2, "--name is required"},
-		{[]string{"--name", "ops"}, nil, 2, "--users-file is required"},
-		{[]string{"--name", "a b", "--users-file", users}, nil, 2, "--name: want 1..64 characters"},
-		{[]string{"--name", "ops-4", "--users-file", users}, nil, 1, "$SETPAY_CONSOLE_PASSWORD"},
-		{[]string{"--name", "ops-4", "--users-file", users}, []string{"SETPAY_CONSOLE_PASSWORD=short"}, 1, "console password: want at least 12 characters"},
+		{[]string{"--users-file", users}, nil, 2, "--user is required"},
+		{[]string{"--user", "ops"}, nil, 2, "--users-file is required"},
+		{[]string{"--user", "a b", "--users-file", users}, nil, 2, "--user: want 1..64 characters"},
+		{[]string{"--user", "ops-4", "--users-file", users}, nil, 1, "$SETPAY_CONSOLE_PASSWORD"},
+		{[]string{"--user", "ops-4", "--users-file", users}, []string{"SETPAY_CONSOLE_PASSWORD=short"}, 1, "console password: want at least 12 characters"},
 	} {
 		r := runSetpay(t, dir, tc.env, append([]string{"merchant", "console-user"}, tc.args...)...)
 		assert.Equal(t, tc.code, r.code, "%v: %s", tc.args, r)
