@@ -247,19 +247,32 @@ func (m *Module) settled() {
 	m.backoff, m.nextTry, m.lastReinit = 0, time.Time{}, nil
 }
 
-// findSerial finds an initialised token by serial in the current epoch, skipping slots
-// that cannot be described. The caller holds opMu shared.
-func (m *Module) findSerial(serial string) (TokenInfo, bool) {
+// sameToken tells whether two descriptions are of the same token. The serial alone is
+// not enough: some modules give every token the same one (tpm2-pkcs11 answers
+// 0000000000000000 for all), so the label must match too.
+func sameToken(a, b TokenInfo) bool {
+	return a.Initialized && b.Initialized && a.Serial == b.Serial && a.Label == b.Label
+}
+
+// findSame finds the one initialised token that is the same as want (sameToken) in the
+// current epoch, skipping slots that cannot be described. Two candidates are no
+// answer: reattaching to the wrong one would sign with another token's keys. The
+// caller holds opMu shared.
+func (m *Module) findSame(want TokenInfo) (TokenInfo, bool) {
 	tokens, err := m.tokens(true)
 	if err != nil {
 		return TokenInfo{}, false
 	}
+	var found []TokenInfo
 	for _, t := range tokens {
-		if t.Initialized && t.Serial == serial {
-			return t, true
+		if sameToken(t, want) {
+			found = append(found, t)
 		}
 	}
-	return TokenInfo{}, false
+	if len(found) != 1 {
+		return TokenInfo{}, false
+	}
+	return found[0], true
 }
 
 // call runs one PKCS#11 call outside any Token, under opMu.
@@ -318,7 +331,7 @@ func (m *Module) Find(sel Selector) (TokenInfo, error) {
 	case 1:
 		return found[0], nil
 	default:
-		return TokenInfo{}, fmt.Errorf("hsm: %d tokens match %s in module %s; select by serial: %w", len(found), sel, m.path, ErrBadRequest)
+		return TokenInfo{}, fmt.Errorf("hsm: %d tokens match %s in module %s; select it by another of label, serial or slot: %w", len(found), sel, m.path, ErrBadRequest)
 	}
 }
 

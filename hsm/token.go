@@ -602,7 +602,7 @@ func (t *Token) reattach() error {
 	return err
 }
 
-// lookup finds the token in the module's current epoch, by its serial: first in the
+// lookup finds the token in the module's current epoch, by its serial and label: first in the
 // slot it was in, then in any. It answers false while the library is down. It returns
 // the epoch it looked in either way.
 func (t *Token) lookup() (TokenInfo, uint64, bool) {
@@ -615,11 +615,11 @@ func (t *Token) lookup() (TokenInfo, uint64, bool) {
 	}
 	slot := uint(t.slot.Load())
 	if ti, err := m.ctx.GetTokenInfo(slot); err == nil {
-		if info := tokenInfo(slot, ti); info.Initialized && info.Serial == t.info.Serial {
+		if info := tokenInfo(slot, ti); sameToken(info, t.info) {
 			return info, epoch, true
 		}
 	}
-	info, ok := m.findSerial(t.info.Serial)
+	info, ok := m.findSame(t.info)
 	return info, epoch, ok
 }
 
@@ -638,8 +638,7 @@ func (t *Token) present() bool {
 	if err != nil {
 		return false
 	}
-	info := tokenInfo(uint(t.slot.Load()), ti)
-	return info.Initialized && info.Serial == t.info.Serial
+	return sameToken(tokenInfo(uint(t.slot.Load()), ti), t.info)
 }
 
 // attach records where the token is now and starts a new session generation. Cached
