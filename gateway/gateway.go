@@ -27,6 +27,21 @@ import (
 // DefaultAuthValidity is how long an authorization may be captured.
 const DefaultAuthValidity = 7 * 24 * time.Hour
 
+// DefaultClaimLease is how long a replica's claim on an authorization, committed
+// before it asks the issuer, keeps other replicas from asking: after it a claim left
+// by a crashed replica is taken over (see Config.ClaimLease).
+const DefaultClaimLease = 30 * time.Second
+
+// authScope is the store scope of authorization claims and answers.
+const authScope = "gateway/auth"
+
+// AuthKey is the idempotency key of merchant's authorization of transaction xid: the
+// store's request ID for it and the key the issuer is asked with, on every replica and
+// every retry: base64url(SHA-256(merchant ‖ 0x00 ‖ XID)).
+func AuthKey(merchantID, xid string) string {
+	return base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte(merchantID + "\x00" + xid)))
+}
+
 // Config configures a Gateway.
 type Config struct {
 	Sign       setproto.Party    // the gateway's signature key (token) and certificate
@@ -39,6 +54,12 @@ type Config struct {
 	// Envelope sets the key transport of answers to merchants.
 	Envelope     setproto.EnvelopeOptions
 	AuthValidity time.Duration // 0: DefaultAuthValidity
+	// ClaimLease (0: DefaultClaimLease) is how long the claim on an authorization,
+	// committed before the issuer is asked, holds off every other replica; a retry that
+	// finds the claim live is refused with a retryable GATEWAY_UNAVAILABLE. After it,
+	// the claim of a replica that crashed is taken over and the issuer asked again with
+	// the same key. Make it longer than the issuer's slowest answer.
+	ClaimLease time.Duration
 	Clock        func() time.Time
 	Logger       *slog.Logger
 	// Decided, if set, hears each new authorization decision (not retries answered
@@ -73,6 +94,14 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.AuthValidity == 0 {
 		cfg.AuthValidity = DefaultAuthValidity
+	}
+	switch {
+	case cfg.AuthValidity < 0:
+		return nil, errors.New("gateway: authorization validity must be positive")
+	case cfg.ClaimLease < 0:
+		return nil, errors.New("gateway: claim lease must be positive")
+	case cfg.ClaimLease == 0:
+		cfg.ClaimLease = DefaultClaimLease
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -220,41 +249,89 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_MALFORMED, err, "PAN")
 	}
-	key := base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte(req.GetMerchantId() + "\x00" + req.GetXid())))
+	key := AuthKey(req.GetMerchantId(), req.GetXid())
 	panHash, err := g.cfg.PANHashKey.HashPAN(ctx, pi.GetPan())
 	if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "PAN hash")
 	}
-	// The issuer remembers its decision per key, so a retry or a refused replay never
-	// holds funds twice.
-	dec, err := g.cfg.Issuer.Authorize(key, pi.GetPan(), pi.GetExpiry(), pi.GetAmount(), pi.GetCurrency(), now)
-	if err != nil {
-		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "issuer")
-	}
-	resp, replayed, err := g.cfg.Store.Idempotent(ctx, "gateway/auth", key, c.reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
-		return g.record(ctx, tx, c, dec, panHash, mask, now)
-	})
-	if errors.Is(err, store.ErrConflict) {
+	refuseReused := func(err error) error {
 		g.auditOps(ctx, now, req.GetXid(), ops, "refused: REPLAY")
+		if errors.Is(err, store.ErrIDReuse) {
+			return setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q was already authorized with another request", req.GetXid(), req.GetMerchantId())
+		}
+		return setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q already exists", req.GetXid(), req.GetMerchantId())
 	}
-	if errors.Is(err, store.ErrIDReuse) {
-		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q was already authorized with another request", req.GetXid(), req.GetMerchantId())
-	}
+	// Exactly once across replicas: the claim commits BEFORE the issuer is asked, so a
+	// retry on any replica finds it and never asks the issuer a second time.
+	cl, err := g.cfg.Store.Claim(ctx, authScope, key, c.reqHash, now, g.cfg.ClaimLease)
 	if errors.Is(err, store.ErrConflict) {
-		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q already exists", req.GetXid(), req.GetMerchantId())
+		return nil, refuseReused(err)
 	}
 	if err != nil {
-		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "record authorization")
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "claim authorization")
+	}
+	var (
+		resp     []byte
+		replayed bool
+		result   = "(stored answer)"
+	)
+	switch {
+	case cl.State == store.ClaimAnswered:
+		resp, replayed = cl.Response, true
+	case cl.State == store.ClaimPending:
+		// Another request (this replica or another) is asking the issuer. Refuse at
+		// once, retryably: the merchant keeps the order pending and retries, and gets
+		// the stored answer once it is there. Waiting here instead would hold a handler
+		// for as long as the issuer takes, for nothing the retry does not give.
+		g.auditOps(ctx, now, req.GetXid(), ops, "refused: authorization in progress")
+		return nil, setproto.Errorf(setpb.Reason_GATEWAY_UNAVAILABLE,
+			"authorization of transaction %s of merchant %q in progress, retry", req.GetXid(), req.GetMerchantId())
+	case cl.Holds():
+		if cl.State == store.ClaimTakenOver {
+			g.cfg.Logger.Warn("authorization claim taken over after its lease ran out (a replica stopped mid-authorization); asking the issuer again with the same key",
+				"merchant", req.GetMerchantId(), "xid", req.GetXid())
+		}
+		// The issuer remembers its decision per key, so asking again after a takeover,
+		// or after a released claim, never holds funds twice.
+		dec, err := g.cfg.Issuer.Authorize(key, pi.GetPan(), pi.GetExpiry(), pi.GetAmount(), pi.GetCurrency(), now)
+		if err != nil {
+			g.release(ctx, key, cl.Token)
+			return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "issuer")
+		}
+		resp, replayed, err = g.cfg.Store.CompleteClaim(ctx, authScope, key, c.reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
+			return g.record(ctx, tx, c, dec, panHash, mask, now)
+		})
+		if err != nil {
+			g.release(ctx, key, cl.Token)
+			if errors.Is(err, store.ErrConflict) {
+				return nil, refuseReused(err)
+			}
+			return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "record authorization")
+		}
+		if !replayed {
+			result = dec.Result.String()
+			if g.cfg.Decided != nil {
+				g.cfg.Decided(dec.Result)
+			}
+		}
+	default:
+		return nil, setproto.Errorf(setpb.Reason_INTERNAL, "claim authorization: unexpected state %v", cl.State)
 	}
 	if replayed {
 		g.auditOps(ctx, now, req.GetXid(), ops, "retry answered from store")
 	}
 	g.cfg.Logger.Info("authorization", "merchant", req.GetMerchantId(), "xid", req.GetXid(), "pan", mask,
-		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", dec.Result.String(), "replayed", replayed)
-	if g.cfg.Decided != nil && !replayed {
-		g.cfg.Decided(dec.Result)
-	}
+		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", result, "replayed", replayed)
 	return &setpb.Enveloped{Cms: resp}, nil
+}
+
+// release gives up a claim whose authorization failed (the issuer or the store
+// failed), so that the merchant's retry, on any replica, asks again at once with the
+// same key; if even that fails, the claim is taken over after its lease.
+func (g *Gateway) release(ctx context.Context, key string, token []byte) {
+	if err := g.cfg.Store.ReleaseClaim(context.WithoutCancel(ctx), authScope, key, token); err != nil {
+		g.cfg.Logger.Warn("authorization claim not released; a retry waits out its lease", "err", err)
+	}
 }
 
 // record stores the authorization (and a sale's capture) and returns the enveloped,
