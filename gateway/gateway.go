@@ -60,8 +60,8 @@ type Config struct {
 	// the claim of a replica that crashed is taken over and the issuer asked again with
 	// the same key. Make it longer than the issuer's slowest answer.
 	ClaimLease time.Duration
-	Clock        func() time.Time
-	Logger       *slog.Logger
+	Clock      func() time.Time
+	Logger     *slog.Logger
 	// Decided, if set, hears each new authorization decision (not retries answered
 	// from the store), e.g. to count authorizations by result in metrics.
 	Decided func(result setpb.AuthResult)
