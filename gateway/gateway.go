@@ -78,6 +78,8 @@ type Gateway struct {
 // New checks cfg and returns the gateway.
 func New(cfg Config) (*Gateway, error) {
 	switch {
+	case cfg.ClaimLease < 0:
+		return nil, errors.New("gateway: claim lease must be positive (0: the default)")
 	case cfg.Sign.Key == nil || cfg.Sign.Cert == nil || cfg.KXCert == nil || cfg.KXKey == nil:
 		return nil, errors.New("gateway: signature and key-exchange keys and certificates are required")
 	case cfg.Trust == nil || cfg.Store == nil || cfg.Issuer == nil:
@@ -95,12 +97,7 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.AuthValidity == 0 {
 		cfg.AuthValidity = DefaultAuthValidity
 	}
-	switch {
-	case cfg.AuthValidity < 0:
-		return nil, errors.New("gateway: authorization validity must be positive")
-	case cfg.ClaimLease < 0:
-		return nil, errors.New("gateway: claim lease must be positive")
-	case cfg.ClaimLease == 0:
+	if cfg.ClaimLease == 0 {
 		cfg.ClaimLease = DefaultClaimLease
 	}
 	if cfg.Clock == nil {
