@@ -32,6 +32,10 @@ const DefaultAuthValidity = 7 * 24 * time.Hour
 // by a crashed replica is taken over (see Config.ClaimLease).
 const DefaultClaimLease = 30 * time.Second
 
+// DefaultClaimWait is how long a duplicate waits for another request's answer (see
+// Config.ClaimWait).
+const DefaultClaimWait = 2 * time.Second
+
 // authScope is the store scope of authorization claims and answers.
 const authScope = "gateway/auth"
 
@@ -60,8 +64,13 @@ type Config struct {
 	// the claim of a replica that crashed is taken over and the issuer asked again with
 	// the same key. Make it longer than the issuer's slowest answer.
 	ClaimLease time.Duration
-	Clock      func() time.Time
-	Logger     *slog.Logger
+	// ClaimWait (0: DefaultClaimWait) is how long a request that finds another's live
+	// claim on its authorization (a concurrent duplicate, or a retry while the first
+	// is at the issuer) waits for the stored answer, polling the store, before it is
+	// refused with a retryable GATEWAY_UNAVAILABLE; the request's deadline bounds it.
+	ClaimWait time.Duration
+	Clock     func() time.Time
+	Logger    *slog.Logger
 	// Decided, if set, hears each new authorization decision (not retries answered
 	// from the store), e.g. to count authorizations by result in metrics.
 	Decided func(result setpb.AuthResult)
@@ -80,6 +89,8 @@ func New(cfg Config) (*Gateway, error) {
 	switch {
 	case cfg.ClaimLease < 0:
 		return nil, errors.New("gateway: claim lease must be positive (0: the default)")
+	case cfg.ClaimWait < 0:
+		return nil, errors.New("gateway: claim wait must be positive (0: the default)")
 	case cfg.Sign.Key == nil || cfg.Sign.Cert == nil || cfg.KXCert == nil || cfg.KXKey == nil:
 		return nil, errors.New("gateway: signature and key-exchange keys and certificates are required")
 	case cfg.Trust == nil || cfg.Store == nil || cfg.Issuer == nil:
@@ -99,6 +110,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.ClaimLease == 0 {
 		cfg.ClaimLease = DefaultClaimLease
+	}
+	if cfg.ClaimWait == 0 {
+		cfg.ClaimWait = DefaultClaimWait
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -260,7 +274,7 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	}
 	// Exactly once across replicas: the claim commits BEFORE the issuer is asked, so a
 	// retry on any replica finds it and never asks the issuer a second time.
-	cl, err := g.cfg.Store.Claim(ctx, authScope, key, c.reqHash, now, g.cfg.ClaimLease)
+	cl, err := g.claim(ctx, key, c.reqHash)
 	if errors.Is(err, store.ErrConflict) {
 		return nil, refuseReused(err)
 	}
@@ -276,10 +290,10 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	case cl.State == store.ClaimAnswered:
 		resp, replayed = cl.Response, true
 	case cl.State == store.ClaimPending:
-		// Another request (this replica or another) is asking the issuer. Refuse at
-		// once, retryably: the merchant keeps the order pending and retries, and gets
-		// the stored answer once it is there. Waiting here instead would hold a handler
-		// for as long as the issuer takes, for nothing the retry does not give.
+		// Another request (this replica or another) is still asking the issuer after
+		// ClaimWait. Refuse, retryably: the merchant keeps the order pending and
+		// retries, and gets the stored answer once it is there; waiting longer would
+		// hold a handler for as long as a slow issuer takes.
 		g.auditOps(ctx, now, req.GetXid(), ops, "refused: authorization in progress")
 		return nil, setproto.Errorf(setpb.Reason_GATEWAY_UNAVAILABLE,
 			"authorization of transaction %s of merchant %q in progress, retry", req.GetXid(), req.GetMerchantId())
@@ -320,6 +334,34 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	g.cfg.Logger.Info("authorization", "merchant", req.GetMerchantId(), "xid", req.GetXid(), "pan", mask,
 		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", result, "replayed", replayed)
 	return &setpb.Enveloped{Cms: resp}, nil
+}
+
+// claim claims the authorization key. A claim live under another request is waited
+// on, polling the store, for up to ClaimWait (and the request's deadline): concurrent
+// duplicates are common (a merchant's retry racing its first try) and the first
+// answer is usually milliseconds away. If the lease runs out meanwhile, the waiter
+// takes the claim over. It returns ClaimPending only when the wait is over.
+func (g *Gateway) claim(ctx context.Context, key string, reqHash []byte) (store.Claim, error) {
+	deadline := time.Now().Add(g.cfg.ClaimWait)
+	poll := 5 * time.Millisecond
+	for {
+		cl, err := g.cfg.Store.Claim(ctx, authScope, key, reqHash, g.cfg.Clock(), g.cfg.ClaimLease)
+		if err != nil || cl.State != store.ClaimPending {
+			return cl, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return cl, nil
+		}
+		t := time.NewTimer(min(poll, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return cl, nil
+		case <-t.C:
+		}
+		poll = min(2*poll, 100*time.Millisecond)
+	}
 }
 
 // release gives up a claim whose authorization failed (the issuer or the store

@@ -84,10 +84,12 @@ func (r *recordingGateway) Authorize(ctx context.Context, in *setpb.Enveloped, _
 type replicas struct {
 	b      *system.Bed
 	issuer *countingIssuer
-	a, bb  *gateway.Gateway
-	dbB    *store.Store
-	skew   atomic.Int64 // B's clock is time.Now() + skew
-	lease  time.Duration
+	// A and B wait only briefly on each other's live claims: the tests that hold the
+	// issuer expect the refusal, whatever the wait.
+	a, bb *gateway.Gateway
+	dbB   *store.Store
+	skew  atomic.Int64 // B's clock is time.Now() + skew
+	lease time.Duration
 }
 
 func newReplicas(t *testing.T, dsn func(t *testing.T) string) *replicas {
@@ -108,7 +110,7 @@ func newReplicas(t *testing.T, dsn func(t *testing.T) string) *replicas {
 	r := &replicas{b: b, issuer: &countingIssuer{next: b.Ledger}, dbB: dbB, lease: 10 * time.Second}
 	mk := func(db store.DB, clock func() time.Time) *gateway.Gateway {
 		g, err := gateway.New(gateway.Config{Sign: b.GatewayEnt.Sign, KXCert: b.GatewayEnt.KXCert, KXKey: b.GatewayEnt.KXKey,
-			Trust: b.NewTrust(), Store: db, PANHashKey: b.PANHasher, Issuer: r.issuer, ClaimLease: r.lease, Clock: clock})
+			Trust: b.NewTrust(), Store: db, PANHashKey: b.PANHasher, Issuer: r.issuer, ClaimLease: r.lease, ClaimWait: 20 * time.Millisecond, Clock: clock})
 		require.NoError(t, err)
 		return g
 	}
@@ -363,7 +365,11 @@ func TestReplicaTakesOverAClaimAfterItsLease(t *testing.T) {
 
 func TestClaimLeaseConfig(t *testing.T) {
 	assert.Equal(t, 30*time.Second, gateway.DefaultClaimLease)
+	assert.Equal(t, 2*time.Second, gateway.DefaultClaimWait)
 	_, err := gateway.New(gateway.Config{ClaimLease: -time.Second})
 	require.Error(t, err)
 	assert.Contains(t, err.Error(), "claim lease")
+	_, err = gateway.New(gateway.Config{ClaimWait: -time.Second})
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "claim wait")
 }
