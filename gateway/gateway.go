@@ -27,6 +27,25 @@ import (
 // DefaultAuthValidity is how long an authorization may be captured.
 const DefaultAuthValidity = 7 * 24 * time.Hour
 
+// DefaultClaimLease is how long a replica's claim on an authorization, committed
+// before it asks the issuer, keeps other replicas from asking: after it a claim left
+// by a crashed replica is taken over (see Config.ClaimLease).
+const DefaultClaimLease = 30 * time.Second
+
+// DefaultClaimWait is how long a duplicate waits for another request's answer (see
+// Config.ClaimWait).
+const DefaultClaimWait = 2 * time.Second
+
+// authScope is the store scope of authorization claims and answers.
+const authScope = "gateway/auth"
+
+// AuthKey is the idempotency key of merchant's authorization of transaction xid: the
+// store's request ID for it and the key the issuer is asked with, on every replica and
+// every retry: base64url(SHA-256(merchant ‖ 0x00 ‖ XID)).
+func AuthKey(merchantID, xid string) string {
+	return base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte(merchantID + "\x00" + xid)))
+}
+
 // Config configures a Gateway.
 type Config struct {
 	Sign       setproto.Party    // the gateway's signature key (token) and certificate
@@ -39,8 +58,19 @@ type Config struct {
 	// Envelope sets the key transport of answers to merchants.
 	Envelope     setproto.EnvelopeOptions
 	AuthValidity time.Duration // 0: DefaultAuthValidity
-	Clock        func() time.Time
-	Logger       *slog.Logger
+	// ClaimLease (0: DefaultClaimLease) is how long the claim on an authorization,
+	// committed before the issuer is asked, holds off every other replica; a retry that
+	// finds the claim live is refused with a retryable GATEWAY_UNAVAILABLE. After it,
+	// the claim of a replica that crashed is taken over and the issuer asked again with
+	// the same key. Make it longer than the issuer's slowest answer.
+	ClaimLease time.Duration
+	// ClaimWait (0: DefaultClaimWait) is how long a request that finds another's live
+	// claim on its authorization (a concurrent duplicate, or a retry while the first
+	// is at the issuer) waits for the stored answer, polling the store, before it is
+	// refused with a retryable GATEWAY_UNAVAILABLE; the request's deadline bounds it.
+	ClaimWait time.Duration
+	Clock     func() time.Time
+	Logger    *slog.Logger
 	// Decided, if set, hears each new authorization decision (not retries answered
 	// from the store), e.g. to count authorizations by result in metrics.
 	Decided func(result setpb.AuthResult)
@@ -57,6 +87,10 @@ type Gateway struct {
 // New checks cfg and returns the gateway.
 func New(cfg Config) (*Gateway, error) {
 	switch {
+	case cfg.ClaimLease < 0:
+		return nil, errors.New("gateway: claim lease must be positive (0: the default)")
+	case cfg.ClaimWait < 0:
+		return nil, errors.New("gateway: claim wait must be positive (0: the default)")
 	case cfg.Sign.Key == nil || cfg.Sign.Cert == nil || cfg.KXCert == nil || cfg.KXKey == nil:
 		return nil, errors.New("gateway: signature and key-exchange keys and certificates are required")
 	case cfg.Trust == nil || cfg.Store == nil || cfg.Issuer == nil:
@@ -73,6 +107,12 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.AuthValidity == 0 {
 		cfg.AuthValidity = DefaultAuthValidity
+	}
+	if cfg.ClaimLease == 0 {
+		cfg.ClaimLease = DefaultClaimLease
+	}
+	if cfg.ClaimWait == 0 {
+		cfg.ClaimWait = DefaultClaimWait
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
@@ -220,41 +260,117 @@ func (g *Gateway) authorize(ctx context.Context, in *setpb.Enveloped) (*setpb.En
 	if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_MALFORMED, err, "PAN")
 	}
-	key := base64.RawURLEncoding.EncodeToString(setproto.Hash([]byte(req.GetMerchantId() + "\x00" + req.GetXid())))
+	key := AuthKey(req.GetMerchantId(), req.GetXid())
 	panHash, err := g.cfg.PANHashKey.HashPAN(ctx, pi.GetPan())
 	if err != nil {
 		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "PAN hash")
 	}
-	// The issuer remembers its decision per key, so a retry or a refused replay never
-	// holds funds twice.
-	dec, err := g.cfg.Issuer.Authorize(key, pi.GetPan(), pi.GetExpiry(), pi.GetAmount(), pi.GetCurrency(), now)
-	if err != nil {
-		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "issuer")
-	}
-	resp, replayed, err := g.cfg.Store.Idempotent(ctx, "gateway/auth", key, c.reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
-		return g.record(ctx, tx, c, dec, panHash, mask, now)
-	})
-	if errors.Is(err, store.ErrConflict) {
+	refuseReused := func(err error) error {
 		g.auditOps(ctx, now, req.GetXid(), ops, "refused: REPLAY")
+		if errors.Is(err, store.ErrIDReuse) {
+			return setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q was already authorized with another request", req.GetXid(), req.GetMerchantId())
+		}
+		return setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q already exists", req.GetXid(), req.GetMerchantId())
 	}
-	if errors.Is(err, store.ErrIDReuse) {
-		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q was already authorized with another request", req.GetXid(), req.GetMerchantId())
-	}
+	// Exactly once across replicas: the claim commits BEFORE the issuer is asked, so a
+	// retry on any replica finds it and never asks the issuer a second time.
+	cl, err := g.claim(ctx, key, c.reqHash)
 	if errors.Is(err, store.ErrConflict) {
-		return nil, setproto.Wrap(setpb.Reason_REPLAY, err, "transaction %s of merchant %q already exists", req.GetXid(), req.GetMerchantId())
+		return nil, refuseReused(err)
 	}
 	if err != nil {
-		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "record authorization")
+		return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "claim authorization")
+	}
+	var (
+		resp     []byte
+		replayed bool
+		result   = "(stored answer)"
+	)
+	switch {
+	case cl.State == store.ClaimAnswered:
+		resp, replayed = cl.Response, true
+	case cl.State == store.ClaimPending:
+		// Another request (this replica or another) is still asking the issuer after
+		// ClaimWait. Refuse, retryably: the merchant keeps the order pending and
+		// retries, and gets the stored answer once it is there; waiting longer would
+		// hold a handler for as long as a slow issuer takes.
+		g.auditOps(ctx, now, req.GetXid(), ops, "refused: authorization in progress")
+		return nil, setproto.Errorf(setpb.Reason_GATEWAY_UNAVAILABLE,
+			"authorization of transaction %s of merchant %q in progress, retry", req.GetXid(), req.GetMerchantId())
+	case cl.Holds():
+		if cl.State == store.ClaimTakenOver {
+			g.cfg.Logger.Warn("authorization claim taken over after its lease ran out (a replica stopped mid-authorization); asking the issuer again with the same key",
+				"merchant", req.GetMerchantId(), "xid", req.GetXid())
+		}
+		// The issuer remembers its decision per key, so asking again after a takeover,
+		// or after a released claim, never holds funds twice.
+		dec, err := g.cfg.Issuer.Authorize(key, pi.GetPan(), pi.GetExpiry(), pi.GetAmount(), pi.GetCurrency(), now)
+		if err != nil {
+			g.release(ctx, key, cl.Token)
+			return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "issuer")
+		}
+		resp, replayed, err = g.cfg.Store.CompleteClaim(ctx, authScope, key, c.reqHash, func(ctx context.Context, tx store.Tx) ([]byte, error) {
+			return g.record(ctx, tx, c, dec, panHash, mask, now)
+		})
+		if err != nil {
+			g.release(ctx, key, cl.Token)
+			if errors.Is(err, store.ErrConflict) {
+				return nil, refuseReused(err)
+			}
+			return nil, setproto.Wrap(setpb.Reason_INTERNAL, err, "record authorization")
+		}
+		if !replayed {
+			result = dec.Result.String()
+			if g.cfg.Decided != nil {
+				g.cfg.Decided(dec.Result)
+			}
+		}
+	default:
+		return nil, setproto.Errorf(setpb.Reason_INTERNAL, "claim authorization: unexpected state %v", cl.State)
 	}
 	if replayed {
 		g.auditOps(ctx, now, req.GetXid(), ops, "retry answered from store")
 	}
 	g.cfg.Logger.Info("authorization", "merchant", req.GetMerchantId(), "xid", req.GetXid(), "pan", mask,
-		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", dec.Result.String(), "replayed", replayed)
-	if g.cfg.Decided != nil && !replayed {
-		g.cfg.Decided(dec.Result)
-	}
+		"amount", req.GetAmount(), "currency", req.GetCurrency(), "result", result, "replayed", replayed)
 	return &setpb.Enveloped{Cms: resp}, nil
+}
+
+// claim claims the authorization key. A claim live under another request is waited
+// on, polling the store, for up to ClaimWait (and the request's deadline): concurrent
+// duplicates are common (a merchant's retry racing its first try) and the first
+// answer is usually milliseconds away. If the lease runs out meanwhile, the waiter
+// takes the claim over. It returns ClaimPending only when the wait is over.
+func (g *Gateway) claim(ctx context.Context, key string, reqHash []byte) (store.Claim, error) {
+	deadline := time.Now().Add(g.cfg.ClaimWait)
+	poll := 5 * time.Millisecond
+	for {
+		cl, err := g.cfg.Store.Claim(ctx, authScope, key, reqHash, g.cfg.Clock(), g.cfg.ClaimLease)
+		if err != nil || cl.State != store.ClaimPending {
+			return cl, err
+		}
+		left := time.Until(deadline)
+		if left <= 0 {
+			return cl, nil
+		}
+		t := time.NewTimer(min(poll, left))
+		select {
+		case <-ctx.Done():
+			t.Stop()
+			return cl, nil
+		case <-t.C:
+		}
+		poll = min(2*poll, 100*time.Millisecond)
+	}
+}
+
+// release gives up a claim whose authorization failed (the issuer or the store
+// failed), so that the merchant's retry, on any replica, asks again at once with the
+// same key; if even that fails, the claim is taken over after its lease.
+func (g *Gateway) release(ctx context.Context, key string, token []byte) {
+	if err := g.cfg.Store.ReleaseClaim(context.WithoutCancel(ctx), authScope, key, token); err != nil {
+		g.cfg.Logger.Warn("authorization claim not released; a retry waits out its lease", "err", err)
+	}
 }
 
 // record stores the authorization (and a sale's capture) and returns the enveloped,

@@ -16,7 +16,11 @@ import (
 
 // Issuer is the card issuer the gateway asks for a decision. Authorize must be
 // idempotent per key: asked again for the same key it returns the first decision and
-// holds funds once.
+// holds funds once. The gateway relies on it: it asks at most once per claim, but a
+// claim left by a replica that died mid-call is taken over after Config.ClaimLease and
+// the issuer asked again with the same key (AuthKey), as a failed call's retry is. A
+// real issuer link must therefore pass the key as the acquirer's idempotency key and
+// keep it at least as long as merchants retry; Ledger remembers it per process only.
 type Issuer interface {
 	Authorize(key string, pan, expiry string, amount int64, currency string, now time.Time) (Decision, error)
 }

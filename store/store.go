@@ -52,6 +52,12 @@ type DB interface {
 	// Idempotent runs fn exactly once per (scope, requestID); see Store.Idempotent.
 	Idempotent(ctx context.Context, scope, requestID string, requestHash []byte,
 		fn func(ctx context.Context, tx Tx) ([]byte, error)) (response []byte, replayed bool, err error)
+	// Claim, CompleteClaim and ReleaseClaim are the two-step form of Idempotent,
+	// for requests whose effect reaches outside the store; see Store.Claim.
+	Claim(ctx context.Context, scope, requestID string, requestHash []byte, now time.Time, lease time.Duration) (Claim, error)
+	CompleteClaim(ctx context.Context, scope, requestID string, requestHash []byte,
+		fn func(ctx context.Context, tx Tx) ([]byte, error)) (response []byte, replayed bool, err error)
+	ReleaseClaim(ctx context.Context, scope, requestID string, token []byte) error
 	// Update runs fn in one read-write transaction.
 	Update(ctx context.Context, fn func(ctx context.Context, tx Tx) error) error
 	// View runs fn read-only; see Store.View.
@@ -470,8 +476,9 @@ func (s *Store) Idempotent(ctx context.Context, scope, requestID string, request
 				return fmt.Errorf("store: idempotent %s/%s: %w", scope, requestID, ErrIDReuse)
 			}
 			if pending {
-				// Claims commit only together with their response, so this
-				// means the table was edited by hand.
+				// Idempotent's claims commit only together with their response:
+				// this is a Claim (of another scope's protocol) not yet answered,
+				// or a hand edit.
 				return fmt.Errorf("store: idempotent %s/%s: claimed without a response: %w", scope, requestID, ErrConflict)
 			}
 			if resp == nil {
