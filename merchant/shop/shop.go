@@ -95,6 +95,11 @@ func New(cfg Config) (*Shop, error) {
 	}
 	s := &Shop{cfg: cfg, book: &Book{DB: cfg.Store, Clock: cfg.Clock}, byID: map[string]merchant.Offer{}, offerIDs: map[string]bool{}, tmpl: map[string]*template.Template{}}
 	for _, o := range cfg.Offers {
+		// The description goes into the signed initiation the wallet shows: refused
+		// here, not at the first checkout.
+		if err := setproto.ValidateOrderDescription(o.Description); err != nil {
+			return nil, fmt.Errorf("shop: offer %s: %w", o.ID, err)
+		}
 		s.offers = append(s.offers, o)
 		s.byID[o.ID] = o
 		s.offerIDs[o.ID] = true
