@@ -1,15 +1,41 @@
 package shop_test
 
 import (
+	"net/http"
+	"net/url"
+	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
 	"github.com/setpay/setpay/merchant"
 	"github.com/setpay/setpay/merchant/shop"
 	"github.com/setpay/setpay/system"
 	"github.com/setpay/setpay/system/systemtest"
 )
+
+// TestShopCookiesAreHostPrefixed: the session cookie (which keys every form's CSRF
+// token) and the cart cookie are __Host- cookies: Secure, HttpOnly, path /, no
+// Domain, so no sibling domain can plant a session on the shop's host.
+func TestShopCookiesAreHostPrefixed(t *testing.T) {
+	f := newFixture(t)
+	b := f.browser(t)
+	res, _ := b.get("/") // sets the session cookie
+	require.Equal(t, http.StatusOK, res.StatusCode)
+	set := res.Cookies()
+	res, body := b.post("/cart/add", url.Values{"offer": {"book"}, "quantity": {"1"}, "csrf": {b.csrf()}}) // sets the cart cookie
+	require.Equal(t, http.StatusSeeOther, res.StatusCode, body)
+	set = append(set, res.Cookies()...)
+	require.Len(t, set, 2, "the session and the cart cookie")
+	for _, c := range set {
+		assert.True(t, strings.HasPrefix(c.Name, "__Host-"), "cookie %s", c.Name)
+		assert.True(t, c.Secure, c.Name)
+		assert.True(t, c.HttpOnly, c.Name)
+		assert.Equal(t, "/", c.Path, c.Name)
+		assert.Empty(t, c.Domain, c.Name)
+	}
+}
 
 // TestShopRefusesOfferWithSpoofingDescription: an offer whose description holds a
 // bidirectional override or a control character is refused when the shop starts,
