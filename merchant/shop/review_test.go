@@ -2,9 +2,12 @@ package shop_test
 
 import (
 	"net/http"
+	"net/http/cookiejar"
+	"net/http/httptest"
 	"net/url"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -51,4 +54,42 @@ func TestShopRefusesOfferWithSpoofingDescription(t *testing.T) {
 			assert.Contains(t, err.Error(), "order_description")
 		}
 	}
+}
+
+// TestShopCheckoutRateLimited: checkouts (each signs an initiation with the
+// merchant's token key and records an order) are limited per client address; over
+// the burst the cart page says so in words with 429 and keeps the cart, and no
+// order is made; as time passes checkouts are taken again. (Clock-driven, no timing.)
+func TestShopCheckoutRateLimited(t *testing.T) {
+	f := newFixture(t)
+	now := time.Now()
+	clock := func() time.Time { return now }
+	s, err := shop.New(shop.Config{Sign: f.bed.MerchantEnt.Sign, MACKey: f.bed.ChallengeKey, Store: f.bed.MerchantDB, MerchantID: "shop-1",
+		Brands: []string{system.Brand}, Offers: systemtest.Offers(), Endpoint: f.bed.MerchantAddr, ServerName: "127.0.0.1",
+		CheckoutEvery: time.Minute, CheckoutBurst: 2, Clock: clock})
+	require.NoError(t, err)
+	srv := httptest.NewTLSServer(s.Handler())
+	t.Cleanup(srv.Close)
+	jar, err := cookiejar.New(nil)
+	require.NoError(t, err)
+	b := &browser{t: t, url: srv.URL, c: &http.Client{Transport: srv.Client().Transport, Jar: jar,
+		CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }}}
+
+	assert.NotEmpty(t, b.checkout(map[string]string{"book": "1"}))
+	assert.NotEmpty(t, b.checkout(map[string]string{"book": "1"}))
+	tok := b.csrf()
+	res, body := b.post("/cart/add", url.Values{"csrf": {tok}, "offer": {"book"}, "quantity": {"1"}})
+	require.Equal(t, http.StatusSeeOther, res.StatusCode, body)
+	res, body = b.post("/checkout", url.Values{"csrf": {tok}})
+	assert.Equal(t, http.StatusTooManyRequests, res.StatusCode)
+	assert.Contains(t, body, "Too many checkouts from your address")
+	assert.Contains(t, body, `role="alert"`)
+	assert.Empty(t, res.Header.Get("Location"), "no order")
+	assertSecurityHeaders(t, res)
+	_, body = b.get("/cart")
+	assert.NotContains(t, body, "Your cart is empty", "the cart is kept")
+
+	now = now.Add(time.Minute)
+	res, body = b.post("/checkout", url.Values{"csrf": {tok}})
+	assert.Equal(t, http.StatusSeeOther, res.StatusCode, body)
 }
