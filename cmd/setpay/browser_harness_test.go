@@ -97,14 +97,14 @@ const browseTimeout = time.Minute
 // browse runs steps in the tab, each call bounded by browseTimeout.
 func browse(t *testing.T, ctx context.Context, steps ...chromedp.Action[chromedp.Void]) {
 	t.Helper()
-	get(t, ctx, chromedp.Steps(steps...))
+	cdpValue(t, ctx, chromedp.Steps(steps...))
 }
 
-// get runs one action in the tab and returns its value, bounded like browse. An
+// cdpValue runs one action in the tab and returns its value, bounded like browse. An
 // action that failed because the DOM it had looked up was replaced under it (the
 // page's document was rebuilt after its load) is run again: such a failure happens
 // before the action did anything.
-func get[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
+func cdpValue[T any](t *testing.T, ctx context.Context, a chromedp.Action[T]) T {
 	t.Helper()
 	sctx, cancel := context.WithTimeout(ctx, browseTimeout)
 	defer cancel()
@@ -133,7 +133,7 @@ func staleDOM(err error) bool {
 // pageText is the visible text of the page's body.
 func pageText(t *testing.T, ctx context.Context) string {
 	t.Helper()
-	return get(t, ctx, chromedp.Evaluate[string]("document.body.innerText"))
+	return cdpValue(t, ctx, chromedp.Evaluate[string]("document.body.innerText"))
 }
 
 // screenshotDir is where the tests save a screenshot of each page: $SETPAY_SCREENSHOTS
@@ -151,8 +151,8 @@ func screenshotDir(t *testing.T) string {
 func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	assertLabelled(t, ctx, name)
-	get(t, ctx, chromedp.Evaluate[bool]("window.scrollTo(0, 0), true"))
-	png := get(t, ctx, chromedp.CaptureScreenshot())
+	cdpValue(t, ctx, chromedp.Evaluate[bool]("window.scrollTo(0, 0), true"))
+	png := cdpValue(t, ctx, chromedp.CaptureScreenshot())
 	require.NoError(t, os.WriteFile(filepath.Join(screenshotDir(t), name+".png"), png, 0o644))
 }
 
@@ -169,7 +169,7 @@ const unlabelledJS = `Array.from(document.querySelectorAll('input, select, texta
 // reader names it.
 func assertLabelled(t *testing.T, ctx context.Context, page string) {
 	t.Helper()
-	assert.Empty(t, get(t, ctx, chromedp.Evaluate[[]string](unlabelledJS)), "controls without a label on %s", page)
+	assert.Empty(t, cdpValue(t, ctx, chromedp.Evaluate[[]string](unlabelledJS)), "controls without a label on %s", page)
 }
 
 // waitFor polls the JavaScript predicate js in the tab until it is true, through page
@@ -196,7 +196,7 @@ func waitFor(t *testing.T, ctx context.Context, what, js string) {
 // next page has loaded.
 func clickAndLoad(t *testing.T, ctx context.Context, sel string) {
 	t.Helper()
-	get(t, ctx, chromedp.Evaluate[bool]("window.__setpayBefore = true"))
+	cdpValue(t, ctx, chromedp.Evaluate[bool]("window.__setpayBefore = true"))
 	browse(t, ctx, chromedp.Click(chromedp.CSS(sel), chromedp.NodeVisible))
 	waitFor(t, ctx, "the page after clicking "+sel, "window.__setpayBefore === undefined && document.readyState === 'complete'")
 }
@@ -219,7 +219,7 @@ func jsString(t *testing.T, s string) string {
 func textOf(t *testing.T, ctx context.Context, sel string) string {
 	t.Helper()
 	js := fmt.Sprintf("(e => e === null ? null : e.innerText)(document.querySelector(%s))", jsString(t, sel))
-	v := get(t, ctx, chromedp.Evaluate[*string](js))
+	v := cdpValue(t, ctx, chromedp.Evaluate[*string](js))
 	require.NotNil(t, v, "no %s on the page:\n%s", sel, pageText(t, ctx))
 	return *v
 }

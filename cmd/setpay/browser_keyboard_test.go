@@ -18,7 +18,7 @@ func tabTo(t *testing.T, ctx context.Context, sel string) {
 	t.Helper()
 	js := "document.activeElement !== null && document.activeElement.matches(" + jsString(t, sel) + ")"
 	for range 60 {
-		if get(t, ctx, chromedp.Evaluate[bool](js)) {
+		if cdpValue(t, ctx, chromedp.Evaluate[bool](js)) {
 			return
 		}
 		browse(t, ctx, chromedp.KeyEvent(kb.Tab))
@@ -29,7 +29,7 @@ func tabTo(t *testing.T, ctx context.Context, sel string) {
 // pressAndLoad presses key on the focused element and waits for the next page.
 func pressAndLoad(t *testing.T, ctx context.Context, key string) {
 	t.Helper()
-	get(t, ctx, chromedp.Evaluate[bool]("window.__setpayBefore = true"))
+	cdpValue(t, ctx, chromedp.Evaluate[bool]("window.__setpayBefore = true"))
 	browse(t, ctx, chromedp.KeyEvent(key))
 	waitFor(t, ctx, "the page after pressing a key", "window.__setpayBefore === undefined && document.readyState === 'complete'")
 }
@@ -46,12 +46,12 @@ func TestBrowserKeyboardOnlyPurchase(t *testing.T) {
 
 	tabTo(t, ctx, "form:has(input[name=offer][value=book]) button[type=submit]")
 	pressAndLoad(t, ctx, kb.Enter)
-	assert.Contains(t, get(t, ctx, chromedp.Location()), "/cart")
+	assert.Contains(t, cdpValue(t, ctx, chromedp.Location()), "/cart")
 	assert.Contains(t, textOf(t, ctx, "#total"), "49.90")
 
 	tabTo(t, ctx, "#checkout")
 	pressAndLoad(t, ctx, kb.Enter)
-	assert.Contains(t, get(t, ctx, chromedp.Location()), "/order/")
+	assert.Contains(t, cdpValue(t, ctx, chromedp.Location()), "/order/")
 
 	tabTo(t, ctx, "#wallet-link")
 	pressAndLoad(t, ctx, kb.Enter)

@@ -43,7 +43,7 @@ func TestBrowserTrustsOnlyThePinnedKey(t *testing.T) {
 	ctx := newBrowser(t, base64.StdEncoding.EncodeToString(sum[:]))
 
 	browse(t, ctx, chromedp.Navigate(pinned.URL))
-	assert.Equal(t, "pinned", get(t, ctx, chromedp.Text(chromedp.ID("m"))))
+	assert.Equal(t, "pinned", cdpValue(t, ctx, chromedp.Text(chromedp.ID("m"))))
 
 	err := chromedp.Do(ctx, chromedp.Navigate(other.URL))
 	require.Error(t, err, "a page with an unpinned key")

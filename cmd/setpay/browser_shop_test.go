@@ -53,25 +53,25 @@ func (s *shopper) checkout(offer, qty, wantTotal string, shots bool) string {
 	}
 	fill(t, ctx, "#qty-"+offer, qty)
 	clickAndLoad(t, ctx, "form[action='/cart/add']:has(input[name=offer][value="+offer+"]) button[type=submit]")
-	require.Contains(t, get(t, ctx, chromedp.Location()), "/cart")
+	require.Contains(t, cdpValue(t, ctx, chromedp.Location()), "/cart")
 	assert.Contains(t, textOf(t, ctx, "#total"), wantTotal)
 	if shots {
 		screenshot(t, ctx, "cart")
 	}
 	clickAndLoad(t, ctx, "#checkout")
-	assert.Equal(t, "awaiting", get(t, ctx, chromedp.Evaluate[string]("document.getElementById('state').dataset.state")))
+	assert.Equal(t, "awaiting", cdpValue(t, ctx, chromedp.Evaluate[string]("document.getElementById('state').dataset.state")))
 	assert.Contains(t, textOf(t, ctx, "#amount"), wantTotal)
 	if shots {
 		screenshot(t, ctx, "checkout")
 	}
-	return get(t, ctx, chromedp.Location())
+	return cdpValue(t, ctx, chromedp.Location())
 }
 
 // walletLink is the order page's link to the local wallet, which must point at the
 // configured wallet UI's /receive with the initiation as its parameter.
 func (s *shopper) walletLink() string {
 	s.t.Helper()
-	href := get(s.t, s.ctx, chromedp.Evaluate[string]("document.getElementById('wallet-link').href"))
+	href := cdpValue(s.t, s.ctx, chromedp.Evaluate[string]("document.getElementById('wallet-link').href"))
 	require.True(s.t, strings.HasPrefix(href, walletBase(s.b.wallets[s.name])+"/receive?initiation="), "wallet link %q", href)
 	return href
 }
@@ -141,7 +141,7 @@ func TestBrowserPurchaseFromStorefrontThroughWallet(t *testing.T) {
 	// reloaded itself while another tab was driven.)
 	orderTab := newBrowser(t, b.pin)
 	browse(t, orderTab, chromedp.Navigate(orderURL))
-	assert.Equal(t, "awaiting", get(t, orderTab, chromedp.Evaluate[string]("document.getElementById('state').dataset.state")))
+	assert.Equal(t, "awaiting", cdpValue(t, orderTab, chromedp.Evaluate[string]("document.getElementById('state').dataset.state")))
 
 	browse(t, s.ctx, chromedp.Navigate(link))
 	s.confirm("49.90", "Applied Cryptography")
