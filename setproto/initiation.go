@@ -10,6 +10,7 @@ import (
 	"strconv"
 	"strings"
 	"time"
+	"unicode"
 
 	"github.com/setpay/setpay/pki"
 	"github.com/setpay/setpay/setproto/setpb"
@@ -87,7 +88,7 @@ func ValidatePaymentInitiation(m *setpb.PaymentInitiation) error {
 	}
 	if err := first(checkEndpoint(m.GetMerchantEndpoint()), checkServerName("tls_server_name", m.GetTlsServerName()),
 		pki.ValidateEntityID(m.GetMerchantId()), checkMoney(m.GetAmount(), m.GetCurrency()),
-		checkText("order_description", m.GetOrderDescription(), MaxDescriptionLen),
+		ValidateOrderDescription(m.GetOrderDescription()),
 		checkID("offer_id", m.GetOfferId()), checkID("order_ref", m.GetOrderRef())); err != nil {
 		return malformed(m, "%v", err)
 	}
@@ -201,6 +202,27 @@ func DecodeInitiationParam(s string) ([]byte, error) {
 		return nil, Wrap(setpb.Reason_MALFORMED, err, "initiation: not base64url")
 	}
 	return b, nil
+}
+
+// ValidateOrderDescription checks an initiation's order description, which the
+// wallet shows the cardholder as the merchant wrote it: valid UTF-8 of at most
+// MaxDescriptionLen bytes with no control characters (C0, DEL, C1) and no
+// bidirectional formatting characters (embeddings, overrides, isolates, marks),
+// which could make the confirmation page read differently than what is signed.
+func ValidateOrderDescription(s string) error {
+	if err := checkText("order_description", s, MaxDescriptionLen); err != nil {
+		return err
+	}
+	for i, r := range s {
+		if unicode.IsControl(r) || bidiControl(r) {
+			return fmt.Errorf("order_description: character %U at byte %d is a control or bidirectional formatting character", r, i)
+		}
+	}
+	return nil
+}
+
+func bidiControl(r rune) bool {
+	return r == '\u061c' || r == '\u200e' || r == '\u200f' || r >= '\u202a' && r <= '\u202e' || r >= '\u2066' && r <= '\u2069'
 }
 
 func checkEndpoint(ep string) error {

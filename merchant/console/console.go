@@ -85,18 +85,17 @@ type Config struct {
 
 // Console is the console's http.Handler.
 type Console struct {
-	cfg      Config
-	pages    map[string]*template.Template
-	sessions *sessions
-	limiter  *loginLimiter
-	mux      *http.ServeMux
-	static   http.Handler
-	// dummy is compared against for unknown names, so a wrong name costs the same
-	// bcrypt work as a wrong password.
-	dummy []byte
-
+	cfg       Config
+	pages     map[string]*template.Template
+	sessions  *sessions
+	limiter   *loginLimiter
+	mux       *http.ServeMux
+	static    http.Handler
 	mu        sync.Mutex
 	lastUsers Users // the last users file read well
+	// dummies are compared against for unknown names, one per bcrypt cost, so a
+	// wrong name costs the same bcrypt work as a wrong password of a listed user.
+	dummies map[int][]byte
 }
 
 // New checks cfg and returns the console.
@@ -125,12 +124,11 @@ func New(cfg Config) (*Console, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	dummy, err := bcrypt.GenerateFromPassword([]byte("setpay console: no such user"), bcrypt.DefaultCost)
-	if err != nil {
+	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, sessions: newSessions(maxSessions),
+		limiter: newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst, maxLoginClients), dummies: map[int][]byte{}}
+	if _, err := c.dummyHash(nil); err != nil {
 		return nil, err
 	}
-	c := &Console{cfg: cfg, pages: map[string]*template.Template{}, sessions: newSessions(maxSessions),
-		limiter: newLoginLimiter(cfg.LoginEvery, cfg.LoginBurst, maxLoginClients), dummy: dummy}
 	funcs := template.FuncMap{"money": Money, "title": func(s string) string {
 		return strings.ToUpper(s[:1]) + strings.ReplaceAll(s[1:], "_", " ")
 	}}
@@ -389,7 +387,11 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	}
 	hash, known := users[name]
 	if !known {
-		hash = c.dummy
+		if hash, err = c.dummyHash(users); err != nil {
+			c.cfg.Logger.Error("console: dummy hash", "err", err)
+			fail(http.StatusServiceUnavailable, "The console cannot check logins now; tell the merchant's administrator.")
+			return
+		}
 	}
 	password := []byte(r.PostForm.Get("password"))
 	if bcrypt.CompareHashAndPassword(hash, password) != nil || !known {
@@ -404,6 +406,33 @@ func (c *Console) login(w http.ResponseWriter, r *http.Request) {
 	setCookie(w, id, c.cfg.SessionTTL)
 	c.cfg.Logger.Info("console login", "user", name, "result", "OK", "remote", r.RemoteAddr)
 	http.Redirect(w, r, "/", http.StatusSeeOther)
+}
+
+// dummyHash is a hash of no password at the highest bcrypt cost among users
+// (DefaultCost when none): a users file made with another tool may use another
+// cost than setpay's, and an unknown name must not answer faster or slower than a
+// known one.
+func (c *Console) dummyHash(users Users) ([]byte, error) {
+	cost := 0
+	for _, h := range users {
+		if n, err := bcrypt.Cost(h); err == nil && n > cost {
+			cost = n
+		}
+	}
+	if cost == 0 {
+		cost = bcrypt.DefaultCost
+	}
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if h, ok := c.dummies[cost]; ok {
+		return h, nil
+	}
+	h, err := bcrypt.GenerateFromPassword([]byte("setpay console: no such user"), cost)
+	if err != nil {
+		return nil, err
+	}
+	c.dummies[cost] = h
+	return h, nil
 }
 
 // users reads the users file again; when that fails it keeps the last good one.

@@ -18,11 +18,14 @@ import (
 // challenge key, under its own label) and bound to the browser's session cookie,
 // so a browser cannot change prices (they are never in it: only offer IDs and
 // quantities) nor hand its cart to another session. The session cookie is random
-// and also keys the CSRF token of every form: HMAC(key, "csrf", session).
+// and also keys the CSRF token of every form: HMAC(key, "csrf", session). Both
+// cookies carry the __Host- prefix: browsers take them only Secure, from this host,
+// for path /, so a sibling (sub)domain cannot plant a session whose CSRF token it
+// knows (session fixation by cookie tossing).
 
 const (
-	sessionCookie = "setpay_shop_session"
-	cartCookie    = "setpay_shop_cart"
+	sessionCookie = "__Host-setpay_shop_session"
+	cartCookie    = "__Host-setpay_shop_cart"
 	maxCookie     = 1024
 )
 

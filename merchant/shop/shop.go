@@ -48,8 +48,12 @@ type Config struct {
 	WalletURL            string // default DefaultWalletURL
 	MaxQuantity          int    // per cart line; default DefaultMaxQuantity
 	InitiationValidity   time.Duration
-	Clock                func() time.Time
-	Logger               *slog.Logger
+	// CheckoutEvery and CheckoutBurst are the per-IP checkout rate: CheckoutBurst
+	// checkouts at once, one more every CheckoutEvery (0: the defaults).
+	CheckoutEvery time.Duration
+	CheckoutBurst int
+	Clock         func() time.Time
+	Logger        *slog.Logger
 }
 
 // Shop serves the storefront.
@@ -61,6 +65,7 @@ type Shop struct {
 	offerIDs map[string]bool
 	tmpl     map[string]*template.Template
 	mux      *http.ServeMux
+	limit    *limiter
 }
 
 // New checks cfg and returns the shop.
@@ -87,14 +92,26 @@ func New(cfg Config) (*Shop, error) {
 	if cfg.InitiationValidity > setproto.MaxInitiationLifetime {
 		return nil, fmt.Errorf("shop: initiation validity over %s", setproto.MaxInitiationLifetime)
 	}
+	if cfg.CheckoutEvery <= 0 {
+		cfg.CheckoutEvery = DefaultCheckoutEvery
+	}
+	if cfg.CheckoutBurst <= 0 {
+		cfg.CheckoutBurst = DefaultCheckoutBurst
+	}
 	if cfg.Clock == nil {
 		cfg.Clock = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Shop{cfg: cfg, book: &Book{DB: cfg.Store, Clock: cfg.Clock}, byID: map[string]merchant.Offer{}, offerIDs: map[string]bool{}, tmpl: map[string]*template.Template{}}
+	s := &Shop{cfg: cfg, book: &Book{DB: cfg.Store, Clock: cfg.Clock}, byID: map[string]merchant.Offer{}, offerIDs: map[string]bool{}, tmpl: map[string]*template.Template{},
+		limit: newLimiter(cfg.CheckoutEvery, cfg.CheckoutBurst)}
 	for _, o := range cfg.Offers {
+		// The description goes into the signed initiation the wallet shows: refused
+		// here, not at the first checkout.
+		if err := setproto.ValidateOrderDescription(o.Description); err != nil {
+			return nil, fmt.Errorf("shop: offer %s: %w", o.ID, err)
+		}
 		s.offers = append(s.offers, o)
 		s.byID[o.ID] = o
 		s.offerIDs[o.ID] = true
@@ -364,6 +381,11 @@ func (s *Shop) checkout(w http.ResponseWriter, r *http.Request) {
 	d, err := s.cartView(c)
 	if err != nil {
 		s.renderCart(w, r, http.StatusBadRequest, tok, c, err.Error())
+		return
+	}
+	if !s.limit.allow(r, s.cfg.Clock()) {
+		s.cfg.Logger.Warn("shop checkout refused", "result", "RATE_LIMITED", "remote", r.RemoteAddr)
+		s.renderCart(w, r, http.StatusTooManyRequests, tok, c, "Too many checkouts from your address just now. Wait a minute and check out again; your cart is kept.")
 		return
 	}
 	o, err := s.newOrder(ctx, d)

@@ -353,7 +353,7 @@ func TestShopRefusesForms(t *testing.T) {
 		require.NoError(t, err)
 		var cart *http.Cookie
 		for _, c := range b.c.Jar.Cookies(u) {
-			if c.Name == "setpay_shop_cart" {
+			if c.Name == "__Host-setpay_shop_cart" {
 				cart = c
 			}
 		}

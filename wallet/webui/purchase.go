@@ -10,6 +10,7 @@ import (
 	"net/http"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/setpay/setpay/pki"
@@ -96,6 +97,9 @@ type pending struct {
 	Merchant setpb.MerchantClient
 	Cards    []card
 	Created  time.Time
+	// pay is held by the one POST /pay working on this payment: a second one (a
+	// double click, another tab) waits, then finds it paid or the request prepared.
+	pay sync.Mutex
 	// After a first attempt the prepared request is kept: trying again sends the
 	// same request (the merchant answers a retry with the same answer).
 	w    *wallet.Wallet
@@ -284,6 +288,12 @@ func (s *Server) pendingOf(sess *session, id string) *pending {
 func (s *Server) handlePay(w http.ResponseWriter, r *http.Request, sess *session) {
 	p := s.pendingOf(sess, r.PostFormValue("pending"))
 	if p == nil {
+		s.fail(w, r, sess, http.StatusGone, page{Title: "No such payment", Message: "This payment is not waiting for confirmation any more (already paid, or the wallet restarted). Open the shop's payment link again."})
+		return
+	}
+	p.pay.Lock()
+	defer p.pay.Unlock()
+	if s.pendingOf(sess, p.ID) != p {
 		s.fail(w, r, sess, http.StatusGone, page{Title: "No such payment", Message: "This payment is not waiting for confirmation any more (already paid, or the wallet restarted). Open the shop's payment link again."})
 		return
 	}
