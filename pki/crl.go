@@ -37,7 +37,9 @@ func crlKey(rawName, keyID []byte) string {
 }
 
 // Put stores crl unless a CRL with a higher or equal number is already held
-// for the same issuer (so an older CRL cannot replace a newer one).
+// for the same issuer (so an older CRL cannot replace a newer one). Offering the
+// very CRL already held (same bytes) is no error: a source read again unchanged is
+// the normal case.
 func (m *MemoryCRLs) Put(crl *x509.RevocationList) error {
 	if crl == nil || crl.Number == nil {
 		return fmt.Errorf("pki: CRL without number")
@@ -46,6 +48,9 @@ func (m *MemoryCRLs) Put(crl *x509.RevocationList) error {
 	m.mu.Lock()
 	defer m.mu.Unlock()
 	if old, ok := m.crls[k]; ok && old.Number.Cmp(crl.Number) >= 0 {
+		if bytes.Equal(old.Raw, crl.Raw) {
+			return nil
+		}
 		return fmt.Errorf("pki: CRL number %s not above held %s", crl.Number, old.Number)
 	}
 	m.crls[k] = crl

@@ -266,3 +266,49 @@ func TestReadCRLFile(t *testing.T) {
 		})
 	}
 }
+
+// TestMemoryCRLsPut: a newer CRL replaces the held one; the very CRL held, offered
+// again (a file read again unchanged), is no error; an older one, or the same number
+// with other contents, is refused and the held CRL kept.
+func TestMemoryCRLsPut(t *testing.T) {
+	ctx := context.Background()
+	f := catest.New(t)
+	older, err := f.H.MCA.CRL(ctx)
+	require.NoError(t, err)
+	held, err := f.H.MCA.CRL(ctx)
+	require.NoError(t, err)
+	twinDER, err := x509.CreateRevocationList(rand.Reader, &x509.RevocationList{
+		Number: held.Number, ThisUpdate: held.ThisUpdate.Add(time.Second), NextUpdate: held.NextUpdate,
+	}, f.H.MCA.Certificate(), f.Keys.Signer("setpay-mca"))
+	require.NoError(t, err)
+	twin, err := x509.ParseRevocationList(twinDER)
+	require.NoError(t, err)
+	newer, err := f.H.MCA.CRL(ctx)
+	require.NoError(t, err)
+
+	for _, tc := range []struct {
+		name    string
+		offered *x509.RevocationList
+		wantErr string
+		want    *x509.RevocationList
+	}{
+		{"the held CRL again", held, "", held},
+		{"an older CRL", older, "not above held", held},
+		{"the same number, other contents", twin, "not above held", held},
+		{"a newer CRL", newer, "", newer},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			crls := pki.NewMemoryCRLs()
+			require.NoError(t, crls.Put(held))
+			err := crls.Put(tc.offered)
+			if tc.wantErr == "" {
+				assert.NoError(t, err)
+			} else {
+				assert.ErrorContains(t, err, tc.wantErr)
+			}
+			got, err := crls.CRL(ctx, f.H.MCA.Certificate())
+			require.NoError(t, err)
+			assert.Equal(t, tc.want.Raw, got.Raw)
+		})
+	}
+}
