@@ -10,8 +10,12 @@ deps:
 # The main job: the end-to-end run on an embedded SoftHSM token and an embedded store.
 # `make demo WEB=1` (setpay demo --web) then serves the storefront, the merchant console
 # and Alice's wallet UI on loopback, printing their URLs, until Ctrl-C.
+# The transcript is on stdout; the parties' own log lines (one per issuance, authorization,
+# purchase and lifecycle request at INFO, the services' default) are kept to warnings here
+# so the transcript reads on its own: `make demo DEMO_LOG_LEVEL=info` shows them too.
+DEMO_LOG_LEVEL ?= warn
 demo: deps
-	$(GO) run ./cmd/setpay demo --var $(VAR)/demo $(if $(WEB),--web)
+	$(GO) run ./cmd/setpay --log-level $(DEMO_LOG_LEVEL) demo --var $(VAR)/demo $(if $(WEB),--web)
 	@echo "make demo ran every party in one process; docs/operate.md runs each as a separate service (make build, then the guide)."
 
 # The revision is linked in too, for builds the toolchain cannot stamp (git worktrees,
