@@ -50,17 +50,49 @@ func (t *txn) InsertOrder(ctx context.Context, o *Order) error {
 	})
 }
 
-func (t *txn) getOrder(ctx context.Context, col, v string) (*Order, error) {
+// orderColumns are the columns every order query reads, in scanOrder's order.
+const orderColumns = `xid, merchant_order_id, description_hash, amount, currency, state,
+		created_at, updated_at, capture_token, cardholder`
+
+// scanOrder reads one row of orderColumns.
+func scanOrder(row interface{ Scan(...any) error }) (Order, error) {
 	var o Order
 	var state string
 	var created, updated int64
-	err := t.queryRow(ctx, `SELECT xid, merchant_order_id, description_hash, amount, currency, state,
-		created_at, updated_at, capture_token, cardholder FROM orders WHERE `+col+` = ?`, v).
-		Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &state, &created, &updated, &o.CaptureToken, &o.Cardholder)
+	if err := row.Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &state,
+		&created, &updated, &o.CaptureToken, &o.Cardholder); err != nil {
+		return Order{}, err
+	}
+	o.State, o.CreatedAt, o.UpdatedAt = OrderState(state), fromMicros(created), fromMicros(updated)
+	return o, nil
+}
+
+// listOrders runs a query of orderColumns; what names it in errors.
+func (t *txn) listOrders(ctx context.Context, what, q string, args ...any) ([]Order, error) {
+	rows, err := t.query(ctx, q, args...)
+	if err != nil {
+		return nil, fmt.Errorf("store: %s: %w", what, err)
+	}
+	defer rows.Close()
+	var out []Order
+	for rows.Next() {
+		o, err := scanOrder(rows)
+		if err != nil {
+			return nil, fmt.Errorf("store: %s: %w", what, err)
+		}
+		out = append(out, o)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("store: %s: %w", what, err)
+	}
+	return out, nil
+}
+
+func (t *txn) getOrder(ctx context.Context, col, v string) (*Order, error) {
+	o, err := scanOrder(t.queryRow(ctx, `SELECT `+orderColumns+` FROM orders WHERE `+col+` = ?`, v))
 	if err != nil {
 		return nil, notFound(err, "get order %s=%s", col, v)
 	}
-	o.State, o.CreatedAt, o.UpdatedAt = OrderState(state), fromMicros(created), fromMicros(updated)
 	return &o, nil
 }
 
@@ -76,36 +108,14 @@ func (t *txn) ListOrders(ctx context.Context, state OrderState, limit int) ([]Or
 	if limit <= 0 {
 		return nil, fmt.Errorf("store: list orders: %w", invalidf("limit must be positive"))
 	}
-	q := `SELECT xid, merchant_order_id, description_hash, amount, currency, state,
-		created_at, updated_at, capture_token, cardholder FROM orders`
+	q := `SELECT ` + orderColumns + ` FROM orders`
 	args := []any{}
 	if state != "" {
 		q += ` WHERE state = ?`
 		args = append(args, string(state))
 	}
 	q += ` ORDER BY created_at DESC, xid LIMIT ?`
-	args = append(args, limit)
-	rows, err := t.query(ctx, q, args...)
-	if err != nil {
-		return nil, fmt.Errorf("store: list orders: %w", err)
-	}
-	defer rows.Close()
-	var out []Order
-	for rows.Next() {
-		var o Order
-		var st string
-		var created, updated int64
-		if err := rows.Scan(&o.XID, &o.MerchantOrderID, &o.DescriptionHash, &o.Amount, &o.Currency, &st,
-			&created, &updated, &o.CaptureToken, &o.Cardholder); err != nil {
-			return nil, fmt.Errorf("store: list orders: %w", err)
-		}
-		o.State, o.CreatedAt, o.UpdatedAt = OrderState(st), fromMicros(created), fromMicros(updated)
-		out = append(out, o)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("store: list orders: %w", err)
-	}
-	return out, nil
+	return t.listOrders(ctx, "list orders", q, append(args, limit)...)
 }
 
 func (t *txn) SetOrderState(ctx context.Context, xid string, from, to OrderState, at time.Time) error {
