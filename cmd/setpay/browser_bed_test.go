@@ -12,8 +12,6 @@ import (
 
 	"github.com/stretchr/testify/require"
 	"go.yaml.in/yaml/v3"
-
-	"github.com/setpay/setpay/store"
 )
 
 // webBed is the system a shopper and an operator use, each service a process of the
@@ -47,18 +45,8 @@ func newWebBed(t *testing.T, cardholders ...string) *webBed {
 	root := demoFixture(t)
 	b := &webBed{t: t, root: root, dir: t.TempDir(), env: []string{"SOFTHSM2_CONF=" + filepath.Join(root, "softhsm", "softhsm2.conf")},
 		wallets: map[string]string{}, operator: "operator", password: "correct horse battery staple"}
-	ctx := context.Background()
-	dsn := func(name string) string {
-		d := "sqlite:" + filepath.Join(b.dir, name)
-		db, err := store.Open(ctx, d)
-		require.NoError(t, err)
-		require.NoError(t, db.Close())
-		return d
-	}
-	gc := readConfig[gatewayConfig](t, filepath.Join(root, "gateway.yaml"))
-	gc.Listen, gc.MetricsListen, gc.Store = "127.0.0.1:0", "", dsn("gateway.db")
-	gwCfg := filepath.Join(b.dir, "gateway.yaml")
-	writeConfig(t, gwCfg, gc)
+	dsn := func(name string) string { return newSQLiteStore(t, b.dir, name) }
+	gwCfg := writeDemoGatewayConfig(t, root, b.dir)
 	gwAddr := b.start("gateway", []string{"listening on "}, "gateway", "serve", "--config", gwCfg)["listening on "]
 
 	for _, name := range cardholders {

@@ -45,17 +45,8 @@ func newMerchantBed(t *testing.T) *merchantBed {
 	root := demoFixture(t)
 	b := &merchantBed{t: t, root: root, dir: t.TempDir(), env: []string{"SOFTHSM2_CONF=" + filepath.Join(root, "softhsm", "softhsm2.conf")}}
 	ctx := context.Background()
-	dsn := func(name string) string {
-		d := "sqlite:" + filepath.Join(b.dir, name)
-		db, err := store.Open(ctx, d)
-		require.NoError(t, err)
-		require.NoError(t, db.Close())
-		return d
-	}
-	gc := readConfig[gatewayConfig](t, filepath.Join(root, "gateway.yaml"))
-	gc.Listen, gc.MetricsListen, gc.Store = "127.0.0.1:0", "", dsn("gateway.db")
-	gwCfg := filepath.Join(b.dir, "gateway.yaml")
-	writeConfig(t, gwCfg, gc)
+	dsn := func(name string) string { return newSQLiteStore(t, b.dir, name) }
+	gwCfg := writeDemoGatewayConfig(t, root, b.dir)
 	gctx, cancel := context.WithCancel(ctx)
 	gw := setpayCmd(gctx, t, b.dir, b.env, "gateway", "serve", "--config", gwCfg)
 	gwLog := &lockedBuffer{}
@@ -224,4 +215,26 @@ func (b *merchantBed) buy(offer string) string {
 	require.NoError(b.t, err)
 	require.True(b.t, r.Approved(), "purchase of %s: %s", offer, r.Result)
 	return r.XID
+}
+
+// newSQLiteStore creates an empty SQLite store named name in dir, as `setpay store
+// init` does, and returns its DSN.
+func newSQLiteStore(t *testing.T, dir, name string) string {
+	t.Helper()
+	d := "sqlite:" + filepath.Join(dir, name)
+	db, err := store.Open(context.Background(), d)
+	require.NoError(t, err)
+	require.NoError(t, db.Close())
+	return d
+}
+
+// writeDemoGatewayConfig writes the demo's gateway.yaml into dir, listening on a port
+// of its own choosing, with no metrics and a fresh store in dir, and returns its path.
+func writeDemoGatewayConfig(t *testing.T, root, dir string) string {
+	t.Helper()
+	gc := readConfig[gatewayConfig](t, filepath.Join(root, "gateway.yaml"))
+	gc.Listen, gc.MetricsListen, gc.Store = "127.0.0.1:0", "", newSQLiteStore(t, dir, "gateway.db")
+	path := filepath.Join(dir, "gateway.yaml")
+	writeConfig(t, path, gc)
+	return path
 }
